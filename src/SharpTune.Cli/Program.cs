@@ -1,0 +1,3 @@
+using SharpTune.Native;
+TorchRuntime.EnsureLoaded();
+Console.WriteLine("ok");

@@ -1,0 +1,28 @@
+using SharpTune.Native;
+using TorchSharp;
+
+namespace SharpTune.Tests.Native;
+
+public sealed class TorchRuntimeTests
+{
+    [Fact]
+    public void EnsureLoaded_OnThisMachine_TensorOpsRun()
+    {
+        TorchRuntime.EnsureLoaded();
+        using var a = torch.tensor(new float[] { 1, 2, 3, 4 }).reshape(2, 2);
+        using var b = a.matmul(a);
+        // [[1,2],[3,4]]^2 = [[7,10],[15,22]]
+        Assert.Equal(new float[] { 7, 10, 15, 22 }, b.data<float>().ToArray());
+    }
+
+    [Fact]
+    public void NativeShim_InOutputFolder_HasNoStrictGlibcxx332Need()
+    {
+        var shim = Path.Combine(AppContext.BaseDirectory, "libLibTorchSharp.so");
+        Assert.True(File.Exists(shim), $"expected the native shim at {shim}");
+        var needs = ElfVersionNeeds.Read(shim);
+        var need = Assert.Single(needs, n => n.Name == "GLIBCXX_3.4.32");
+        Assert.True(need.Weak, "GLIBCXX_3.4.32 must be marked VER_FLG_WEAK so the shim loads on Debian 12");
+        Assert.Contains(needs, n => n.Name == "GLIBCXX_3.4.30" && !n.Weak);
+    }
+}
