@@ -5,6 +5,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 
 namespace SharpTune.Eval;
@@ -79,6 +80,39 @@ public sealed record EvalReport
     /// <summary>Loads a saved report.</summary>
     public static EvalReport Load(string path) =>
         File.Exists(path) ? FromJson(File.ReadAllText(path), path) : throw new FileNotFoundException($"report not found: {path}", path);
+
+    /// <summary>
+    /// The report in lm-evaluation-harness's results.json shape, for tools that read the harness's output:
+    /// <c>{"results": {"hellaswag": {"alias": "hellaswag", "acc,none": 0.45, "acc_stderr,none": 0.005}},
+    /// "n-samples": {"hellaswag": {"effective": 10042}}, "n-shot": {...}, "config": {...}}</c> (stderr "N/A" when absent).
+    /// </summary>
+    public string ToHarnessJson()
+    {
+        var results = new JsonObject();
+        var samples = new JsonObject();
+        var shots = new JsonObject();
+        foreach (var group in Results.GroupBy(r => r.Task))
+        {
+            var task = new JsonObject { ["alias"] = group.Key };
+            foreach (var r in group)
+            {
+                task[$"{r.Metric},none"] = r.Value;
+                task[$"{r.Metric}_stderr,none"] = r.Stderr is { } e ? JsonValue.Create(e) : JsonValue.Create("N/A");
+            }
+            results[group.Key] = task;
+            samples[group.Key] = new JsonObject { ["effective"] = group.First().N };
+            shots[group.Key] = NumFewshot;
+        }
+        var root = new JsonObject
+        {
+            ["results"] = results,
+            ["n-shot"] = shots,
+            ["n-samples"] = samples,
+            ["config"] = new JsonObject { ["model"] = Model, ["limit"] = Limit, ["max_length"] = MaxLength },
+            ["date"] = Date.ToUnixTimeMilliseconds() / 1000.0,
+        };
+        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
 
     /// <summary>The value of <paramref name="task"/>/<paramref name="metric"/>, or null.</summary>
     public EvalResult? Find(string task, string metric) =>

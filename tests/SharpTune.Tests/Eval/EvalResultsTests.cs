@@ -36,6 +36,16 @@ public sealed class EvalResultsTests : IDisposable
     }
 
     [Fact]
+    public void ToHarnessJson_Report_HarnessKeys()
+    {
+        var node = System.Text.Json.Nodes.JsonNode.Parse(Report("m", 0.4517, 0.4384).ToHarnessJson())!;
+        Assert.Equal(0.4517, node["results"]!["hellaswag"]!["acc,none"]!.GetValue<double>(), 12);
+        Assert.Equal(0.01, node["results"]!["hellaswag"]!["acc_stderr,none"]!.GetValue<double>(), 12);
+        Assert.Equal("N/A", node["results"]!["truthfulqa_mc2"]!["acc_stderr,none"]!.GetValue<string>());
+        Assert.Equal(100, node["n-samples"]!["hellaswag"]!["effective"]!.GetValue<int>());
+    }
+
+    [Fact]
     public void FromJson_NotAReport_ClearError()
     {
         var e = Assert.Throws<InvalidDataException>(() => EvalReport.FromJson("[1,2]", "x.json"));
