@@ -52,4 +52,14 @@ public sealed class EvalCompareCommandTests : IDisposable
         Assert.NotEqual(0, code);
         Assert.Contains("--baseline 3", text);
     }
+
+    [Fact]
+    public void Perplexity_Result_ShowsBitsPerByte()
+    {
+        var writer = new StringWriter();
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(writer), Ansi = AnsiSupport.No });
+        // ll = -ln(2) * 16 over 8 bytes: exactly 2 bits per byte.
+        console.Write(EvalRendering.Perplexity(new PerplexityResult(Tokens: 4, Words: 2, Bytes: 8, LogLikelihood: -16 * Math.Log(2))));
+        Assert.Contains("2.0000", writer.ToString());
+    }
 }

@@ -1,12 +1,9 @@
-// Console rendering of evaluation results (harness-style table, checkpoint comparison) and the `compare` command that
-// puts saved results.json files side by side. The `evaluate` recipe itself (load a checkpoint, then
-// SharpTune.Eval.Evaluator.Run) is wired by the recipe layer; it renders its report with EvalRendering.
+// Console rendering of evaluation results: the harness-style table, a checkpoint comparison and perplexity figures.
+// The `evaluate` recipe (load a checkpoint, then SharpTune.Eval.Evaluator.Run) renders its report with these.
 // Table columns follow lm-evaluation-harness's make_table (lm_eval/utils.py).
-using System.ComponentModel;
 using System.Globalization;
 using SharpTune.Eval;
 using Spectre.Console;
-using Spectre.Console.Cli;
 
 namespace SharpTune.Cli.Commands;
 
@@ -66,44 +63,20 @@ public static class EvalRendering
         }
         return table;
     }
-}
 
-/// <summary><c>sharptune compare a/results.json b/results.json ... [--baseline N]</c>.</summary>
-public sealed class EvalCompareCommand(IAnsiConsole console) : Command<EvalCompareCommand.Settings>
-{
-    /// <summary>Arguments of the compare command.</summary>
-    public sealed class Settings : CommandSettings
+    /// <summary>Perplexity figures of one text.</summary>
+    public static Table Perplexity(PerplexityResult r)
     {
-        /// <summary>results.json files written by evaluate, one per checkpoint.</summary>
-        [CommandArgument(0, "<results>")]
-        [Description("results.json files written by `evaluate`, one per checkpoint")]
-        public string[] Results { get; init; } = [];
-
-        /// <summary>Index (0-based) of the baseline column.</summary>
-        [CommandOption("--baseline")]
-        [Description("0-based index of the run the deltas are taken against")]
-        [DefaultValue(0)]
-        public int Baseline { get; init; }
-
-        /// <inheritdoc />
-        public override ValidationResult Validate()
-        {
-            if (Results.Length == 0) return ValidationResult.Error("give at least one results.json");
-            if (Baseline < 0 || Baseline >= Results.Length)
-                return ValidationResult.Error($"--baseline {Baseline} is not one of the {Results.Length} results (0..{Results.Length - 1})");
-            return ValidationResult.Success();
-        }
-    }
-
-    /// <inheritdoc />
-    public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
-    {
-        var reports = settings.Results.Select(path =>
-        {
-            var report = EvalReport.Load(path);
-            return string.IsNullOrEmpty(report.Model) ? report with { Model = Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(path))) ?? path } : report;
-        }).ToArray();
-        console.Write(EvalRendering.Compare(CompareTable.Build(reports, settings.Baseline)));
-        return 0;
+        var table = new Table().Border(TableBorder.Markdown);
+        table.AddColumn("Figure");
+        table.AddColumn(new TableColumn("Value").RightAligned());
+        void Row(string name, string value) => table.AddRow(name, value);
+        Row("tokens", r.Tokens.ToString(CultureInfo.InvariantCulture));
+        Row("loss per token (nats)", r.LossPerToken.ToString("F4", CultureInfo.InvariantCulture));
+        Row("token perplexity", r.TokenPerplexity.ToString("F4", CultureInfo.InvariantCulture));
+        Row("word perplexity", r.WordPerplexity.ToString("F4", CultureInfo.InvariantCulture));
+        Row("byte perplexity", r.BytePerplexity.ToString("F4", CultureInfo.InvariantCulture));
+        Row("bits per byte", r.BitsPerByte.ToString("F4", CultureInfo.InvariantCulture));
+        return table;
     }
 }
