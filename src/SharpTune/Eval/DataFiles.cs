@@ -66,7 +66,9 @@ public sealed record DataRow(JsonObject Fields, string File, int Row)
 
     /// <summary>An error naming the field, the expected and the actual value.</summary>
     public InvalidDataException Bad(string task, string name, string expected, string actual) =>
-        new($"{task}: {Location}: field '{name}' should be {expected}, found {actual}");
+        new($"{task}: {Location}: field '{name}' should be {expected}, found {actual}" +
+            (actual.StartsWith("string \"[", StringComparison.Ordinal) || actual.StartsWith("string \"{", StringComparison.Ordinal)
+                ? " (a CSV cell holding a list or object must be JSON, with double quotes: [\"a\", \"b\"])" : ""));
 
     private static string Describe(JsonNode? node)
     {

@@ -25,3 +25,22 @@ public interface ICausalLm
     /// <summary>The longest sequence the model accepts (the harness's <c>max_length</c>).</summary>
     int MaxSeqLen { get; }
 }
+
+/// <summary>
+/// Adapts any forward function with the decoder's signature (e.g. <c>TransformerDecoder.Forward(tokens, mask,
+/// inputPos)</c>) to <see cref="ICausalLm"/>.
+/// </summary>
+/// <param name="forward">tokens [b, s], mask [b, s, s] or null, inputPos [b, s] or null → logits [b, s, v].</param>
+/// <param name="maxSeqLen">The model's maximum sequence length.</param>
+public sealed class DelegateCausalLm(Func<torch.Tensor, torch.Tensor?, torch.Tensor?, torch.Tensor> forward, int maxSeqLen) : ICausalLm
+{
+    private readonly Func<torch.Tensor, torch.Tensor?, torch.Tensor?, torch.Tensor> _forward =
+        forward ?? throw new ArgumentNullException(nameof(forward));
+
+    /// <inheritdoc />
+    public int MaxSeqLen { get; } = maxSeqLen > 0 ? maxSeqLen
+        : throw new ArgumentOutOfRangeException(nameof(maxSeqLen), maxSeqLen, "must be positive");
+
+    /// <inheritdoc />
+    public torch.Tensor Logits(torch.Tensor tokens, torch.Tensor? mask, torch.Tensor? inputPos) => _forward(tokens, mask, inputPos);
+}

@@ -93,6 +93,15 @@ public sealed class DataFilesTests : IDisposable
     }
 
     [Fact]
+    public void Csv_PythonReprList_ErrorExplainsJsonCells()
+    {
+        var csv = "activity_label,ctx_a,ctx_b,endings,label\nx,y,z,\"['a', 'b']\",0\n";
+        var e = Assert.Throws<InvalidDataException>(() => HellaSwag.Task.Load(Write("py.csv", csv)));
+        Assert.Contains("'endings' should be a list of strings", e.Message);
+        Assert.Contains("must be JSON", e.Message);
+    }
+
+    [Fact]
     public void Csv_RowWithWrongCellCount_ErrorNamesLine()
     {
         var path = Write("short.csv", "question,answerKey\nq1,A\nq2\n");

@@ -195,6 +195,20 @@ public sealed class LoglikelihoodScorerTests
             Assert.Equal(scorer.Score([requests[i]])[0].LogLikelihood, all[i].LogLikelihood, 1e-9);
     }
 
+    [Fact]
+    public void DelegateCausalLm_WrapsForward_SameScores()
+    {
+        var model = new TableLm(12, 16, seed: 13);
+        var wrapped = new DelegateCausalLm(model.Logits, model.MaxSeqLen);
+        var req = new EncodedRequest([1, 2, 3], [4, 5]);
+
+        var a = new LoglikelihoodScorer(model, Tok).ScoreEncoded([req])[0];
+        var b = new LoglikelihoodScorer(wrapped, Tok).ScoreEncoded([req])[0];
+
+        Assert.Equal(a, b);
+        Assert.Equal(16, wrapped.MaxSeqLen);
+    }
+
     private static int ArgMax(double[] v) => Array.IndexOf(v, v.Max());
     private static int ArgMin(double[] v) => Array.IndexOf(v, v.Min());
 }
