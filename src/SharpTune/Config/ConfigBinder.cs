@@ -67,11 +67,6 @@ public sealed class ConfigBinder(ComponentRegistry registry)
         }
         var t = underlying ?? target;
         if (t == typeof(object)) return BindNatural(node, path, pass);
-        if (node.Kind == ConfigNodeKind.Scalar)
-        {
-            if (TryScalar(node.Text!, t, out var value, out var expected)) return value;
-            return Report(pass, node, path, $"expected {expected}, got {node.Describe()}");
-        }
         if (ElementType(t) is { } elementType)
         {
             if (node.Kind != ConfigNodeKind.List) return Report(pass, node, path, $"expected a list of {TypeName(elementType)}, got {node.Describe()}");
@@ -99,6 +94,11 @@ public sealed class ConfigBinder(ComponentRegistry registry)
                 dict?.Add(k, value);
             }
             return dict;
+        }
+        if (node.Kind == ConfigNodeKind.Scalar)
+        {
+            if (TryScalar(node.Text!, t, out var value, out var expected)) return value;
+            return Report(pass, node, path, $"expected {expected}, got {node.Describe()}");
         }
         if (node.Kind == ConfigNodeKind.Map && t.IsClass && !t.IsAbstract && t != typeof(string)
             && t.GetConstructors().OrderByDescending(c => c.GetParameters().Length).FirstOrDefault() is { } ctor)

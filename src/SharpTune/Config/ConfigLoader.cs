@@ -20,16 +20,16 @@ public static class ConfigLoader
     /// <summary>Parses YAML text; <paramref name="source"/> names it in locations.</summary>
     public static ConfigNode Parse(string yaml, string source)
     {
+        var last = new Mark[] { Mark.Empty };
         try
         {
             var parser = new Parser(new StringReader(yaml));
             parser.Consume<StreamStart>();
             if (parser.TryConsume<StreamEnd>(out _)) return ConfigNode.Map(new SourceLocation(source, 1, 1));
             parser.Consume<DocumentStart>();
-            var anchors = new Dictionary<string, ConfigNode>(StringComparer.Ordinal);
             ConfigNode root;
             if (parser.Accept<DocumentEnd>(out _)) root = ConfigNode.Map(new SourceLocation(source, 1, 1));
-            else root = ReadNode(parser, source, anchors);
+            else root = ReadNode(parser, source, new Dictionary<string, ConfigNode>(StringComparer.Ordinal), last);
             parser.Consume<DocumentEnd>();
             if (parser.Accept<DocumentStart>(out var second))
                 throw new ConfigException(At(source, second.Start), "", "malformed YAML: a config file holds one document, found a second '---'");
@@ -42,10 +42,17 @@ public static class ConfigLoader
         {
             throw new ConfigException(At(source, e.Start), "", $"malformed YAML: {StripMark(e.Message)}");
         }
+        catch (InvalidOperationException e) when (e.StackTrace?.Contains("YamlDotNet.Core", StringComparison.Ordinal) == true)
+        {
+            // YamlDotNet's scanner fails this way on some malformed input (e.g. an unclosed flow list); the best
+            // position we have is the last node it read.
+            throw new ConfigException(At(source, last[0]), "", "malformed YAML after this point (an unclosed '[', '{' or quote?)");
+        }
     }
 
-    private static ConfigNode ReadNode(IParser parser, string source, Dictionary<string, ConfigNode> anchors)
+    private static ConfigNode ReadNode(IParser parser, string source, Dictionary<string, ConfigNode> anchors, Mark[] last)
     {
+        if (parser.Current is { } current) last[0] = current.Start;
         if (parser.TryConsume<AnchorAlias>(out var alias))
         {
             if (!anchors.TryGetValue(alias.Value.Value, out var target))
@@ -56,7 +63,7 @@ public static class ConfigLoader
         {
             var loc = At(source, scalar.Start);
             var quoted = scalar.Style is ScalarStyle.SingleQuoted or ScalarStyle.DoubleQuoted or ScalarStyle.Literal or ScalarStyle.Folded
-                || scalar.Tag.Value == "tag:yaml.org,2002:str" || scalar.Tag.Value == "!!str";
+                || (!scalar.Tag.IsEmpty && !scalar.Tag.IsNonSpecific && scalar.Tag.Value is "tag:yaml.org,2002:str" or "!!str");
             var node = !quoted && IsNullText(scalar.Value) ? ConfigNode.Null(loc) : ConfigNode.Scalar(scalar.Value, quoted, loc);
             Remember(anchors, scalar.Anchor, node);
             return node;
@@ -64,19 +71,20 @@ public static class ConfigLoader
         if (parser.TryConsume<SequenceStart>(out var seq))
         {
             var list = ConfigNode.List(At(source, seq.Start));
-            while (!parser.TryConsume<SequenceEnd>(out _)) list.Add(ReadNode(parser, source, anchors));
+            while (!parser.TryConsume<SequenceEnd>(out _)) list.Add(ReadNode(parser, source, anchors, last));
             Remember(anchors, seq.Anchor, list);
             return list;
         }
         var start = parser.Consume<MappingStart>();
         var map = ConfigNode.Map(At(source, start.Start));
+        var merged = new HashSet<string>(StringComparer.Ordinal);
         while (!parser.TryConsume<MappingEnd>(out _))
         {
             var keyStart = parser.Current?.Start ?? start.Start;
-            var keyNode = ReadNode(parser, source, anchors);
+            var keyNode = ReadNode(parser, source, anchors, last);
             if (keyNode.Kind != ConfigNodeKind.Scalar)
                 throw new ConfigException(At(source, keyStart), "", $"malformed YAML: map keys must be plain text, found {keyNode.Describe()}");
-            var value = ReadNode(parser, source, anchors);
+            var value = ReadNode(parser, source, anchors, last);
             var key = keyNode.Text!;
             if (key == "<<" && !keyNode.IsQuoted)
             {
@@ -84,10 +92,10 @@ public static class ConfigLoader
                 if (value.Kind != ConfigNodeKind.Map)
                     throw new ConfigException(value.Location, "<<", "malformed YAML: '<<' must merge a map");
                 foreach (var (k, v) in value.Entries)
-                    if (!map.ContainsKey(k)) map.Set(k, v);
+                    if (!map.ContainsKey(k)) { map.Set(k, v); merged.Add(k); }
                 continue;
             }
-            if (map.TryGet(key, out var previous))
+            if (map.TryGet(key, out var previous) && !merged.Remove(key))
                 throw new ConfigException(keyNode.Location, key, $"malformed YAML: duplicate key '{key}' (first set at {previous.Location})");
             map.Set(key, value);
         }

@@ -62,7 +62,7 @@ public static class Interpolator
 
         private ConfigNode ResolveChild(ConfigNode child, List<string> path)
         {
-            if (child.Kind == ConfigNodeKind.Scalar) return HasInterpolation(child.Text) ? ResolveScalar(child, path) : child;
+            if (child.Kind == ConfigNodeKind.Scalar) return HasInterpolation(child.Text) || child.Text!.Contains("\\${", StringComparison.Ordinal) ? ResolveScalar(child, path) : child;
             ResolveTree(child, path);
             return child;
         }
