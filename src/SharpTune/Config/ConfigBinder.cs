@@ -230,7 +230,7 @@ public sealed class ConfigBinder(ComponentRegistry registry)
             var norm = Normalize(text);
             foreach (var n in Enum.GetNames(t))
                 if (Normalize(n) == norm || Normalize(Names.ToSnakeCase(n)) == norm) { value = Enum.Parse(t, n); return true; }
-            expected = $"one of {string.Join(", ", Enum.GetNames(t).Select(Names.ToSnakeCase))}";
+            expected = $"one of {string.Join(", ", Enum.GetNames(t).Select(n => n.ToLowerInvariant()))}";
             return false;
         }
         if (t == typeof(int)) { var ok = int.TryParse(digits, NumberStyles.Integer, inv, out var v); value = v; return ok; }

@@ -121,7 +121,7 @@ public sealed class ConfigBinderTests
     public void Get_BadEnum_ListsAllowedValues()
     {
         var e = Assert.Throws<ConfigException>(() => Load("e: fp8\n").Get<TestDtype>("e"));
-        Assert.Contains("one of float32, b_float16", e.Message);
+        Assert.Contains("one of float32, bfloat16", e.Message);
     }
 
     [Theory]
