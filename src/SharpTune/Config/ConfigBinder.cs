@@ -58,6 +58,11 @@ public sealed class ConfigBinder(ComponentRegistry registry)
         IReadOnlyList<object?>? positional, IReadOnlyDictionary<string, object?>? named)
     {
         if (target == typeof(ConfigNode)) return node;
+        if (node.IsUnresolved)
+        {
+            // Resolution failed and was reported where it was found; do not report the same value twice.
+            return pass.Build ? Report(pass, node, path, $"unresolved interpolation {node.Describe()}") : null;
+        }
         if (node.IsComponent) return BindComponent(node, target, path, pass, positional, named);
         var underlying = Nullable.GetUnderlyingType(target);
         if (node.Kind == ConfigNodeKind.Null)

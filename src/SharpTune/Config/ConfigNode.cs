@@ -55,6 +55,9 @@ public sealed class ConfigNode
     /// <summary>True when the scalar was quoted in YAML (so it is a string, never a number or bool).</summary>
     public bool IsQuoted { get; }
 
+    /// <summary>True when interpolation of this value failed (the failure is already reported).</summary>
+    internal bool IsUnresolved { get; set; }
+
     /// <summary>Where this node was written.</summary>
     public SourceLocation Location { get; }
 

@@ -208,6 +208,7 @@ public static class Interpolator
 
         private void Fail(ConfigNode node, List<string> path, string message)
         {
+            node.IsUnresolved = true;
             if (_failed.Add(node)) problems.Add(new ConfigProblem(node.Location, Join(path), message));
         }
 
