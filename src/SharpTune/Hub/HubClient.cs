@@ -123,15 +123,17 @@ public sealed class HubClient : IDisposable
         var prefix = repoType == HubRepoType.Dataset ? "datasets/" : "";
         var url = new Uri(_endpoint, $"{prefix}{repoId}/resolve/{Uri.EscapeDataString(revision)}/{string.Join('/', file.Split('/').Select(Uri.EscapeDataString))}");
 
-        // Metadata from the first answer, before any redirect to a CDN (which does not send the X-Linked-* headers).
+        // Metadata from the Hub's own answer: same-host redirects (renamed repos) are followed, a redirect to another
+        // host (the CDN serving LFS files, which does not send the X-Linked-* headers) is not.
         string? commit;
         long? size;
         string? etag;
-        using (var head = await SendAsync(HttpMethod.Head, url, token, null, repoId, repoType, revision, cancellationToken, followRedirects: false).ConfigureAwait(false))
+        using (var head = await SendAsync(HttpMethod.Head, url, token, null, repoId, repoType, revision, cancellationToken, stopAtOtherHost: true).ConfigureAwait(false))
         {
             commit = Header(head, "X-Repo-Commit");
             var linkedSize = Header(head, "X-Linked-Size");
-            size = long.TryParse(linkedSize, out var ls) ? ls : head.Content.Headers.ContentLength;
+            var redirected = (int)head.StatusCode is >= 300 and < 400;
+            size = long.TryParse(linkedSize, out var ls) ? ls : redirected ? null : head.Content.Headers.ContentLength;
             etag = NormalizeEtag(Header(head, "X-Linked-Etag") ?? head.Headers.ETag?.Tag ?? Header(head, "ETag"));
         }
 
@@ -211,7 +213,7 @@ public sealed class HubClient : IDisposable
 
     // Sends a request, following redirects by hand so the token never travels to another host.
     private async Task<HttpResponseMessage> SendAsync(HttpMethod method, Uri url, string? token, RangeHeaderValue? range, string repoId,
-        HubRepoType repoType, string revision, CancellationToken cancellationToken, bool followRedirects = true)
+        HubRepoType repoType, string revision, CancellationToken cancellationToken, bool stopAtOtherHost = false)
     {
         var current = url;
         for (var hop = 0; ; hop++)
@@ -233,10 +235,11 @@ public sealed class HubClient : IDisposable
             var code = (int)response.StatusCode;
             if (code is >= 300 and < 400 && response.Headers.Location is { } location)
             {
-                if (!followRedirects) return response;
+                var next = location.IsAbsoluteUri ? location : new Uri(current, location);
+                if (stopAtOtherHost && (next.Host != current.Host || next.Port != current.Port)) return response;
                 response.Dispose();
                 if (hop >= MaxRedirects) throw new HubException($"too many redirects fetching {url}");
-                current = location.IsAbsoluteUri ? location : new Uri(current, location);
+                current = next;
                 continue;
             }
             if (response.IsSuccessStatusCode) return response;

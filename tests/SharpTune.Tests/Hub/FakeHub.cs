@@ -30,6 +30,8 @@ public sealed class FakeHub : IDisposable
             {
                 _listener.Prefixes.Clear();
                 _listener.Prefixes.Add($"http://127.0.0.1:{port}/");
+                _listener.Prefixes.Add($"http://localhost:{port}/"); // a second host name stands in for the CDN
+                Port = port;
                 _listener.Start();
                 Endpoint = $"http://127.0.0.1:{port}";
                 break;
@@ -40,6 +42,11 @@ public sealed class FakeHub : IDisposable
     }
 
     public string Endpoint { get; } = "";
+
+    public int Port { get; }
+
+    /// <summary>When true, LFS files answer 302 to a "CDN" on another host name (localhost), as the real Hub does.</summary>
+    public bool RedirectLfs { get; set; }
 
     /// <summary>repo id -> (file -> bytes).</summary>
     public Dictionary<string, Dictionary<string, byte[]>> Repos { get; } = [];
@@ -83,7 +90,7 @@ public sealed class FakeHub : IDisposable
         lock (_gate) Requests.Add((req.HttpMethod, path, req.Headers["Range"], req.Headers["Authorization"]));
         try
         {
-            if (RequiredToken is not null && req.Headers["Authorization"] != $"Bearer {RequiredToken}")
+            if (RequiredToken is not null && !path.StartsWith("/cdn/", StringComparison.Ordinal) && req.Headers["Authorization"] != $"Bearer {RequiredToken}")
             {
                 Status(res, 401);
                 return;
@@ -101,6 +108,14 @@ public sealed class FakeHub : IDisposable
                 res.Close();
                 return;
             }
+            if (parts[0] == "cdn")
+            {
+                var cdnRepo = $"{parts[1]}/{parts[2]}";
+                var cdnFile = string.Join('/', parts.Skip(3));
+                res.Headers["ETag"] = "\"cdn-object-etag\"";
+                Serve(req, res, Repos[cdnRepo][cdnFile], cdnFile);
+                return;
+            }
             var offset = parts[0] == "datasets" ? 1 : 0;
             if (parts.Length >= offset + 5 && parts[offset + 2] == "resolve")
             {
@@ -114,37 +129,50 @@ public sealed class FakeHub : IDisposable
                     res.Headers["X-Linked-Size"] = data.Length.ToString();
                 }
                 else res.Headers["ETag"] = $"\"{(CorruptHash.Contains(file) ? new string('b', 40) : GitSha1(data))}\"";
-                if (req.HttpMethod == "HEAD")
+                if (RedirectLfs && LfsFiles.Contains(file))
                 {
-                    res.ContentLength64 = data.Length;
+                    res.StatusCode = 302;
+                    res.RedirectLocation = $"http://localhost:{Port}/cdn/{repo}/{file}";
+                    res.ContentLength64 = 0;
                     res.Close();
                     return;
                 }
-                var start = 0;
-                if (req.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal))
-                {
-                    start = int.Parse(range["bytes=".Length..].TrimEnd('-'));
-                    res.StatusCode = 206;
-                    res.Headers["Content-Range"] = $"bytes {start}-{data.Length - 1}/{data.Length}";
-                }
-                res.ContentLength64 = data.Length - start;
-                bool drop;
-                lock (_gate) drop = start == 0 && DropOnce.Remove(file);
-                if (drop)
-                {
-                    res.OutputStream.Write(data, 0, data.Length / 2);
-                    res.OutputStream.Flush();
-                    Thread.Sleep(50);
-                    res.Abort(); // the connection drops half way
-                    return;
-                }
-                res.OutputStream.Write(data, start, data.Length - start);
-                res.Close();
+                Serve(req, res, data, file);
                 return;
             }
             Status(res, 404);
         }
         catch (Exception) { try { res.Abort(); } catch (Exception) { } }
+    }
+
+    private void Serve(HttpListenerRequest req, HttpListenerResponse res, byte[] data, string file)
+    {
+        if (req.HttpMethod == "HEAD")
+        {
+            res.ContentLength64 = data.Length;
+            res.Close();
+            return;
+        }
+        var start = 0;
+        if (req.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal))
+        {
+            start = int.Parse(range["bytes=".Length..].TrimEnd('-'));
+            res.StatusCode = 206;
+            res.Headers["Content-Range"] = $"bytes {start}-{data.Length - 1}/{data.Length}";
+        }
+        res.ContentLength64 = data.Length - start;
+        bool drop;
+        lock (_gate) drop = start == 0 && DropOnce.Remove(file);
+        if (drop)
+        {
+            res.OutputStream.Write(data, 0, data.Length / 2);
+            res.OutputStream.Flush();
+            Thread.Sleep(50);
+            res.Abort(); // the connection drops half way
+            return;
+        }
+        res.OutputStream.Write(data, start, data.Length - start);
+        res.Close();
     }
 
     private static void Status(HttpListenerResponse res, int code)

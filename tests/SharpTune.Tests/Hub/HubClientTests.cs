@@ -128,6 +128,22 @@ public sealed class HubClientTests : IDisposable
         Assert.DoesNotContain("hf_ok", File.ReadAllText(Path.Combine(_dir, "original_repo_id.json")));
     }
 
+    [Fact]
+    public async Task DownloadAsync_LfsRedirectToOtherHost_ReadsHubHeadersAndDropsToken()
+    {
+        _hub.RedirectLfs = true;
+        _hub.RequiredToken = "hf_cdn_test";
+        _hub.DropOnce.Add("model.safetensors");
+        using var client = Client();
+        await client.DownloadAsync("acme/tiny", HubRepoType.Model, _dir, token: "hf_cdn_test");
+        Assert.Equal(Weights, File.ReadAllBytes(Path.Combine(_dir, "model.safetensors")));
+        var cdn = _hub.Requests.Where(r => r.Path.StartsWith("/cdn/", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, cdn.Count); // dropped once, resumed once, both from the CDN
+        Assert.NotNull(cdn[1].Range);
+        Assert.All(cdn, r => Assert.Null(r.Authorization));
+        Assert.All(_hub.Requests.Except(cdn), r => Assert.Equal("Bearer hf_cdn_test", r.Authorization));
+    }
+
     [Theory]
     [InlineData("../evil.txt")]
     [InlineData("a/../../evil.txt")]
