@@ -64,7 +64,10 @@ internal sealed class CliServices(IAnsiConsole output, IAnsiConsole error, Recip
                 foreach (var p in c.Problems) WriteErrLine(p.ToString());
                 WriteErrLine($"error: {c.Problems.Count} config problems");
                 return 1;
-            case ConfigException or HubException or ArgumentException or IOException or UnauthorizedAccessException or OperationCanceledException:
+            case OperationCanceledException:
+                WriteErrLine("error: cancelled");
+                return 130;
+            case ConfigException or HubException or ArgumentException or IOException or UnauthorizedAccessException:
                 WriteErrLine($"error: {OneLine(e.Message)}");
                 return 1;
             default:

@@ -6,7 +6,18 @@ namespace SharpTune.Cli;
 
 internal static class Program
 {
-    private static int Main(string[] args) => Build(CliServices.CreateDefault()).Run(args);
+    private static int Main(string[] args)
+    {
+        // First Ctrl-C asks the running verb to stop cleanly (recipes still run Cleanup); a second one kills.
+        using var cancel = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) =>
+        {
+            if (cancel.IsCancellationRequested) return;
+            e.Cancel = true;
+            cancel.Cancel();
+        };
+        return Build(CliServices.CreateDefault()).Run(args, cancel.Token);
+    }
 
     /// <summary>The command app wired to <paramref name="services"/> (tests pass captured consoles).</summary>
     internal static CommandApp Build(CliServices services)

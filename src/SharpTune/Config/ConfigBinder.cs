@@ -12,8 +12,6 @@ namespace SharpTune.Config;
 /// <summary>Binds config nodes to parameter types and instantiates components.</summary>
 public sealed class ConfigBinder(ComponentRegistry registry)
 {
-    private static readonly NullabilityInfoContext Nullability = new();
-
     /// <summary>The registry used for <c>_component_</c> names.</summary>
     public ComponentRegistry Registry { get; } = registry;
 
@@ -209,7 +207,7 @@ public sealed class ConfigBinder(ComponentRegistry registry)
     }
 
     private static bool AllowsNull(ParameterInfo p) =>
-        !p.ParameterType.IsValueType && Nullability.Create(p).WriteState == NullabilityState.Nullable;
+        !p.ParameterType.IsValueType && new NullabilityInfoContext().Create(p).WriteState == NullabilityState.Nullable; // the context is not thread-safe
 
     private static object? DefaultOf(Type t) => t.IsValueType ? Activator.CreateInstance(t) : null;
 

@@ -10,29 +10,38 @@ namespace SharpTune.Config;
 public static class ConfigWriter
 {
     /// <summary>YAML text for <paramref name="root"/>; map keys sorted ordinally when <paramref name="sortKeys"/>.</summary>
-    public static string ToYaml(ConfigNode root, bool sortKeys = false)
+    /// <param name="root">The tree.</param>
+    /// <param name="sortKeys">Sort map keys.</param>
+    /// <param name="escapeInterpolation">
+    /// Write a literal <c>${</c> as <c>\${</c>: use for an already resolved tree, so that reading the file back does not
+    /// interpolate text that was literal.
+    /// </param>
+    public static string ToYaml(ConfigNode root, bool sortKeys = false, bool escapeInterpolation = false)
     {
         var sw = new StringWriter { NewLine = "\n" };
         var emitter = new Emitter(sw, new EmitterSettings().WithBestIndent(2));
         emitter.Emit(new StreamStart());
         emitter.Emit(new DocumentStart(null, null, isImplicit: true));
-        Emit(emitter, root, sortKeys);
+        Emit(emitter, root, sortKeys, escapeInterpolation);
         emitter.Emit(new DocumentEnd(isImplicit: true));
         emitter.Emit(new StreamEnd());
         return sw.ToString();
     }
 
-    /// <summary>Writes <paramref name="root"/> to <paramref name="path"/> atomically (temp file, then rename).</summary>
-    public static void Save(ConfigNode root, string path, string? header = null)
+    /// <summary>
+    /// Writes a resolved tree to <paramref name="path"/> atomically (temp file, then rename); literal <c>${</c> is
+    /// escaped unless <paramref name="escapeInterpolation"/> is false.
+    /// </summary>
+    public static void Save(ConfigNode root, string path, string? header = null, bool escapeInterpolation = true)
     {
         var full = Path.GetFullPath(path);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
         var tmp = full + $".tmp{Environment.ProcessId}";
-        File.WriteAllText(tmp, (header ?? "") + ToYaml(root), new UTF8Encoding(false));
+        File.WriteAllText(tmp, (header ?? "") + ToYaml(root, false, escapeInterpolation), new UTF8Encoding(false));
         File.Move(tmp, full, overwrite: true);
     }
 
-    private static void Emit(IEmitter emitter, ConfigNode node, bool sortKeys)
+    private static void Emit(IEmitter emitter, ConfigNode node, bool sortKeys, bool escape)
     {
         switch (node.Kind)
         {
@@ -40,7 +49,7 @@ public static class ConfigWriter
                 emitter.Emit(new Scalar(AnchorName.Empty, TagName.Empty, "null", ScalarStyle.Plain, true, false));
                 break;
             case ConfigNodeKind.Scalar:
-                var text = node.Text!;
+                var text = escape ? node.Text!.Replace("${", "\\${", StringComparison.Ordinal) : node.Text!;
                 var quote = node.IsQuoted && (text.Length == 0 || LooksTyped(text));
                 var style = quote ? ScalarStyle.DoubleQuoted : ScalarStyle.Any;
                 emitter.Emit(new Scalar(AnchorName.Empty, TagName.Empty, text, style, isPlainImplicit: !quote, isQuotedImplicit: true));
@@ -48,7 +57,7 @@ public static class ConfigWriter
             case ConfigNodeKind.List:
                 var flow = node.Items.All(i => i.Kind is ConfigNodeKind.Scalar or ConfigNodeKind.Null);
                 emitter.Emit(new SequenceStart(AnchorName.Empty, TagName.Empty, true, flow ? SequenceStyle.Flow : SequenceStyle.Block));
-                foreach (var item in node.Items) Emit(emitter, item, sortKeys);
+                foreach (var item in node.Items) Emit(emitter, item, sortKeys, escape);
                 emitter.Emit(new SequenceEnd());
                 break;
             default:
@@ -57,7 +66,7 @@ public static class ConfigWriter
                 foreach (var (key, value) in entries)
                 {
                     emitter.Emit(new Scalar(AnchorName.Empty, TagName.Empty, key, LooksTyped(key) ? ScalarStyle.DoubleQuoted : ScalarStyle.Any, true, true));
-                    Emit(emitter, value, sortKeys);
+                    Emit(emitter, value, sortKeys, escape);
                 }
                 emitter.Emit(new MappingEnd());
                 break;

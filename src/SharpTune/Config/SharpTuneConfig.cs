@@ -148,7 +148,7 @@ public sealed class SharpTuneConfig
     }
 
     /// <summary>The resolved config as YAML.</summary>
-    public string ToYaml(bool sortKeys = false) => ConfigWriter.ToYaml(Root, sortKeys);
+    public string ToYaml(bool sortKeys = false) => ConfigWriter.ToYaml(Root, sortKeys, escapeInterpolation: true);
 
     /// <summary>Writes the resolved config atomically (what a run saves as <c>sharptune_config.yaml</c>).</summary>
     public void Save(string path) => ConfigWriter.Save(Root, path);

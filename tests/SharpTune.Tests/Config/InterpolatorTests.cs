@@ -67,6 +67,16 @@ public sealed class InterpolatorTests
     }
 
     [Fact]
+    public void ToYaml_ResolvedConfig_ReadsBackToSameValues()
+    {
+        var cfg = Load("out: /o\nlog: ${out}/log\nlit: \\${kept}\nn: ${m}\nm: 3\n");
+        var again = Load(cfg.ToYaml());
+        Assert.Equal("/o/log", again.Get<string>("log"));
+        Assert.Equal("${kept}", again.Get<string>("lit"));
+        Assert.Equal(3, again.Get<int>("n"));
+    }
+
+    [Fact]
     public void Resolve_UnknownKey_ReportsLocationAndSuggestion()
     {
         var p = Assert.Single(Problems("output_dir: /x\n\nlog: ${output_dri}/log\n"));
