@@ -178,6 +178,14 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         return _model.Norm.call(h).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// Copies <paramref name="stateDict"/> (HF keys) into the model. Every missing/unexpected key and shape/dtype
+    /// mismatch is reported in one error. Adapter weights (lora_A, lora_B, DoRA magnitude) may be missing so a base
+    /// checkpoint loads into a LoRA model; initialise DoRA magnitudes afterwards.
+    /// </summary>
+    public LoadResult LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict") =>
+        StateDictLoader.Load(this, stateDict, strict, Peft.Adapters.IsAdapterKey, sourceName);
+
     /// <summary>Applies the output projection (including a LoRA adapter on lm_head) to hidden [.., d] -> [.., v].</summary>
     public Tensor ApplyOutput(Tensor hidden) =>
         _lmHead is null ? nn.functional.linear(hidden, _model.EmbedTokens.weight!) : _lmHead.call(hidden);
