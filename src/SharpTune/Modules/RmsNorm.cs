@@ -1,5 +1,6 @@
 // Root-mean-square layer normalisation (Zhang & Sennrich 2019, https://arxiv.org/abs/1910.07467), computed in fp32
-// as Hugging Face's LlamaRMSNorm does: y = weight * (x / sqrt(mean(x^2) + eps)).to(input dtype).
+// as Hugging Face's LlamaRMSNorm does: y = weight * (x / sqrt(mean(x^2) + eps)).to(input dtype), returned in the
+// input dtype (torchtune's RMSNorm type_as(x)).
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -34,6 +35,6 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var xf = x.to_type(ScalarType.Float32);
         var normed = xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + _eps);
-        return (_weight * normed.to_type(x.dtype)).MoveToOuterDisposeScope();
+        return (_weight * normed.to_type(x.dtype)).to_type(x.dtype).MoveToOuterDisposeScope(); // torchtune: type_as(x)
     }
 }

@@ -20,11 +20,28 @@ public static class Adapters
     /// </summary>
     public static IReadOnlyList<(string Name, Parameter Parameter)> UniqueNamedParameters(nn.Module module)
     {
-        var seen = new HashSet<IntPtr>();
+        var seen = new HashSet<(long, string, string, ScalarType)>();
         var result = new List<(string, Parameter)>();
         foreach (var (name, p) in module.named_parameters())
-            if (seen.Add(p.Handle)) result.Add((name, p));
+            if (seen.Add(Identity(p))) result.Add((name, p));
         return result;
+    }
+
+    /// <summary>
+    /// Identity of a parameter's storage view. TorchSharp hands out a new wrapper (and native handle) per access, so
+    /// handles cannot identify a shared tensor; the data pointer, shape and strides can. Meta tensors have no data,
+    /// so there the handle is used (our models register a tied weight only once anyway).
+    /// </summary>
+    [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
+    private static extern IntPtr THSTensor_data(IntPtr tensor); // TorchSharp's own native export behind data<T>()
+
+    /// <summary>Address of the first element of <paramref name="t"/> (CPU/CUDA tensors; 0 for meta).</summary>
+    public static long DataAddress(Tensor t) => t.is_meta ? 0 : (long)THSTensor_data(t.Handle);
+
+    private static (long, string, string, ScalarType) Identity(Tensor p)
+    {
+        var ptr = p.is_meta ? 0 : (long)THSTensor_data(p.Handle);
+        return (ptr != 0 ? ptr : -(long)p.Handle, string.Join(",", p.shape), string.Join(",", p.stride()), p.dtype);
     }
 
     /// <summary>The parameters with requires_grad, deduplicated: what the optimizer should receive.</summary>
