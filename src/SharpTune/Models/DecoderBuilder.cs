@@ -45,7 +45,7 @@ public static class DecoderBuilder
             layers.Add(new DecoderLayer(attn, mlp,
                 new RmsNorm(d, args.NormEps, device, dtype), new RmsNorm(d, args.NormEps, device, dtype)));
         }
-        var stack = new DecoderStack(nn.Embedding(args.VocabSize, d, device: device, dtype: dtype), layers, new RmsNorm(d, args.NormEps, device, dtype));
+        var stack = new DecoderStack(new TokenEmbedding(args.VocabSize, d, device, dtype), layers, new RmsNorm(d, args.NormEps, device, dtype));
         var lmHead = args.TieEmbeddings ? null : Proj(d, args.VocabSize, false, lora?.ApplyToOutput ?? false);
         var model = new TransformerDecoder(args, stack, lmHead);
         if (lora is not null) Adapters.SetAdapterOnlyTrainable(model);

@@ -11,13 +11,13 @@ namespace SharpTune.Modules;
 /// <summary>The inner <c>model.</c> stack: token embedding, decoder layers, final norm.</summary>
 public sealed class DecoderStack : nn.Module<Tensor, Tensor>
 {
-    [ComponentName(Name = "embed_tokens")] private readonly Embedding _embedTokens;
+    [ComponentName(Name = "embed_tokens")] private readonly TokenEmbedding _embedTokens;
     [ComponentName(Name = "layers")] private readonly ModuleList<DecoderLayer> _layers;
     private readonly DecoderLayer[] _layerArray;
     [ComponentName(Name = "norm")] private readonly RmsNorm _norm;
 
     /// <summary>Composes the stack.</summary>
-    public DecoderStack(Embedding embedTokens, IEnumerable<DecoderLayer> layers, RmsNorm norm) : base(nameof(DecoderStack))
+    public DecoderStack(TokenEmbedding embedTokens, IEnumerable<DecoderLayer> layers, RmsNorm norm) : base(nameof(DecoderStack))
     {
         _embedTokens = embedTokens;
         _layerArray = layers.ToArray();
@@ -27,7 +27,7 @@ public sealed class DecoderStack : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Token embedding [v, d].</summary>
-    public Embedding EmbedTokens => _embedTokens;
+    public TokenEmbedding EmbedTokens => _embedTokens;
 
     /// <summary>Decoder layers.</summary>
     public IReadOnlyList<DecoderLayer> Layers => _layerArray;
@@ -92,7 +92,7 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
     /// </summary>
     public Tensor OutputWeight => _lmHead switch
     {
-        null => _model.EmbedTokens.weight!,
+        null => _model.EmbedTokens.weight,
         Linear l => l.weight!,
         Peft.LoraLinear l => l.Weight,
         _ => throw new InvalidOperationException($"unsupported lm_head type {_lmHead.GetType().Name}"),
@@ -115,7 +115,7 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
     public void SetupCaches(int batchSize, int maxSeqLen)
     {
         if (maxSeqLen > MaxSeqLen) throw new ArgumentOutOfRangeException(nameof(maxSeqLen), maxSeqLen, $"exceeds the model's max_seq_len {MaxSeqLen}");
-        var w = _model.EmbedTokens.weight!;
+        var w = _model.EmbedTokens.weight;
         foreach (var layer in _model.Layers) layer.SelfAttn.SetupCache(batchSize, maxSeqLen, w.dtype, w.device);
         _cachePos = 0;
     }
@@ -188,5 +188,5 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
 
     /// <summary>Applies the output projection (including a LoRA adapter on lm_head) to hidden [.., d] -> [.., v].</summary>
     public Tensor ApplyOutput(Tensor hidden) =>
-        _lmHead is null ? nn.functional.linear(hidden, _model.EmbedTokens.weight!) : _lmHead.call(hidden);
+        _lmHead is null ? nn.functional.linear(hidden, _model.EmbedTokens.weight) : _lmHead.call(hidden);
 }
