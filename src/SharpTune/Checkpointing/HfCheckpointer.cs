@@ -172,7 +172,11 @@ public sealed class HfCheckpointer
                 nameof(stateDict));
         var weights = DropTiedHead(stateDict);
         var configOut = (JsonObject)config.DeepClone();
-        if (FloatDtypeName(weights.Values) is { } dtypeName) configOut["torch_dtype"] = dtypeName;
+        if (FloatDtypeName(weights.Values) is { } dtypeName)
+        {
+            configOut["torch_dtype"] = dtypeName;
+            if (configOut.ContainsKey("dtype")) configOut["dtype"] = dtypeName; // transformers >= 4.56 spelling
+        }
         var target = Path.Combine(outputDir, tag.FolderName);
         AtomicFile.WriteFolder(target, temp =>
         {

@@ -62,15 +62,14 @@ public sealed class SafetensorsCheckpoint : IDisposable
     }
 
     /// <summary>
-    /// Opens the weights in <paramref name="folder"/>: <c>model.safetensors.index.json</c> when present, else
-    /// <c>model.safetensors</c>. Throws <see cref="CheckpointFormatException"/> naming the file for a missing shard, a
+    /// Opens the weights in <paramref name="folder"/>: <c>model.safetensors</c> when present (as transformers
+    /// prefers it), else <c>model.safetensors.index.json</c> and its shards. Throws <see cref="CheckpointFormatException"/> naming the file for a missing shard, a
     /// key the index places in a shard that lacks it, a key in two shards, or any corrupt header.
     /// </summary>
     public static SafetensorsCheckpoint Open(string folder)
     {
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"checkpoint folder not found: {folder}");
-        var indexPath = Path.Combine(folder, SafetensorsWriter.IndexFileName);
-        if (File.Exists(indexPath)) return OpenIndexed(folder, indexPath);
+        // transformers looks for model.safetensors before the index; so do we, so both load the same weights.
         var single = Path.Combine(folder, SafetensorsWriter.SingleFileName);
         if (File.Exists(single))
         {
@@ -79,10 +78,15 @@ public sealed class SafetensorsCheckpoint : IDisposable
                 new Dictionary<string, SafetensorsFile> { [SafetensorsWriter.SingleFileName] = file },
                 file.Keys.ToDictionary(k => k, _ => file, StringComparer.Ordinal));
         }
+        var indexPath = Path.Combine(folder, SafetensorsWriter.IndexFileName);
+        if (File.Exists(indexPath)) return OpenIndexed(folder, indexPath);
         var found = Directory.EnumerateFiles(folder, "*.safetensors").Select(Path.GetFileName).Order().ToArray();
+        var pickles = Directory.EnumerateFiles(folder, "*.bin").Concat(Directory.EnumerateFiles(folder, "*.pt"))
+            .Select(Path.GetFileName).Order().ToArray();
         throw new CheckpointFormatException(folder,
-            $"no {SafetensorsWriter.IndexFileName} or {SafetensorsWriter.SingleFileName} found" +
-            (found.Length > 0 ? $" (safetensors files present: {string.Join(", ", found)})" : ""));
+            $"no {SafetensorsWriter.SingleFileName} or {SafetensorsWriter.IndexFileName} found" +
+            (found.Length > 0 ? $" (safetensors files present: {string.Join(", ", found)})" : "") +
+            (pickles.Length > 0 ? $" ({string.Join(", ", pickles)}: PyTorch pickle checkpoints are not read; convert them to safetensors)" : ""));
     }
 
     /// <summary>Reads the weight map of an index file (key to shard file name).</summary>

@@ -63,9 +63,9 @@ public static class SafetensorsWriter
     /// Writes a Hugging Face weight folder: <c>model.safetensors</c> when everything fits in
     /// <paramref name="maxShardBytes"/>, otherwise <c>model-0000i-of-0000N.safetensors</c> shards (keys in ordinal
     /// order, a new shard when the next tensor would overflow; a tensor larger than the limit gets a shard of its own)
-    /// plus <c>model.safetensors.index.json</c>. Each file is written atomically and the index last, so the folder's
-    /// entry point always names complete files; weight files of an earlier save that the new index does not name are
-    /// deleted afterwards. Returns the weight file names written.
+    /// plus <c>model.safetensors.index.json</c>. Each file is written atomically and the index last; files of an
+    /// earlier save into the same folder are deleted only afterwards, so at every instant the folder loads as either
+    /// the old or the new weights. Returns the weight file names written.
     /// </summary>
     public static IReadOnlyList<string> SaveSharded(string folder, IReadOnlyDictionary<string, Tensor> tensors,
         long maxShardBytes = DefaultMaxShardBytes)
