@@ -29,6 +29,7 @@ public static class SafetensorsWriter
     /// Writes <paramref name="tensors"/> to <paramref name="path"/> (temp file + rename). Tensors on other devices or
     /// non-contiguous are copied to contiguous CPU memory one at a time. Tensors that share memory are rejected, as the
     /// reference implementation does: drop the alias (e.g. a tied <c>lm_head.weight</c>) first.
+    /// <paramref name="metadata"/> defaults to <c>{"format": "pt"}</c>; an empty map writes no <c>__metadata__</c>.
     /// </summary>
     public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors,
         IReadOnlyDictionary<string, string>? metadata = null)
@@ -121,10 +122,14 @@ public static class SafetensorsWriter
     {
         var offsets = new (long Begin, long End)[keys.Length];
         var json = new JsonObject();
-        var meta = new JsonObject();
-        foreach (var (k, v) in (metadata ?? new Dictionary<string, string> { ["format"] = "pt" }).OrderBy(p => p.Key, StringComparer.Ordinal))
-            meta[k] = v;
-        json["__metadata__"] = meta;
+        metadata ??= new Dictionary<string, string> { ["format"] = "pt" };
+        if (metadata.Count > 0)
+        {
+            // An empty map omits the key, as the reference serializer does for metadata=None.
+            var meta = new JsonObject();
+            foreach (var (k, v) in metadata.OrderBy(p => p.Key, StringComparer.Ordinal)) meta[k] = v;
+            json["__metadata__"] = meta;
+        }
         long position = 0;
         for (var i = 0; i < keys.Length; i++)
         {

@@ -112,4 +112,53 @@ public sealed class SafetensorsSpecTests
         }
         Assert.True(paddedSeen);
     }
+
+    // Golden bytes from the reference implementation's own tests (huggingface/safetensors,
+    // Python bindings tests, test_serialization): save({"test": zeros((2, 2), int32)}) with no metadata.
+    private static readonly byte[] ReferenceSerialization = SafetensorsSpecTests.Concat(
+        [0x40, 0, 0, 0, 0, 0, 0, 0],
+        Encoding.ASCII.GetBytes("{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}    "),
+        new byte[16]);
+
+    internal static byte[] Concat(params byte[][] parts) => parts.SelectMany(p => p).ToArray();
+
+    [Fact]
+    public void Save_WithoutMetadata_MatchesReferenceSerializerBytes()
+    {
+        using var dir = new TempDir();
+        using var zeros2 = zeros(new long[] { 2, 2 }, ScalarType.Int32);
+
+        SafetensorsWriter.Save(dir.File("s.safetensors"), new Dictionary<string, Tensor> { ["test"] = zeros2 }, new Dictionary<string, string>());
+
+        Assert.Equal(ReferenceSerialization, File.ReadAllBytes(dir.File("s.safetensors")));
+    }
+
+    [Fact]
+    public void Open_ReferenceFiles_PaddedUnpaddedAndWithMetadata()
+    {
+        using var dir = new TempDir();
+        // Older reference output with an unpadded 60-byte header, and the Go port's example with metadata last.
+        var unpadded = Concat([0x3C, 0, 0, 0, 0, 0, 0, 0],
+            Encoding.ASCII.GetBytes("{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}"),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        var withMetadata = Concat([0x59, 0, 0, 0, 0, 0, 0, 0],
+            Encoding.ASCII.GetBytes("{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]},\"__metadata__\":{\"foo\":\"bar\"}}"),
+            new byte[16]);
+        File.WriteAllBytes(dir.File("a.safetensors"), ReferenceSerialization);
+        File.WriteAllBytes(dir.File("b.safetensors"), unpadded);
+        File.WriteAllBytes(dir.File("c.safetensors"), withMetadata);
+
+        using var a = SafetensorsFile.Open(dir.File("a.safetensors"));
+        using var b = SafetensorsFile.Open(dir.File("b.safetensors"));
+        using var c = SafetensorsFile.Open(dir.File("c.safetensors"));
+        using var ta = a.Load("test");
+        using var tb = b.Load("test");
+
+        Assert.Equal(new long[] { 2, 2 }, ta.shape);
+        Assert.Equal(ScalarType.Int32, ta.dtype);
+        Assert.Equal(new[] { 0, 0, 0, 0 }, ta.data<int>().ToArray());
+        Assert.Equal(new[] { 0, 0, 0, 1 }, tb.data<int>().ToArray());
+        Assert.Equal("bar", c.Metadata["foo"]);
+        Assert.Equal(new[] { "test" }, c.Keys);
+    }
 }
