@@ -60,14 +60,31 @@ public sealed class HfCheckpointer
 
     private static readonly Regex CheckpointFolder = new(@"^(epoch|step)_(\d+)$", RegexOptions.CultureInvariant);
 
+    /// <summary>torchtune <c>model_type</c> values accepted for config compatibility.</summary>
+    public static IReadOnlyList<string> KnownModelTypes { get; } = ["LLAMA2", "LLAMA3", "LLAMA3_2", "QWEN2", "QWEN2_5"];
+
     /// <summary>Creates a checkpointer reading <paramref name="checkpointDir"/> and writing under <paramref name="outputDir"/>.</summary>
     /// <param name="checkpointDir">The HF folder holding config.json and the weights to start from.</param>
     /// <param name="outputDir">Where <c>epoch_N/</c> / <c>step_N/</c> folders are written.</param>
     /// <param name="keepLastNCheckpoints">Keep only the newest N folders of each kind (null keeps all).</param>
     /// <param name="maxShardBytes">Largest weight file written (default 5 GB).</param>
+    /// <param name="checkpointFiles">
+    /// torchtune's <c>checkpoint_files</c>: when given, loading first checks that these are exactly the weight files
+    /// the folder's <c>model.safetensors</c> / index names, so a stale or mistyped list fails instead of loading
+    /// something else.
+    /// </param>
+    /// <param name="modelType">
+    /// torchtune's <c>model_type</c> (one of <see cref="KnownModelTypes"/>). Informational: SharpTune keys are HF keys,
+    /// so no key mapping depends on it; unknown values are rejected.
+    /// </param>
     public HfCheckpointer(string checkpointDir, string outputDir, int? keepLastNCheckpoints = null,
-        long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes)
+        long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes, IReadOnlyList<string>? checkpointFiles = null,
+        string? modelType = null)
     {
+        if (modelType is not null && !KnownModelTypes.Contains(modelType))
+            throw new ArgumentException($"model_type '{modelType}' is not one of {string.Join(", ", KnownModelTypes)}", nameof(modelType));
+        CheckpointFiles = checkpointFiles;
+        ModelType = modelType;
         if (keepLastNCheckpoints is <= 0)
             throw new ArgumentOutOfRangeException(nameof(keepLastNCheckpoints), keepLastNCheckpoints, "must be at least 1 (or null to keep all)");
         if (maxShardBytes <= 0) throw new ArgumentOutOfRangeException(nameof(maxShardBytes), maxShardBytes, "must be positive");
@@ -78,10 +95,25 @@ public sealed class HfCheckpointer
     }
 
     /// <summary>Config component: <c>_component_: sharptune.checkpointing.full_model_hf_checkpointer</c>.</summary>
+    /// <remarks>
+    /// torchtune's <c>recipe_checkpoint</c> (resuming optimizer/dataloader state) is not supported here: a non-null
+    /// value is an error rather than being ignored.
+    /// </remarks>
     [Component("sharptune.checkpointing.full_model_hf_checkpointer")]
     public static HfCheckpointer FullModelHfCheckpointer(string checkpointDir, string outputDir,
-        int? keepLastNCheckpoints = null, long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes) =>
-        new(checkpointDir, outputDir, keepLastNCheckpoints, maxShardBytes);
+        int? keepLastNCheckpoints = null, long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes,
+        List<string>? checkpointFiles = null, string? modelType = null, string? recipeCheckpoint = null)
+    {
+        if (recipeCheckpoint is not null)
+            throw new NotSupportedException($"recipe_checkpoint '{recipeCheckpoint}': resuming recipe state is not supported by this checkpointer");
+        return new(checkpointDir, outputDir, keepLastNCheckpoints, maxShardBytes, checkpointFiles, modelType);
+    }
+
+    /// <summary>The weight files the config expects in <see cref="CheckpointDir"/> (null: whatever the folder names).</summary>
+    public IReadOnlyList<string>? CheckpointFiles { get; }
+
+    /// <summary>torchtune model_type, if configured.</summary>
+    public string? ModelType { get; }
 
     /// <summary>The source HF folder.</summary>
     public string CheckpointDir { get; }
@@ -99,11 +131,29 @@ public sealed class HfCheckpointer
     public JsonObject ReadConfig() => ReadConfig(CheckpointDir);
 
     /// <summary>Loads config.json and every tensor of the source folder.</summary>
-    public HfCheckpoint Load() => Load(CheckpointDir);
+    public HfCheckpoint Load()
+    {
+        VerifyCheckpointFiles();
+        return Load(CheckpointDir);
+    }
 
     /// <summary>Loads the source folder's weights into <paramref name="model"/>; see <see cref="LoadInto(torch.nn.Module, string, bool, bool)"/>.</summary>
-    public LoadReport LoadInto(nn.Module model, bool strict = true, bool convertDtype = false) =>
-        LoadInto(model, CheckpointDir, strict, convertDtype);
+    public LoadReport LoadInto(nn.Module model, bool strict = true, bool convertDtype = false)
+    {
+        VerifyCheckpointFiles();
+        return LoadInto(model, CheckpointDir, strict, convertDtype);
+    }
+
+    private void VerifyCheckpointFiles()
+    {
+        if (CheckpointFiles is null) return;
+        using var weights = SafetensorsCheckpoint.Open(CheckpointDir);
+        var actual = weights.Files.Select(f => Path.GetFileName(f.Path)).Order(StringComparer.Ordinal).ToArray();
+        var expected = CheckpointFiles.Order(StringComparer.Ordinal).ToArray();
+        if (!actual.SequenceEqual(expected))
+            throw new CheckpointFormatException(CheckpointDir,
+                $"checkpoint_files [{string.Join(", ", expected)}] do not match the folder's weight files [{string.Join(", ", actual)}]");
+    }
 
     /// <summary>
     /// Saves <paramref name="stateDict"/> (merged weights, HF keys) as <c>OutputDir/epoch_N</c> or <c>step_N</c> with

@@ -270,4 +270,27 @@ public sealed class HfCheckpointerTests
         Assert.Equal(dir.Path, e.FilePath);
         Assert.Contains("config.json not found", e.Message);
     }
+
+    [Fact]
+    public void LoadInto_CheckpointFilesDisagreeWithFolder_ThrowsListingBoth()
+    {
+        using var dir = new TempDir();
+        using var model = new TinyHfModel(seed: 1);
+        var folder = HfCheckpointer.Save(dir.Path, CheckpointTag.Epoch(0), model.state_dict(), Config(), null, maxShardBytes: 100);
+        var shards = Directory.EnumerateFiles(folder, "model-*.safetensors").Select(Path.GetFileName).ToList();
+        var good = HfCheckpointer.FullModelHfCheckpointer(folder, dir.File("out"), checkpointFiles: shards!, modelType: "LLAMA3_2");
+        var bad = new HfCheckpointer(folder, dir.File("out"), checkpointFiles: ["model.safetensors"]);
+
+        good.LoadInto(model);
+        var e = Assert.Throws<CheckpointFormatException>(() => bad.LoadInto(model));
+
+        Assert.Contains("checkpoint_files [model.safetensors] do not match the folder's weight files [model-00001-of-", e.Message);
+    }
+
+    [Fact]
+    public void FullModelHfCheckpointer_UnknownModelTypeOrRecipeCheckpoint_Throws()
+    {
+        Assert.Throws<ArgumentException>(() => HfCheckpointer.FullModelHfCheckpointer("in", "out", modelType: "GPT2"));
+        Assert.Throws<NotSupportedException>(() => HfCheckpointer.FullModelHfCheckpointer("in", "out", recipeCheckpoint: "recipe_state.pt"));
+    }
 }
