@@ -64,7 +64,15 @@ public static class AtomicFile
             {
                 var trash = Path.Combine(parent, $".{name}.old-{Guid.NewGuid():N}");
                 Directory.Move(full, trash);
-                Directory.Move(temp, full);
+                try
+                {
+                    Directory.Move(temp, full);
+                }
+                catch
+                {
+                    Directory.Move(trash, full); // put the previous checkpoint back
+                    throw;
+                }
                 TryDeleteFolder(trash);
             }
             else

@@ -1,3 +1,4 @@
+// Guards the test fixture itself: the tiny model must expose exactly the HF keys the checkpointer tests rely on.
 using SharpTune.Native;
 
 namespace SharpTune.Tests.Checkpointing;
