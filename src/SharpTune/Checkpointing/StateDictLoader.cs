@@ -40,7 +40,7 @@ internal static class StateDictLoader
                 problems.Add($"dtype mismatch: '{key}': checkpoint {info.DType} in {file}, model {dst.dtype}");
         }
         if (strict)
-            foreach (var key in unexpected)
+            foreach (var key in unexpected.Where(k => !IsIgnorableExtra(k)))
                 problems.Add($"unexpected in checkpoint: '{key}' in {Path.GetFileName(source.FileOf(key).Path)}");
         if (problems.Count > 0)
             throw new CheckpointFormatException(source.Folder,
@@ -65,6 +65,12 @@ internal static class StateDictLoader
         }
         return new LoadReport(missing, unexpected);
     }
+
+    /// <summary>
+    /// Checkpoint keys that may be present without a model counterpart: rotary inverse-frequency buffers, which older
+    /// HF Llama checkpoints saved and transformers ignores on load (they are recomputed from config.json).
+    /// </summary>
+    internal static bool IsIgnorableExtra(string key) => key.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal);
 
     /// <summary>For each key whose tensor shares memory with another key's, the other keys.</summary>
     internal static Dictionary<string, List<string>> AliasGroups(IReadOnlyDictionary<string, Tensor> tensors)

@@ -293,4 +293,19 @@ public sealed class HfCheckpointerTests
         Assert.Throws<ArgumentException>(() => HfCheckpointer.FullModelHfCheckpointer("in", "out", modelType: "GPT2"));
         Assert.Throws<NotSupportedException>(() => HfCheckpointer.FullModelHfCheckpointer("in", "out", recipeCheckpoint: "recipe_state.pt"));
     }
+
+    [Fact]
+    public void LoadInto_StrictWithSavedRotaryInvFreq_IgnoresItButReportsIt()
+    {
+        using var dir = new TempDir();
+        using var model = new TinyHfModel(seed: 1);
+        var sd = new Dictionary<string, Tensor>(model.state_dict());
+        using var invFreq = torch.ones(2);
+        sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = invFreq;
+        SafetensorsWriter.SaveSharded(dir.Path, sd);
+
+        var report = HfCheckpointer.LoadInto(model, dir.Path);
+
+        Assert.Equal(new[] { "model.layers.0.self_attn.rotary_emb.inv_freq" }, report.UnexpectedKeys);
+    }
 }
