@@ -96,7 +96,7 @@ public sealed class Llama2Tokenizer : IChatTokenizer
         return _sp.Decode(list, considerSpecialTokens: !skipSpecialTokens);
     }
 
-    /// <summary>Applies torchtune's Llama2ChatTemplate: the system prompt goes inside the next user turn.</summary>
+    /// <summary>Applies the Llama 2 chat template (torchtune Llama2ChatTemplate): the system prompt goes inside the next user turn.</summary>
     public static IReadOnlyList<Message> ApplyChatTemplate(IReadOnlyList<Message> messages)
     {
         var result = new List<Message>(messages.Count);
@@ -110,6 +110,7 @@ public sealed class Llama2Tokenizer : IChatTokenizer
                     break;
                 case "user":
                     result.Add(m with { Content = "[INST] " + system + m.Content + " [/INST] " });
+                    system = ""; // Meta's generation.py puts the system prompt in the first user turn only
                     break;
                 default:
                     result.Add(m);
@@ -152,7 +153,7 @@ public sealed class Llama2Tokenizer : IChatTokenizer
             }
             if (endOfTurn) { endOfTurn = false; startOfTurn = true; }
             else startOfTurn = false;
-            if (MaxSeqLen is { } max && tokens.Count >= max) break;
+            if (MaxSeqLen is { } max && tokens.Count >= max && _truncation == TruncationType.Right) break; // left truncation needs the end
         }
         var t = tokens.ToArray();
         var k = mask.ToArray();

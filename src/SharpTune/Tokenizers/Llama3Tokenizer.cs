@@ -135,7 +135,7 @@ public sealed class Llama3Tokenizer : IChatTokenizer
             var message = TokenizeMessage(messages[i], addEnd: addEos || i < messages.Count - 1);
             tokens.AddRange(message);
             mask.AddRange(Enumerable.Repeat(messages[i].Masked, message.Count));
-            if (MaxSeqLen is { } max && tokens.Count >= max) break;
+            if (MaxSeqLen is { } max && tokens.Count >= max && _truncation == TruncationType.Right) break; // left truncation needs the end
         }
         if (addEos)
         {

@@ -123,7 +123,7 @@ public sealed class Qwen2Tokenizer : IChatTokenizer
             }
             tokens.AddRange(ids);
             mask.AddRange(Enumerable.Repeat(m.Masked, ids.Count));
-            if (MaxSeqLen is { } max && tokens.Count >= max) break;
+            if (MaxSeqLen is { } max && tokens.Count >= max && _truncation == TruncationType.Right) break; // left truncation needs the end
         }
         if (addEos)
         {

@@ -36,8 +36,7 @@ public static class UnicodeNfc
         private delegate IntPtr GetInstance(ref int errorCode);
 
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
-        private delegate int NormalizeFn(IntPtr norm, [MarshalAs(UnmanagedType.LPWStr)] string src, int length,
-            [Out] char[] dest, int capacity, ref int errorCode);
+        private delegate int NormalizeFn(IntPtr norm, IntPtr src, int length, IntPtr dest, int capacity, ref int errorCode);
 
         private readonly IntPtr _nfc;
         private readonly NormalizeFn _normalize;
@@ -74,7 +73,19 @@ public static class UnicodeNfc
             // NFC never grows text by more than a factor of 3 (Unicode stability policy).
             var dest = new char[s.Length * 3 + 16];
             var err = 0;
-            var n = _normalize(_nfc, s, s.Length, dest, dest.Length, ref err);
+            var src = s.ToCharArray();
+            var srcHandle = GCHandle.Alloc(src, GCHandleType.Pinned);
+            var destHandle = GCHandle.Alloc(dest, GCHandleType.Pinned);
+            int n;
+            try
+            {
+                n = _normalize(_nfc, srcHandle.AddrOfPinnedObject(), src.Length, destHandle.AddrOfPinnedObject(), dest.Length, ref err);
+            }
+            finally
+            {
+                srcHandle.Free();
+                destHandle.Free();
+            }
             if (err > 0) throw new InvalidOperationException($"ICU unorm2_normalize failed with error {err}");
             return new string(dest, 0, n);
         }
