@@ -1,45 +1,47 @@
 // SentencePiece tokenizer for Llama 2 style models (Llama 2, TinyLlama, llama2.c's stories models), as torchtune's
 // Llama2Tokenizer / SentencePieceBaseTokenizer (torchtune/models/llama2/_tokenizer.py,
 // torchtune/modules/transforms/tokenizers/_sentencepiece.py) use it, with the optional [INST] chat template of
-// torchtune's Llama2ChatTemplate (torchtune/models/llama2/_prompt_template.py). Backed by Microsoft.ML.Tokenizers'
-// LlamaTokenizer reading the SentencePiece model protobuf.
-using Microsoft.ML.Tokenizers;
+// torchtune's Llama2ChatTemplate (torchtune/models/llama2/_prompt_template.py). Backed by SentencePieceBpe (see there
+// why not Microsoft.ML.Tokenizers' LlamaTokenizer).
 
 namespace SharpTune.Tokenizers;
 
 /// <summary>SentencePiece BPE tokenizer with BOS/EOS per turn and the optional Llama 2 [INST] format.</summary>
 public sealed class Llama2Tokenizer : IChatTokenizer
 {
-    private readonly LlamaTokenizer _sp;
+    private readonly SentencePieceBpe _sp;
     private readonly int _prefixLength;
     private readonly TruncationType _truncation;
     private readonly bool _chatTemplate;
 
-    private Llama2Tokenizer(LlamaTokenizer sp, int? maxSeqLen, TruncationType truncation, bool chatTemplate)
+    private Llama2Tokenizer(SentencePieceBpe sp, int? maxSeqLen, TruncationType truncation, bool chatTemplate)
     {
         if (maxSeqLen is < 1) throw new ArgumentOutOfRangeException(nameof(maxSeqLen), maxSeqLen, "max_seq_len must be positive");
         _sp = sp;
         _truncation = truncation;
         _chatTemplate = chatTemplate;
         MaxSeqLen = maxSeqLen;
-        VocabSize = sp.Vocabulary.Count;
+        VocabSize = sp.VocabSize;
         // torchtune trims the dummy-prefix space of a continuation by encoding "\n" + text and dropping "\n"'s ids.
-        _prefixLength = sp.EncodeToIds("\n", addBeginningOfSentence: false, addEndOfSentence: false).Count;
+        _prefixLength = sp.Encode("\n").Count;
         StopTokens = [EosId];
     }
 
     /// <inheritdoc/>
     public int VocabSize { get; }
     /// <inheritdoc/>
-    public int BosId => _sp.BeginningOfSentenceId;
+    public int BosId => _sp.BosId;
     /// <inheritdoc/>
-    public int EosId => _sp.EndOfSentenceId;
-    /// <summary>SentencePiece Llama models define no pad piece; id 0 (&lt;unk&gt;) pads, as torchtune's Llama 2 recipes do.</summary>
-    public int PadId => 0;
+    public int EosId => _sp.EosId;
+    /// <summary>The model's pad piece; Llama models define none, and then id 0 (&lt;unk&gt;) pads, as torchtune's Llama 2 recipes do.</summary>
+    public int PadId => _sp.PadId >= 0 ? _sp.PadId : 0;
     /// <inheritdoc/>
     public IReadOnlyList<int> StopTokens { get; }
     /// <inheritdoc/>
     public int? MaxSeqLen { get; }
+
+    /// <summary>The SentencePiece model underneath.</summary>
+    public SentencePieceBpe Model => _sp;
 
     /// <summary>Piece string (with U+2581 for spaces) to id.</summary>
     public IReadOnlyDictionary<string, int> Vocabulary => _sp.Vocabulary;
@@ -58,42 +60,32 @@ public sealed class Llama2Tokenizer : IChatTokenizer
             "llama2_chat" or "sharptune.models.llama2.Llama2ChatTemplate" => true,
             _ => throw new ArgumentException($"prompt_template '{promptTemplate}' is not known; expected 'llama2_chat' or none", nameof(promptTemplate)),
         };
-        LlamaTokenizer sp;
-        try
-        {
-            using var stream = File.OpenRead(path);
-            sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
-        }
-        catch (Exception e) when (e is not IOException)
-        {
-            throw new InvalidDataException($"{path}: not a readable SentencePiece BPE model ({e.Message})", e);
-        }
-        return new Llama2Tokenizer(sp, maxSeqLen, truncation, chat);
+        return new Llama2Tokenizer(SentencePieceBpe.Load(path), maxSeqLen, truncation, chat);
     }
 
     /// <inheritdoc/>
-    public bool IsSpecial(int id) => id == BosId || id == EosId || id == _sp.UnknownId;
+    public bool IsSpecial(int id) => _sp.IsControl(id);
 
     /// <inheritdoc/>
-    public IReadOnlyList<int> Encode(string text, bool addBos = true, bool addEos = true) =>
-        text.Length == 0 ? (IReadOnlyList<int>)[.. (addBos ? [BosId] : Array.Empty<int>()), .. (addEos ? [EosId] : Array.Empty<int>())]
-            : _sp.EncodeToIds(text, addBos, addEos);
+    public IReadOnlyList<int> Encode(string text, bool addBos = true, bool addEos = true)
+    {
+        var ids = _sp.Encode(text);
+        if (addBos) ids.Insert(0, BosId);
+        if (addEos) ids.Add(EosId);
+        return ids;
+    }
 
     /// <summary>Encodes a continuation without SentencePiece's leading dummy space.</summary>
     public IReadOnlyList<int> EncodeContinuation(string text)
     {
-        var ids = _sp.EncodeToIds("\n" + text, addBeginningOfSentence: false, addEndOfSentence: false);
+        var ids = _sp.Encode("\n" + text);
         return ids.Skip(_prefixLength).ToArray();
     }
 
     /// <inheritdoc/>
     public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true)
     {
-        var list = ids.ToList();
-        foreach (var id in list)
-            if ((uint)id >= (uint)VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(ids), $"token id {id} is outside the vocabulary (0..{VocabSize - 1})");
-        return _sp.Decode(list, considerSpecialTokens: !skipSpecialTokens);
+        return _sp.Decode(ids, skipControl: skipSpecialTokens);
     }
 
     /// <summary>Applies the Llama 2 chat template (torchtune Llama2ChatTemplate): the system prompt goes inside the next user turn.</summary>

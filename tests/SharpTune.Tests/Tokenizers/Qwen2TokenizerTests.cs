@@ -63,7 +63,7 @@ public sealed class Qwen2TokenizerTests
     public void Decode_AlpacaAndUnicode_RoundTripsToNfc()
     {
         var t = TokenizerFiles.Qwen;
-        foreach (var text in TestText.AlpacaStrings.Concat(TestText.UnicodeEdgeCases))
+        foreach (var text in TestText.AlpacaStrings.Where((_, i) => i % 4 == 0).Concat(TestText.UnicodeEdgeCases))
         {
             Assert.Equal(UnicodeNfc.Normalize(text), t.Decode(t.Encode(text, false, false)));
         }
@@ -103,7 +103,7 @@ public sealed class Qwen2TokenizerTests
         foreach (var m in model.GetProperty("merges").EnumerateArray()) mergeRank.TryAdd((m[0].GetString()!, m[1].GetString()!), k++);
         var regex = new Regex(ByteLevelBpe.Qwen2Pattern);
         var t = TokenizerFiles.Qwen;
-        foreach (var text in TestText.AlpacaStrings.Where((_, i) => i % 50 == 0).Concat(TestText.UnicodeEdgeCases))
+        foreach (var text in TestText.AlpacaStrings.Where((_, i) => i % 250 == 0).Concat(TestText.UnicodeEdgeCases))
         {
             var nfc = UnicodeNfc.Normalize(text);
             var expected = new List<int>();
