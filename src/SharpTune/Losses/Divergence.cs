@@ -193,7 +193,7 @@ internal static class DivergenceMath
         var safe = labels.masked_fill(invalid, 0).unsqueeze(-1);         // [n, 1]
         var logq = logits.log_softmax(-1);                               // [n, v]
         var value = (-logq.gather(-1, safe).squeeze(-1)).masked_fill(invalid, 0);
-        var minusOne = torch.full(new long[] { safe.shape[0], 1 }, -1f, device: logits.device);
+        var minusOne = torch.full(new long[] { safe.shape[0], 1 }, -1, dtype: logits.dtype, device: logits.device);
         var grad = logq.exp().scatter_add_(-1, safe, minusOne).masked_fill_(invalid.unsqueeze(-1), 0);
         return (value, grad);
     }
@@ -223,10 +223,10 @@ internal static class DivergenceMath
     // log(w * p + (1 - w) * q) computed from log-probabilities without leaving log space; 0 where masked.
     private static Tensor SafeLogMix(Tensor logp, double w, Tensor logq, Tensor? notFinite)
     {
-        Tensor lm;
-        if (w == 0) lm = logq;
-        else if (w == 1) lm = logp;
-        else lm = torch.logaddexp(logp + Math.Log(w), logq + Math.Log(1 - w));
+        // Mask the inputs too: logaddexp(-inf, -inf) has a NaN gradient even where the output is masked.
+        if (w == 0) return Masked(logq, notFinite);
+        if (w == 1) return Masked(logp, notFinite);
+        var lm = torch.logaddexp(Masked(logp, notFinite) + Math.Log(w), Masked(logq, notFinite) + Math.Log(1 - w));
         return Masked(lm, notFinite);
     }
 
