@@ -65,7 +65,7 @@ internal static class SparseKlMath
         var value = (pK * (lpSafe - lqK.masked_fill(use.logical_not(), 0))).sum(-1);   // [n]
         if (mode == MissingMass.Tail)
         {
-            var (pTail, logPTail, logQTail, active) = Tail(logq, idx, lp);
+            var (pTail, logPTail, logQTail, active, _) = Tail(logq, idx, lp);
             value = value + (pTail * (logPTail - logQTail)).masked_fill(active.logical_not(), 0);
         }
         return temperature == 1 ? value : value * (temperature * temperature);
@@ -85,9 +85,9 @@ internal static class SparseKlMath
         if (mode == MissingMass.Tail)
         {
             // ... and -p_tail * q_i / q_tail on every other id.
-            var (pTail, _, logQTail, active) = Tail(logq, idx, lp);
+            var (pTail, _, logQTail, active, onTopK) = Tail(logq, idx, lp);
             var tailH = (logq - logQTail.unsqueeze(-1)).exp().mul_((-pTail).masked_fill(active.logical_not(), 0).unsqueeze(-1));
-            tailH.scatter_(-1, idx, 0f);
+            tailH.masked_fill_(onTopK, 0);
             h.add_(tailH);
         }
         var q = logq.exp();
@@ -96,15 +96,15 @@ internal static class SparseKlMath
     }
 
     // p_tail = 1 - sum_k p_k (clamped at 0), log q_tail = log sum of the student's probability off the top-k ids.
-    private static (Tensor PTail, Tensor LogPTail, Tensor LogQTail, Tensor Active) Tail(Tensor logq, Tensor idx, Tensor lp)
+    private static (Tensor PTail, Tensor LogPTail, Tensor LogQTail, Tensor Active, Tensor OnTopK) Tail(Tensor logq, Tensor idx, Tensor lp)
     {
         // The teacher side carries no gradient; only log q_tail depends on the student.
         var mass = lp.exp().masked_fill(lp.isfinite().logical_not(), 0).sum(-1);          // [n]
         var pTail = (1 - mass).clamp_min(0);                                               // [n]
-        var offTopK = torch.zeros_like(logq, dtype: ScalarType.Bool).scatter_(-1, idx, torch.ones_like(idx, dtype: ScalarType.Bool));
-        var logQTail = logq.masked_fill(offTopK, double.NegativeInfinity).logsumexp(-1);  // [n]
+        var onTopK = torch.zeros_like(logq, dtype: ScalarType.Bool).scatter_(-1, idx, torch.ones_like(idx, dtype: ScalarType.Bool));
+        var logQTail = logq.masked_fill(onTopK, double.NegativeInfinity).logsumexp(-1);   // [n]
         var active = pTail.gt(0).logical_and(logQTail.isfinite());
         var logPTail = pTail.masked_fill(active.logical_not(), 1).log();
-        return (pTail, logPTail, logQTail.masked_fill(active.logical_not(), 0), active);
+        return (pTail, logPTail, logQTail.masked_fill(active.logical_not(), 0), active, onTopK);
     }
 }
