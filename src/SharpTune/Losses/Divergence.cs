@@ -115,21 +115,23 @@ internal static class DivergenceMath
         var logp = (temp == 1 ? t : t / temp).log_softmax(-1);           // [n, v]
         var lq = Masked(logq, notFinite);
         var lp = Masked(logp, notFinite);
-        var pm = Masked(lp.exp(), notFinite);
-        var qm = Masked(lq.exp(), notFinite);
+        // Probabilities are built only when the divergence needs them: at 128k vocabularies each is a large buffer.
+        Tensor? pmCache = null, qmCache = null;
+        Tensor Pm() => pmCache ??= Masked(lp.exp(), notFinite);
+        Tensor Qm() => qmCache ??= Masked(lq.exp(), notFinite);
         Tensor value = kind switch
         {
-            DivergenceKind.ForwardKl => (pm * (lp - lq)).sum(-1),
-            DivergenceKind.ForwardKlCrossEntropy => -(pm * lq).sum(-1),
-            DivergenceKind.ReverseKl => (qm * (lq - lp)).sum(-1),
+            DivergenceKind.ForwardKl => (Pm() * (lp - lq)).sum(-1),
+            DivergenceKind.ForwardKlCrossEntropy => -(Pm() * lq).sum(-1),
+            DivergenceKind.ReverseKl => (Qm() * (lq - lp)).sum(-1),
             DivergenceKind.SymmetricKl =>
-                o.SymKdRatio * (pm * (lp - lq)).sum(-1) + (1 - o.SymKdRatio) * (qm * (lq - lp)).sum(-1),
-            DivergenceKind.Jsd => JsdValue(logp, logq, lp, lq, pm, qm, notFinite, o.Beta),
+                o.SymKdRatio * (Pm() * (lp - lq)).sum(-1) + (1 - o.SymKdRatio) * (Qm() * (lq - lp)).sum(-1),
+            DivergenceKind.Jsd => JsdValue(logp, logq, lp, lq, Pm(), Qm(), notFinite, o.Beta),
             DivergenceKind.SkewForwardKl =>
-                (pm * (lp - SafeLogMix(logp, o.SkewAlpha, logq, notFinite))).sum(-1),
+                (Pm() * (lp - SafeLogMix(logp, o.SkewAlpha, logq, notFinite))).sum(-1),
             DivergenceKind.SkewReverseKl =>
-                (qm * (lq - SafeLogMix(logp, 1 - o.SkewAlpha, logq, notFinite))).sum(-1),
-            DivergenceKind.TotalVariation => 0.5 * (pm - qm).abs().sum(-1),
+                (Qm() * (lq - SafeLogMix(logp, 1 - o.SkewAlpha, logq, notFinite))).sum(-1),
+            DivergenceKind.TotalVariation => 0.5 * (Pm() - Qm()).abs().sum(-1),
             _ => throw new ArgumentOutOfRangeException(nameof(o), kind, "unknown divergence"),
         };
         return temp == 1 ? value : value * (temp * temp);
@@ -149,7 +151,6 @@ internal static class DivergenceMath
         var lq = Masked(logq, notFinite);
         var lp = Masked(logp, notFinite);
         var pm = Masked(logp.exp(), notFinite);
-        var qm = Masked(q, notFinite);
         if (kind is DivergenceKind.ForwardKl or DivergenceKind.ForwardKlCrossEntropy)
         {
             // The hot path of distillation: value and gradient from the same few [n, v] buffers.
@@ -158,6 +159,7 @@ internal static class DivergenceMath
             return (temp == 1 ? fkl : fkl * (temp * temp), temp == 1 ? g : g.mul_(temp));
         }
         var value = PerToken(s, t, o);
+        var qm = Masked(q, notFinite);
         Tensor h = kind switch
         {
             DivergenceKind.ReverseKl => qm * (lq - lp + 1),
