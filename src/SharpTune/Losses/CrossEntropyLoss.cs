@@ -47,9 +47,10 @@ public sealed class CrossEntropyLoss
     /// <summary>Sum over valid tokens and their count (divide once per optimizer step).</summary>
     public LossSum Sum(Tensor logits, Tensor labels)
     {
+        using var scope = torch.NewDisposeScope();
         var (flat, flatLabels) = LossInputs.Flatten(logits, labels, nameof(CrossEntropyLoss));
         var sum = DivergenceMath.CrossEntropyPerToken(flat, flatLabels, IgnoreIndex).sum();
-        return new LossSum(sum, flatLabels.ne(IgnoreIndex).sum());
+        return new LossSum(sum.MoveToOuterDisposeScope(), flatLabels.ne(IgnoreIndex).sum().MoveToOuterDisposeScope());
     }
 
     /// <summary>Sum over valid tokens and their count, from sequence chunks (labels split with tensor_split).</summary>

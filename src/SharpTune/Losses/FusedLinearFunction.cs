@@ -39,9 +39,9 @@ internal sealed class FusedPlan(
             throw new ArgumentException($"{what}: {h.shape[0]} hidden rows but labels [{LossInputs.Shape(labels)}]");
         var flatLabels = labels.reshape(-1).to(ScalarType.Int64);          // [n]
         var vocab = weight.shape[0];
-        if (plan.KdWeight > 0)
+        if (plan.KdWeight > 0 && plan.Teacher is null) throw new ArgumentException($"{what}: kd_ratio > 0 needs a teacher");
+        if (plan.Teacher is { } teacher)
         {
-            var teacher = plan.Teacher ?? throw new ArgumentException($"{what}: kd_ratio > 0 needs a teacher");
             if (teacher.Vocab is { } tv) LossInputs.SameVocab(vocab, tv, what);
             if (teacher.Tokens is { } tn && tn != h.shape[0])
                 throw new ArgumentException($"{what}: teacher has {tn} token rows, student has {h.shape[0]}");
@@ -75,7 +75,7 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
         var ceSum = torch.zeros(1, ScalarType.Float32, hidden.device).squeeze();
         var kdSum = torch.zeros(1, ScalarType.Float32, hidden.device).squeeze();
         Tensor? idx = null, lp = null;
-        if (plan.KdWeight > 0 && plan.Teacher?.Sparse is { } sparse) (idx, lp) = sparse.Flatten(n, v);
+        if (plan.Teacher?.Sparse is { } sparse) (idx, lp) = sparse.Flatten(n, v);
         var rows = plan.Rows(v);
         for (long start = 0; start < n; start += rows)
         {
@@ -86,21 +86,22 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
             var invalid = lab.eq(plan.IgnoreIndex);                                       // [c]
             var s = h.matmul(weight.t()).to(ScalarType.Float32);                          // [c, v]
             Tensor? grad = null;                                                          // [c, v]
-            if (plan.CeWeight > 0)
-            {
-                var (ce, g) = DivergenceMath.CrossEntropyWithGrad(s, lab, plan.IgnoreIndex);
-                ceSum.add_(ce.sum());
-                grad = g.mul_(plan.CeWeight);
-            }
-            if (plan.KdWeight > 0)
+            // Both parts are evaluated whenever they can be, so a recipe logs class and KD loss even at kd_ratio 0 or 1.
+            var (ce, gCe) = DivergenceMath.CrossEntropyWithGrad(s, lab, plan.IgnoreIndex);
+            ceSum.add_(ce.sum());
+            if (plan.CeWeight > 0) grad = gCe.mul_(plan.CeWeight);
+            if (plan.Teacher is not null)
             {
                 var (kd, g) = idx is not null
                     ? SparseKlMath.PerTokenWithGrad(s, idx.narrow(0, start, len), lp!.narrow(0, start, len),
                         plan.Options.Temperature, plan.MissingMass)
                     : DivergenceMath.PerTokenWithGrad(s, plan.Teacher!.ChunkLogits(start, len), plan.Options);
                 kdSum.add_(kd.masked_fill(invalid, 0).sum());
-                g.masked_fill_(invalid.unsqueeze(-1), 0).mul_(plan.KdWeight);
-                grad = grad is null ? g : grad.add_(g);
+                if (plan.KdWeight > 0)
+                {
+                    g.masked_fill_(invalid.unsqueeze(-1), 0).mul_(plan.KdWeight);
+                    grad = grad is null ? g : grad.add_(g);
+                }
             }
             if (grad is null) continue;
             if (gradH is not null)

@@ -116,7 +116,7 @@ public sealed class FusedLinearDistillationLoss
     /// total <see cref="DistillationLoss.ValidCount"/> once).</summary>
     public DistillationLoss Forward(Tensor studentHidden, Tensor studentWeight, TeacherOutput teacher, Tensor labels, bool normalize = true)
     {
-        if (teacher.Sparse is not null && Options.Kind != DivergenceKind.ForwardKl && KdRatio > 0)
+        if (teacher.Sparse is not null && Options.Kind != DivergenceKind.ForwardKl)
             throw new NotSupportedException(
                 $"{nameof(FusedLinearDistillationLoss)}: a sparse (top-k) teacher supports divergence forward_kl only, got {Options.Kind}");
         var plan = new FusedPlan(1 - KdRatio, KdRatio, Options, MissingMass, ChunkSize, IgnoreIndex, teacher);

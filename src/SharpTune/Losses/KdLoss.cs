@@ -138,10 +138,12 @@ public sealed class KdLoss
         if (!teacherLogits.shape.SequenceEqual(studentLogits.shape))
             throw new ArgumentException(
                 $"{nameof(KdLoss)}: teacher logits [{LossInputs.Shape(teacherLogits)}] != student logits [{LossInputs.Shape(studentLogits)}]");
+        // Intermediates are released as soon as the sum exists; autograd keeps only what backward needs.
+        using var scope = torch.NewDisposeScope();
         var t = teacherLogits.detach().reshape(s.shape).to(ScalarType.Float32);
         var invalid = flatLabels.eq(IgnoreIndex);                                          // [n]
         var perToken = DivergenceMath.PerToken(s, t, Options).masked_fill(invalid, 0);    // [n]
-        return new LossSum(perToken.sum(), invalid.logical_not().sum());
+        return new LossSum(perToken.sum().MoveToOuterDisposeScope(), invalid.logical_not().sum().MoveToOuterDisposeScope());
     }
 
     /// <summary>Sum over valid tokens and their count, from matching sequence chunks of both models.</summary>
@@ -165,11 +167,12 @@ public sealed class KdLoss
     public LossSum Sum(Tensor studentLogits, SparseTeacher teacher, Tensor labels)
     {
         RequireSparseCompatible();
+        using var scope = torch.NewDisposeScope();
         var (s, flatLabels) = LossInputs.Flatten(studentLogits, labels, nameof(KdLoss));
         var (idx, lp) = teacher.Flatten(s.shape[0], s.shape[1]);
         var invalid = flatLabels.eq(IgnoreIndex);
         var perToken = SparseKlMath.PerToken(s, idx, lp, Options.Temperature, MissingMass).masked_fill(invalid, 0);
-        return new LossSum(perToken.sum(), invalid.logical_not().sum());
+        return new LossSum(perToken.sum().MoveToOuterDisposeScope(), invalid.logical_not().sum().MoveToOuterDisposeScope());
     }
 
     internal void RequireSparseCompatible()

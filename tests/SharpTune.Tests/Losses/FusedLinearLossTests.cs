@@ -107,6 +107,16 @@ public sealed class FusedLinearLossTests
     }
 
     [Fact]
+    public void FusedDistillation_KdRatioOne_StillReportsClassLossForLogging()
+    {
+        var x = Make(27);
+        var (hf, wf) = Leaves(x);
+        var fused = new FusedLinearDistillationLoss(new DivergenceOptions(), kdRatio: 1).Forward(hf, wf, TeacherOutput.FromLinear(x.Ht, x.Wt), Labels);
+        Close(new CrossEntropyLoss().Forward(x.H.matmul(x.W.t()), Labels), fused.ClassLoss, 1e-5, "class loss");
+        Close(fused.KdLoss, fused.Loss.detach(), 1e-6, "loss is the KD part only");
+    }
+
+    [Fact]
     public void FusedDistillation_AllLabelsIgnored_ReturnsZero()
     {
         var x = Make(24);
