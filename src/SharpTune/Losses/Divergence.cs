@@ -142,6 +142,7 @@ internal static class DivergenceMath
     public static (Tensor Value, Tensor GradS) PerTokenWithGrad(Tensor s, Tensor t, DivergenceOptions o)
     {
         using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();                     // [n, v] temporaries die on return
         var temp = o.Temperature;
         var kind = Resolve(o);
         var notFinite = NonFiniteMask(s, t);
@@ -154,9 +155,9 @@ internal static class DivergenceMath
         if (kind is DivergenceKind.ForwardKl or DivergenceKind.ForwardKlCrossEntropy)
         {
             // The hot path of distillation: value and gradient from the same few [n, v] buffers.
-            var fkl = kind == DivergenceKind.ForwardKl ? (pm * (lp - lq)).sum(-1) : -(pm * lq).sum(-1);
+            var fkl = kind == DivergenceKind.ForwardKl ? (lp - lq).mul_(pm).sum(-1) : -(pm * lq).sum(-1);
             var g = q.mul_(pm.sum(-1, keepdim: true)).sub_(pm);          // q * sum(p) - p
-            return (temp == 1 ? fkl : fkl * (temp * temp), temp == 1 ? g : g.mul_(temp));
+            return Out(temp == 1 ? fkl : fkl * (temp * temp), temp == 1 ? g : g.mul_(temp));
         }
         var value = PerToken(s, t, o);
         var qm = Masked(q, notFinite);
@@ -174,7 +175,7 @@ internal static class DivergenceMath
         };
         var grad = h - q * h.sum(-1, keepdim: true);                    // [n, v]
         if (temp != 1) grad = grad * temp;
-        return (value, grad);
+        return Out(value, grad);
     }
 
     /// <summary>Per-token cross-entropy [n] of fp32 logits [n, v] against labels [n] (ignored labels give 0).</summary>
@@ -191,14 +192,18 @@ internal static class DivergenceMath
     public static (Tensor Value, Tensor GradS) CrossEntropyWithGrad(Tensor logits, Tensor labels, long ignoreIndex)
     {
         using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
         var invalid = labels.eq(ignoreIndex);                            // [n]
         var safe = labels.masked_fill(invalid, 0).unsqueeze(-1);         // [n, 1]
         var logq = logits.log_softmax(-1);                               // [n, v]
         var value = (-logq.gather(-1, safe).squeeze(-1)).masked_fill(invalid, 0);
         var minusOne = torch.full(new long[] { safe.shape[0], 1 }, -1, dtype: logits.dtype, device: logits.device);
         var grad = logq.exp().scatter_add_(-1, safe, minusOne).masked_fill_(invalid.unsqueeze(-1), 0);
-        return (value, grad);
+        return Out(value, grad);
     }
+
+    internal static (Tensor, Tensor) Out(Tensor value, Tensor grad) =>
+        (value.MoveToOuterDisposeScope(), grad.MoveToOuterDisposeScope());
 
     // JSD at the endpoints is defined as the KL it tends to after dividing by beta or (1 - beta) (TRL/GKD).
     private static DivergenceKind Resolve(DivergenceOptions o) => o.Kind switch

@@ -75,6 +75,7 @@ internal static class SparseKlMath
     public static (Tensor Value, Tensor GradS) PerTokenWithGrad(Tensor s, Tensor idx, Tensor lp, double temperature, MissingMass mode)
     {
         using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
         var value = PerToken(s, idx, lp, temperature, mode);
         var logq = (temperature == 1 ? s : s / temperature).log_softmax(-1);   // [n, v]
         var lqK = logq.gather(-1, idx);                                        // [n, k]
@@ -92,7 +93,7 @@ internal static class SparseKlMath
         }
         var q = logq.exp();
         var grad = h - q * h.sum(-1, keepdim: true);
-        return (value, temperature == 1 ? grad : grad.mul_(temperature));
+        return DivergenceMath.Out(value, temperature == 1 ? grad : grad.mul_(temperature));
     }
 
     // p_tail = 1 - sum_k p_k (clamped at 0), log q_tail = log sum of the student's probability off the top-k ids.
