@@ -1,0 +1,76 @@
+// Rolling-window perplexity against the harness's window rule (lm_eval/utils.py get_rolling_token_windows with
+// context_len 1, make_disjoint_window) and hand-computed log-likelihoods.
+using System.Text;
+using SharpTune.Eval;
+
+namespace SharpTune.Tests.Eval;
+
+public sealed class PerplexityTests
+{
+    [Fact]
+    public void RollingWindows_TenTokensMaxFour_HarnessWindows()
+    {
+        var tokens = Enumerable.Range(0, 10).ToArray();
+
+        var w = Perplexity.RollingWindows(tokens, prefixToken: 99, maxLength: 4).ToArray();
+
+        // ([99], 0..3), then input tokens[3:7] -> context [3], predict 4..7, then input tokens[5:9] -> context [5,6,7], predict 8,9.
+        Assert.Equal(3, w.Length);
+        Assert.Equal(new[] { 99 }, w[0].Context);
+        Assert.Equal(new[] { 0, 1, 2, 3 }, w[0].Continuation);
+        Assert.Equal(new[] { 3 }, w[1].Context);
+        Assert.Equal(new[] { 4, 5, 6, 7 }, w[1].Continuation);
+        Assert.Equal(new[] { 5, 6, 7 }, w[2].Context);
+        Assert.Equal(new[] { 8, 9 }, w[2].Continuation);
+    }
+
+    [Theory]
+    [InlineData(1, 3)]
+    [InlineData(7, 3)]
+    [InlineData(9, 3)]
+    [InlineData(20, 1)]
+    public void RollingWindows_AnyLength_EveryTokenPredictedOnceWithinMaxLength(int n, int max)
+    {
+        var tokens = Enumerable.Range(100, n).ToArray();
+        var w = Perplexity.RollingWindows(tokens, 0, max).ToArray();
+        Assert.Equal(tokens, w.SelectMany(x => x.Continuation));
+        Assert.All(w, x => Assert.True(x.Context.Count + x.Continuation.Count <= max + 1));
+    }
+
+    [Fact]
+    public void Compute_TwoWindows_EqualsHandComputedFigures()
+    {
+        var tok = new GreedyTestTokenizer();
+        var model = new TableLm(tok.VocabSize, 4, seed: 12);
+        const string text = "ab cd!"; // 6 bytes, 6 tokens, 2 words
+        var t = Encoding.UTF8.GetBytes(text).Select(b => (int)b).ToArray();
+
+        var r = Perplexity.Compute(model, tok, text, batchSize: 2);
+
+        // Window 1: row [BOS, t0, t1, t2] predicts t0..t3. Window 2: row [t1, t2, t3, t4] predicts t4 (pos 2), t5 (pos 3).
+        var l1 = model.ReferenceRowLogits([tok.BosId, t[0], t[1], t[2]]);
+        var l2 = model.ReferenceRowLogits([t[1], t[2], t[3], t[4]]);
+        var ll = Enumerable.Range(0, 4).Sum(i => TableLm.LogSoftmaxAt(l1[i], t[i]))
+               + TableLm.LogSoftmaxAt(l2[2], t[4]) + TableLm.LogSoftmaxAt(l2[3], t[5]);
+        Assert.Equal(ll, r.LogLikelihood, 1e-9);
+        Assert.Equal(6, r.Tokens);
+        Assert.Equal(2, r.Words);
+        Assert.Equal(6, r.Bytes);
+        Assert.Equal(-ll / 6, r.LossPerToken, 1e-9);
+        Assert.Equal(Math.Exp(-ll / 6), r.TokenPerplexity, 1e-9);
+        Assert.Equal(Math.Exp(-ll / 2), r.WordPerplexity, 1e-9);
+        Assert.Equal(-ll / 6 / Math.Log(2), r.BitsPerByte, 1e-9);
+    }
+
+    [Fact]
+    public void ComputeFile_SampleText_FiniteFigures()
+    {
+        var tok = new GreedyTestTokenizer();
+        var model = new TinyAttentionLm(tok.VocabSize, 64, seed: 2);
+        var r = Perplexity.ComputeFile(model, tok, EvaluatorTests.Sample("perplexity.txt"), batchSize: 4);
+        Assert.True(r.Tokens > 200);
+        Assert.True(double.IsFinite(r.BitsPerByte) && r.BitsPerByte > 0);
+        // A random 258-way model is near uniform: about log2(258) = 8 bits per byte, give or take.
+        Assert.InRange(r.BitsPerByte, 4, 16);
+    }
+}
