@@ -1,3 +1,38 @@
-using SharpTune.Native;
-TorchRuntime.EnsureLoaded();
-Console.WriteLine("ok");
+// The `sharptune` command. One class per verb lives in Commands/; register new verbs below, one line each.
+using SharpTune.Cli.Commands;
+using Spectre.Console.Cli;
+
+namespace SharpTune.Cli;
+
+internal static class Program
+{
+    private static int Main(string[] args)
+    {
+        // First Ctrl-C asks the running verb to stop cleanly (recipes still run Cleanup); a second one kills.
+        using var cancel = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) =>
+        {
+            if (cancel.IsCancellationRequested) return;
+            e.Cancel = true;
+            cancel.Cancel();
+        };
+        return Build(CliServices.CreateDefault()).Run(args, cancel.Token);
+    }
+
+    /// <summary>The command app wired to <paramref name="services"/> (tests pass captured consoles).</summary>
+    internal static CommandApp Build(CliServices services)
+    {
+        var app = new CommandApp();
+        app.Configure(config =>
+        {
+            services.Configure(config);
+            config.AddCommand<LsCommand>("ls").WithDescription("List recipes and their shipped configs");
+            config.AddCommand<CpCommand>("cp").WithDescription("Copy a shipped config (or a recipe's source) to edit it");
+            config.AddCommand<CatCommand>("cat").WithDescription("Print a shipped config");
+            config.AddCommand<ValidateCommand>("validate").WithDescription("Check a config (with overrides) and report every problem");
+            config.AddCommand<RunCommand>("run").WithDescription("Validate a config, then run a recipe with it");
+            config.AddCommand<DownloadCommand>("download").WithDescription("Download a model or dataset repo from the Hugging Face Hub");
+        });
+        return app;
+    }
+}

@@ -1,0 +1,51 @@
+// RSS of a tiny language-model training loop over many steps, under glibc malloc as it is ("off") and with
+// SharpTune's NativeHeap: malloc_trim after each step ("trim"), mallopt settings only ("tune"), or both ("both").
+// Batches have random sequence lengths, as padded real data does, so tensor sizes vary from step to step.
+// Prints RSS at a few steps, the ratio RSS(last)/RSS(100), and the mean step time.
+using System.Diagnostics;
+using SharpTune.Native;
+using SharpTune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+var steps = args.Length > 0 ? int.Parse(args[0]) : 1000;
+var mode = args.Length > 1 ? args[1] : "both";
+var threads = args.Length > 2 ? int.Parse(args[2]) : 1;
+var configured = mode is "tune" or "both"
+    ? NativeHeap.Configure(new NativeHeapOptions { TrimEveryNSteps = mode == "both" ? 1 : 0 })
+    : "glibc defaults";
+TorchRuntime.SetThreads(threads);
+Determinism.Seed(0);
+
+const int vocab = 2000, dim = 64, hidden = 256;
+var model = nn.Sequential(
+    ("embed", nn.Embedding(vocab, dim)),
+    ("fc1", nn.Linear(dim, hidden)), ("act1", nn.GELU()), ("fc2", nn.Linear(hidden, dim)),
+    ("fc3", nn.Linear(dim, hidden)), ("act2", nn.GELU()), ("fc4", nn.Linear(hidden, dim)),
+    ("head", nn.Linear(dim, vocab)));
+var opt = Optimizers.AdamW(model.parameters(), lr: 1e-3);
+var rng = new Random(0);
+var report = new SortedDictionary<int, long>();
+var marks = new HashSet<int> { 1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, steps };
+var watch = Stopwatch.StartNew();
+for (var step = 1; step <= steps; step++)
+{
+    using (var scope = NewDisposeScope())
+    {
+        var seq = rng.Next(16, 129);
+        var tokens = randint(0, vocab, new long[] { 4, seq + 1 });
+        var logits = model.call(tokens[.., ..^1]); // [b, s, v]
+        var loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), tokens[.., 1..].reshape(-1));
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+    }
+    if (mode is "trim") NativeHeap.Trim();
+    else NativeHeap.AfterStep();
+    if (marks.Contains(step)) report[step] = ProcessMemory.Read().RssBytes;
+}
+var msPerStep = watch.Elapsed.TotalMilliseconds / steps;
+Console.WriteLine($"mode={mode} ({configured}), allocator={NativeHeap.Allocator}, threads={threads}, steps={steps}, {msPerStep:F1} ms/step");
+foreach (var (s, rss) in report) Console.WriteLine($"  step {s,5}: RSS {rss / 1048576.0,8:F1} MiB");
+if (report.TryGetValue(100, out var at100))
+    Console.WriteLine($"  RSS(step {steps}) / RSS(step 100) = {report[steps] / (double)at100:F3}");

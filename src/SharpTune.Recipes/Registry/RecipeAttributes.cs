@@ -1,0 +1,70 @@
+// Attributes that make a sealed class a runnable recipe and declare the top-level config keys it reads.
+// A recipe is found by name (`sharptune run <name>`), built with (SharpTuneConfig, IRecipeReporter), then driven
+// through Setup -> Train -> Cleanup (torchtune's recipe lifecycle: recipes/*.py `recipe_main`).
+using SharpTune.Config;
+
+namespace SharpTune.Recipes;
+
+/// <summary>Marks a sealed <see cref="IRecipe"/> class as the recipe <see cref="Name"/>.</summary>
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
+public sealed class RecipeAttribute(string name) : Attribute
+{
+    /// <summary>The name used on the command line (<c>knowledge_distillation_single_device</c>).</summary>
+    public string Name { get; } = name;
+
+    /// <summary>One line shown by <c>sharptune ls</c>.</summary>
+    public string Description { get; init; } = "";
+}
+
+/// <summary>
+/// Declares a top-level config key the recipe reads. When a recipe declares at least one key, <c>validate</c> and
+/// <c>run</c> flag undeclared top-level keys (with a suggestion), missing required keys and wrongly typed values.
+/// </summary>
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = true, Inherited = false)]
+public sealed class RecipeKeyAttribute(string name, Type type) : Attribute
+{
+    /// <summary>The snake_case key.</summary>
+    public string Name { get; } = name;
+
+    /// <summary>The type the value binds to (for a component node: the type it must build; object: anything).</summary>
+    public Type Type { get; } = type;
+
+    /// <summary>True when the key must be present and not null.</summary>
+    public bool Required { get; init; }
+
+    /// <summary>One line of documentation.</summary>
+    public string? Description { get; init; }
+
+    /// <summary>The key as the config validator sees it.</summary>
+    public ConfigKeySpec ToSpec() => new(Name, Type, Required, Description);
+}
+
+/// <summary>The recipe lifecycle. Implementations are sealed classes with a constructor
+/// <c>(SharpTuneConfig config, IRecipeReporter reporter)</c>.</summary>
+public interface IRecipe
+{
+    /// <summary>Builds models, data, optimizers from the config.</summary>
+    void Setup(CancellationToken cancellationToken);
+
+    /// <summary>Runs the work (training, evaluation, measurement).</summary>
+    void Train(CancellationToken cancellationToken);
+
+    /// <summary>Releases what Setup acquired; called even when Setup or Train failed.</summary>
+    void Cleanup();
+}
+
+/// <summary>How a recipe tells the user what it is doing; the CLI renders it (the library never prints).</summary>
+public interface IRecipeReporter
+{
+    /// <summary>A line of information.</summary>
+    void Info(string message);
+
+    /// <summary>A warning the user should read (e.g. a slow dtype on this CPU).</summary>
+    void Warning(string message);
+
+    /// <summary>Metrics at a step (<c>loss</c>, <c>lr</c>, <c>tokens_per_second</c> ...).</summary>
+    void Metrics(long step, IReadOnlyDictionary<string, double> values);
+
+    /// <summary>Progress through a stage (<paramref name="total"/> 0 when unknown).</summary>
+    void Progress(string stage, long completed, long total);
+}

@@ -1,0 +1,118 @@
+// Finds recipes by their [Recipe] attribute, checks they follow the recipe contract, and runs one: validate the
+// config against the recipe's declared keys and the component registry first (nothing runs, nothing is written
+// when the config is invalid), then Setup -> Train -> Cleanup.
+// Reference: torchtune/_recipe_registry.py, torchtune/_cli/run.py.
+using System.Reflection;
+using SharpTune.Config;
+
+namespace SharpTune.Recipes;
+
+/// <summary>A registered recipe.</summary>
+/// <param name="Name">Command-line name.</param>
+/// <param name="Type">The sealed recipe class.</param>
+/// <param name="Description">One line for <c>ls</c>.</param>
+/// <param name="Keys">Declared top-level keys; null when the recipe declares none (any key accepted).</param>
+public sealed record RecipeInfo(string Name, Type Type, string Description, IReadOnlyList<ConfigKeySpec>? Keys)
+{
+    /// <summary>The file name of the recipe's source (<c>TorchInfo.cs</c>), which <c>cp</c> can copy out.</summary>
+    public string SourceFileName => Type.Name + ".cs";
+}
+
+/// <summary>The recipes available to the CLI.</summary>
+public sealed class RecipeRegistry
+{
+    private readonly Dictionary<string, RecipeInfo> _recipes;
+
+    private RecipeRegistry(Dictionary<string, RecipeInfo> recipes, ComponentRegistry components)
+    {
+        _recipes = recipes;
+        Components = components;
+    }
+
+    /// <summary>The components recipes' configs may name.</summary>
+    public ComponentRegistry Components { get; }
+
+    /// <summary>Recipes sorted by name.</summary>
+    public IReadOnlyList<RecipeInfo> All => [.. _recipes.Values.OrderBy(r => r.Name, StringComparer.Ordinal)];
+
+    /// <summary>
+    /// The built-in registry: recipes in this assembly; components in the library and this assembly, plus any
+    /// <paramref name="extraAssemblies"/>.
+    /// </summary>
+    public static RecipeRegistry CreateDefault(params Assembly[] extraAssemblies)
+    {
+        Assembly[] assemblies = [typeof(SharpTuneConfig).Assembly, typeof(RecipeRegistry).Assembly, .. extraAssemblies];
+        return Scan(assemblies);
+    }
+
+    /// <summary>Scans assemblies for recipes and components.</summary>
+    /// <exception cref="InvalidOperationException">A recipe breaks the contract or two recipes share a name.</exception>
+    public static RecipeRegistry Scan(IReadOnlyList<Assembly> assemblies)
+    {
+        var recipes = new Dictionary<string, RecipeInfo>(StringComparer.Ordinal);
+        var errors = new List<string>();
+        foreach (var type in assemblies.Distinct().SelectMany(a => a.GetTypes()))
+        {
+            var attr = type.GetCustomAttribute<RecipeAttribute>();
+            if (attr is null) continue;
+            if (!type.IsSealed || !typeof(IRecipe).IsAssignableFrom(type) || FindConstructor(type) is null)
+                errors.Add($"recipe '{attr.Name}' ({type.FullName}) must be a sealed class implementing IRecipe with a public constructor (SharpTuneConfig, IRecipeReporter)");
+            else if (recipes.TryGetValue(attr.Name, out var other))
+                errors.Add($"recipe name '{attr.Name}' is used by both {other.Type.FullName} and {type.FullName}");
+            else
+            {
+                var keys = type.GetCustomAttributes<RecipeKeyAttribute>().Select(k => k.ToSpec()).ToList();
+                recipes[attr.Name] = new RecipeInfo(attr.Name, type, attr.Description, keys.Count == 0 ? null : keys);
+            }
+        }
+        if (errors.Count > 0) throw new InvalidOperationException(string.Join(Environment.NewLine, errors));
+        return new RecipeRegistry(recipes, ComponentRegistry.Scan(assemblies));
+    }
+
+    /// <summary>Finds a recipe by name.</summary>
+    public bool TryGet(string name, out RecipeInfo recipe) => _recipes.TryGetValue(name, out recipe!);
+
+    /// <summary>Finds a recipe by name or throws a one-line error with a suggestion.</summary>
+    /// <exception cref="ArgumentException">No such recipe.</exception>
+    public RecipeInfo Get(string name) => TryGet(name, out var r) ? r
+        : throw new ArgumentException($"unknown recipe '{name}'{Names.Suggest(name, _recipes.Keys)}; `sharptune ls` lists the recipes");
+
+    /// <summary>Loads <paramref name="configPath"/> with <paramref name="overrides"/> and validates it for <paramref name="recipe"/>.</summary>
+    public ConfigValidation Validate(RecipeInfo? recipe, string configPath, IEnumerable<string> overrides) =>
+        SharpTuneConfig.Validate(configPath, overrides, Components, recipe?.Keys);
+
+    /// <summary>
+    /// Runs a recipe on a validated config: construct, Setup, Train, and always Cleanup.
+    /// </summary>
+    public static void Run(RecipeInfo recipe, SharpTuneConfig config, IRecipeReporter reporter, CancellationToken cancellationToken)
+    {
+        IRecipe instance;
+        try { instance = (IRecipe)FindConstructor(recipe.Type)!.Invoke([config, reporter]); }
+        catch (TargetInvocationException e) when (e.InnerException is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerException).Throw();
+            throw;
+        }
+        try
+        {
+            instance.Setup(cancellationToken);
+            instance.Train(cancellationToken);
+        }
+        finally
+        {
+            instance.Cleanup();
+        }
+    }
+
+    /// <summary>The recipe's C# source, embedded at build time, for <c>cp</c>; null when not embedded.</summary>
+    public static string? ReadSource(RecipeInfo recipe)
+    {
+        using var stream = typeof(RecipeRegistry).Assembly.GetManifestResourceStream("recipes/" + recipe.SourceFileName);
+        if (stream is null) return null;
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+
+    private static ConstructorInfo? FindConstructor(Type type) =>
+        type.GetConstructor([typeof(SharpTuneConfig), typeof(IRecipeReporter)]);
+}

@@ -1,0 +1,133 @@
+// LoRA (Hu et al. 2021, https://arxiv.org/abs/2106.09685) and DoRA (Liu et al. 2024, https://arxiv.org/abs/2402.09353)
+// linear layers, following torchtune.modules.peft.LoRALinear/DoRALinear and PEFT's naming so that keys are
+// `<name>.weight`, `<name>.bias`, `<name>.lora_A.weight`, `<name>.lora_B.weight`, `<name>.lora_magnitude_vector`.
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace SharpTune.Modules.Peft;
+
+/// <summary>
+/// y = W0 x + b + (alpha/r) B(A(dropout(x))), with A kaiming-uniform(a = sqrt 5) and B zero so that a fresh adapter
+/// is the identity change. With DoRA the result is rescaled per output row by m / ||W0 + (alpha/r) B A||
+/// (norm detached, as in the paper's section 4.3).
+/// </summary>
+/// <remarks>Shapes: <c>in</c> input features, <c>out</c> output features, <c>r</c> rank.</remarks>
+public sealed class LoraLinear : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "weight")] private readonly Parameter _weight;
+    [ComponentName(Name = "bias")] private readonly Parameter? _bias;
+    [ComponentName(Name = "lora_A")] private readonly Linear _loraA;
+    [ComponentName(Name = "lora_B")] private readonly Linear _loraB;
+    [ComponentName(Name = "lora_magnitude_vector")] private readonly Parameter? _magnitude;
+    [ComponentName(Name = "lora_dropout")] private readonly Dropout _dropout;
+
+    /// <summary>Creates the layer with a frozen base (randomly initialised like nn.Linear until weights are loaded).</summary>
+    public LoraLinear(long inFeatures, long outFeatures, int rank, double alpha, double dropout = 0.0, bool hasBias = false,
+        bool useDora = false, Device? device = null, ScalarType dtype = ScalarType.Float32) : base(nameof(LoraLinear))
+    {
+        if (rank <= 0) throw new ArgumentOutOfRangeException(nameof(rank), rank, "lora_rank must be positive");
+        if (dropout is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "lora_dropout must be in [0, 1)");
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
+        Rank = rank;
+        Alpha = alpha;
+        UseDora = useDora;
+        var baseLinear = nn.Linear(inFeatures, outFeatures, hasBias, device, dtype);
+        _weight = new Parameter(baseLinear.weight!.detach().clone(), requires_grad: false);
+        _bias = hasBias ? new Parameter(baseLinear.bias!.detach().clone(), requires_grad: false) : null;
+        baseLinear.Dispose();
+        _loraA = nn.Linear(inFeatures, rank, false, device, dtype);
+        _loraB = nn.Linear(rank, outFeatures, false, device, dtype);
+        _dropout = nn.Dropout(dropout);
+        if (useDora) _magnitude = new Parameter(ones(outFeatures, dtype: dtype, device: device));
+        RegisterComponents();
+        ResetAdapter();
+        if (useDora) InitializeDoraMagnitude();
+    }
+
+    /// <summary>Input features.</summary>
+    public long InFeatures { get; }
+
+    /// <summary>Output features.</summary>
+    public long OutFeatures { get; }
+
+    /// <summary>LoRA rank r.</summary>
+    public int Rank { get; }
+
+    /// <summary>LoRA alpha.</summary>
+    public double Alpha { get; }
+
+    /// <summary>alpha / r.</summary>
+    public double Scale => Alpha / Rank;
+
+    /// <summary>True for DoRA.</summary>
+    public bool UseDora { get; }
+
+    /// <summary>Frozen base weight [out, in].</summary>
+    public Parameter Weight => _weight;
+
+    /// <summary>Frozen base bias [out], or null.</summary>
+    public Parameter? Bias => _bias;
+
+    /// <summary>A [r, in].</summary>
+    public Parameter LoraA => _loraA.weight!;
+
+    /// <summary>B [out, r].</summary>
+    public Parameter LoraB => _loraB.weight!;
+
+    /// <summary>DoRA magnitude [out], or null for plain LoRA.</summary>
+    public Parameter? Magnitude => _magnitude;
+
+    /// <summary>Re-initialises A with kaiming-uniform(a = sqrt 5) and B with zeros.</summary>
+    public void ResetAdapter()
+    {
+        using var _ = no_grad();
+        nn.init.kaiming_uniform_(_loraA.weight!, a: Math.Sqrt(5));
+        nn.init.zeros_(_loraB.weight!);
+    }
+
+    /// <summary>Sets the DoRA magnitude to ||W0 + (alpha/r) B A|| per output row; call after loading base weights.</summary>
+    public void InitializeDoraMagnitude()
+    {
+        if (_magnitude is null) throw new InvalidOperationException("InitializeDoraMagnitude called on a plain LoRA layer (use_dora is false)");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        _magnitude.copy_(WeightNorm());
+    }
+
+    private Tensor Delta() => _loraB.weight!.matmul(_loraA.weight!) * Scale; // [out, r] @ [r, in] -> [out, in]
+
+    private Tensor WeightNorm() =>
+        (_weight.to_type(ScalarType.Float32) + Delta().to_type(ScalarType.Float32)).norm(1, keepdim: false).to_type(_weight.dtype); // [out]
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var baseOut = nn.functional.linear(x, _weight); // [.., out]
+        var loraOut = _loraB.call(_loraA.call(_dropout.call(x))) * Scale; // [.., in] -> [.., r] -> [.., out]
+        Tensor y;
+        if (_magnitude is null)
+        {
+            y = baseOut + loraOut;
+        }
+        else
+        {
+            var scale = _magnitude / WeightNorm().detach(); // [out]
+            y = scale * (baseOut + loraOut);
+        }
+        if (_bias is not null) y = y + _bias;
+        return y.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The weight the adapter is equivalent to in eval mode: W0 + (alpha/r) B A, DoRA-rescaled if enabled.</summary>
+    public Tensor MergedWeight()
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var merged = _weight + Delta();
+        if (_magnitude is not null) merged = merged * (_magnitude / WeightNorm()).unsqueeze(1);
+        return merged.to_type(_weight.dtype).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,192 @@
+// A Llama-family decoder-only transformer laid out like HF's LlamaForCausalLM / Qwen2ForCausalLM, so that
+// state_dict() keys equal HF keys (model.embed_tokens.weight, model.layers.N..., model.norm.weight, lm_head.weight
+// when untied). Output modes follow torchtune's TransformerDecoder: full logits, logits in N chunks along the
+// sequence (for chunked losses), or final hidden states only (for fused output-projection losses).
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace SharpTune.Modules;
+
+/// <summary>The inner <c>model.</c> stack: token embedding, decoder layers, final norm.</summary>
+public sealed class DecoderStack : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "embed_tokens")] private readonly TokenEmbedding _embedTokens;
+    [ComponentName(Name = "layers")] private readonly ModuleList<DecoderLayer> _layers;
+    private readonly DecoderLayer[] _layerArray;
+    [ComponentName(Name = "norm")] private readonly RmsNorm _norm;
+
+    /// <summary>Composes the stack.</summary>
+    public DecoderStack(TokenEmbedding embedTokens, IEnumerable<DecoderLayer> layers, RmsNorm norm) : base(nameof(DecoderStack))
+    {
+        _embedTokens = embedTokens;
+        _layerArray = layers.ToArray();
+        _layers = new ModuleList<DecoderLayer>(_layerArray);
+        _norm = norm;
+        RegisterComponents();
+    }
+
+    /// <summary>Token embedding [v, d].</summary>
+    public TokenEmbedding EmbedTokens => _embedTokens;
+
+    /// <summary>Decoder layers.</summary>
+    public IReadOnlyList<DecoderLayer> Layers => _layerArray;
+
+    /// <summary>Final norm.</summary>
+    public RmsNorm Norm => _norm;
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor tokens) => throw new InvalidOperationException("call TransformerDecoder.Forward");
+}
+
+/// <summary>Decoder-only transformer with tied or untied output, KV cache and three output modes.</summary>
+/// <remarks>
+/// Shapes: <c>b</c> batch, <c>s</c> sequence, <c>s_kv</c> attended length, <c>d</c> model dim, <c>v</c> vocab.
+/// Logits are returned in the model's dtype.
+/// </remarks>
+public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "model")] private readonly DecoderStack _model;
+    [ComponentName(Name = "lm_head")] private readonly nn.Module<Tensor, Tensor>? _lmHead;
+    private readonly RotaryEmbedding _rope;
+    private long _cachePos;
+    private int _numOutputChunks = 1;
+
+    /// <summary>
+    /// Composes the decoder. Pass <paramref name="lmHead"/> null to tie the output to the token embedding (the one
+    /// embedding Parameter is then used for both; nothing is copied).
+    /// </summary>
+    public TransformerDecoder(DecoderArgs args, DecoderStack model, nn.Module<Tensor, Tensor>? lmHead) : base(nameof(TransformerDecoder))
+    {
+        args.Validate();
+        if (args.TieEmbeddings != (lmHead is null))
+            throw new ArgumentException($"TieEmbeddings={args.TieEmbeddings} but lm_head was {(lmHead is null ? "not given" : "given")}");
+        Args = args;
+        _model = model;
+        _lmHead = lmHead;
+        _rope = new RotaryEmbedding(args.ResolvedHeadDim, args.RopeBase, args.RopeScaling);
+        RegisterComponents();
+    }
+
+    /// <summary>The architecture.</summary>
+    public DecoderArgs Args { get; }
+
+    /// <summary>Vocabulary size v.</summary>
+    public int VocabSize => Args.VocabSize;
+
+    /// <summary>Maximum sequence length.</summary>
+    public int MaxSeqLen => Args.MaxSeqLen;
+
+    /// <summary>The <c>model.</c> stack.</summary>
+    public DecoderStack Model => _model;
+
+    /// <summary>The untied output head, or null when tied.</summary>
+    public nn.Module<Tensor, Tensor>? LmHead => _lmHead;
+
+    /// <summary>The RoPE helper (inverse frequencies).</summary>
+    public RotaryEmbedding Rope => _rope;
+
+    /// <summary>
+    /// The output projection weight [v, d]: the embedding when tied, else <c>lm_head.weight</c>. When LoRA is applied
+    /// to the output, this is the frozen base weight only; use <see cref="ApplyOutput"/> to include the adapter.
+    /// </summary>
+    public Tensor OutputWeight => _lmHead switch
+    {
+        null => _model.EmbedTokens.weight,
+        Linear l => l.weight!,
+        Peft.LoraLinear l => l.Weight,
+        _ => throw new InvalidOperationException($"unsupported lm_head type {_lmHead.GetType().Name}"),
+    };
+
+    /// <summary>Number of chunks <see cref="ForwardChunks"/> splits the sequence into (torchtune's num_output_chunks).</summary>
+    public int NumOutputChunks
+    {
+        get => _numOutputChunks;
+        set => _numOutputChunks = value > 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "must be positive");
+    }
+
+    /// <summary>True after <see cref="SetupCaches"/>.</summary>
+    public bool CachesEnabled => _model.Layers.Count > 0 && _model.Layers[0].SelfAttn.Cache is not null;
+
+    /// <summary>Positions already in the KV cache.</summary>
+    public long CachePosition => _cachePos;
+
+    /// <summary>Allocates KV caches for incremental decoding of up to <paramref name="maxSeqLen"/> positions.</summary>
+    public void SetupCaches(int batchSize, int maxSeqLen)
+    {
+        if (maxSeqLen > MaxSeqLen) throw new ArgumentOutOfRangeException(nameof(maxSeqLen), maxSeqLen, $"exceeds the model's max_seq_len {MaxSeqLen}");
+        var w = _model.EmbedTokens.weight;
+        foreach (var layer in _model.Layers) layer.SelfAttn.SetupCache(batchSize, maxSeqLen, w.dtype, w.device);
+        _cachePos = 0;
+    }
+
+    /// <summary>Empties the KV caches (keeps their memory).</summary>
+    public void ResetCaches()
+    {
+        foreach (var layer in _model.Layers) layer.SelfAttn.ResetCache();
+        _cachePos = 0;
+    }
+
+    /// <summary>Frees the KV caches and returns to uncached (training) mode.</summary>
+    public void RemoveCaches()
+    {
+        foreach (var layer in _model.Layers) layer.SelfAttn.RemoveCache();
+        _cachePos = 0;
+    }
+
+    /// <summary>tokens [b, s] int64 -> logits [b, s, v] (causal attention, positions 0..s-1 or after the cache).</summary>
+    public override Tensor forward(Tensor tokens) => Forward(tokens);
+
+    /// <summary>
+    /// tokens [b, s] int64 -> logits [b, s, v]. <paramref name="mask"/> [b, s, s_kv] bool (true = may attend) replaces
+    /// the causal mask, e.g. block-causal for packed samples; <paramref name="inputPos"/> [b, s] int64 gives explicit
+    /// RoPE positions (default: consecutive from the cache position).
+    /// </summary>
+    public Tensor Forward(Tensor tokens, Tensor? mask = null, Tensor? inputPos = null)
+    {
+        using var scope = NewDisposeScope();
+        var h = ForwardHidden(tokens, mask, inputPos);
+        return ApplyOutput(h).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>As <see cref="Forward"/>, with the logits split into <see cref="NumOutputChunks"/> pieces along s
+    /// (tensor_split semantics: the first s % n chunks are one longer).</summary>
+    public List<Tensor> ForwardChunks(Tensor tokens, Tensor? mask = null, Tensor? inputPos = null)
+    {
+        using var scope = NewDisposeScope();
+        var h = ForwardHidden(tokens, mask, inputPos);
+        var chunks = h.tensor_split(_numOutputChunks, dim: 1); // [b, s, d] -> n x [b, s_i, d]
+        var logits = chunks.Select(c => ApplyOutput(c).MoveToOuterDisposeScope()).ToList(); // n x [b, s_i, v]
+        return logits;
+    }
+
+    /// <summary>Final normed hidden states [b, s, d], before the output projection.</summary>
+    public Tensor ForwardHidden(Tensor tokens, Tensor? mask = null, Tensor? inputPos = null)
+    {
+        using var scope = NewDisposeScope();
+        if (tokens.dim() != 2) throw new ArgumentException($"tokens must be [b, s], got [{string.Join(", ", tokens.shape)}]");
+        var b = tokens.shape[0];
+        var s = tokens.shape[1];
+        var cached = CachesEnabled;
+        if (!cached && s > MaxSeqLen) throw new ArgumentException($"sequence length {s} exceeds max_seq_len {MaxSeqLen}");
+        var pos = inputPos ?? arange(_cachePos, _cachePos + s, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0).expand(b, s); // [b, s]
+        if (pos.shape[0] != b || pos.shape[1] != s) throw new ArgumentException($"inputPos must be [b={b}, s={s}], got [{string.Join(", ", pos.shape)}]");
+        var h = _model.EmbedTokens.call(tokens); // [b, s] -> [b, s, d]
+        var (cos, sin) = _rope.CosSin(pos, h.dtype); // [b, 1, s, h_d]
+        foreach (var layer in _model.Layers) h = layer.Forward(h, cos, sin, mask);
+        if (cached) _cachePos += s;
+        return _model.Norm.call(h).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Copies <paramref name="stateDict"/> (HF keys) into the model. Every missing/unexpected key and shape/dtype
+    /// mismatch is reported in one error. Adapter weights (lora_A, lora_B, DoRA magnitude) may be missing so a base
+    /// checkpoint loads into a LoRA model; initialise DoRA magnitudes afterwards.
+    /// </summary>
+    public LoadResult LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict") =>
+        StateDictLoader.Load(this, stateDict, strict, Peft.Adapters.IsAdapterKey, sourceName);
+
+    /// <summary>Applies the output projection (including a LoRA adapter on lm_head) to hidden [.., d] -> [.., v].</summary>
+    public Tensor ApplyOutput(Tensor hidden) =>
+        _lmHead is null ? nn.functional.linear(hidden, _model.EmbedTokens.weight) : _lmHead.call(hidden);
+}

@@ -1,0 +1,169 @@
+// Metric sinks a recipe logs to every `log_every_n_steps`: a JSONL file (one JSON object per log step) and
+// TensorBoard event files. Both flush after every record so a killed run keeps what it logged.
+// The metric names follow torchtune's KD recipe (loss, class_loss, kd_loss, lr, grad_norm, tokens_per_second,
+// peak_memory); any other name is accepted.
+// TensorBoard: TorchSharp 0.107 ships torch.utils.tensorboard.SummaryWriter; the tests read its files back with an
+// independent TFRecord reader (length, masked CRC-32C, Event protobuf) and check steps, tags, values and wall time.
+// References: torchtune training/metric_logging.py (DiskLogger, TensorBoardLogger); tensorflow record_writer.cc.
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace SharpTune.Training;
+
+/// <summary>Receives scalar metrics for a training step.</summary>
+public interface IMetricLogger : IDisposable
+{
+    /// <summary>Records <paramref name="metrics"/> for optimizer step <paramref name="step"/>.</summary>
+    void Log(long step, IReadOnlyDictionary<string, double> metrics);
+}
+
+/// <summary>The standard metrics of one logged step (NaN or null for what a recipe does not compute).</summary>
+public sealed record StepMetrics
+{
+    /// <summary>Total loss (mean per token).</summary>
+    public double Loss { get; init; } = double.NaN;
+    /// <summary>Cross-entropy part of a KD loss.</summary>
+    public double? ClassLoss { get; init; }
+    /// <summary>Distillation part of a KD loss.</summary>
+    public double? KdLoss { get; init; }
+    /// <summary>Learning rate applied in the step.</summary>
+    public double Lr { get; init; } = double.NaN;
+    /// <summary>Gradient 2-norm before clipping.</summary>
+    public double? GradNorm { get; init; }
+    /// <summary>Valid tokens per second over the logging interval.</summary>
+    public double? TokensPerSecond { get; init; }
+    /// <summary>Peak process memory in GiB (peak RSS on CPU).</summary>
+    public double? PeakMemoryGib { get; init; }
+
+    /// <summary>The metrics under torchtune's names, leaving out the absent ones.</summary>
+    public IReadOnlyDictionary<string, double> ToDictionary()
+    {
+        var d = new Dictionary<string, double> { ["loss"] = Loss, ["lr"] = Lr };
+        if (ClassLoss is { } c) d["class_loss"] = c;
+        if (KdLoss is { } k) d["kd_loss"] = k;
+        if (GradNorm is { } g) d["grad_norm"] = g;
+        if (TokensPerSecond is { } t) d["tokens_per_second"] = t;
+        if (PeakMemoryGib is { } m) d["peak_memory"] = m;
+        return d;
+    }
+}
+
+/// <summary>Appends one JSON object per log step to a <c>.jsonl</c> file: <c>{"step": 10, "loss": 2.31, ...}</c>.</summary>
+/// <remarks>
+/// Appending (not rewriting) is deliberate: a resumed run continues the same file. Each line is written whole and
+/// flushed; non-finite values are written as null because JSON has no NaN.
+/// </remarks>
+public sealed class JsonlMetricLogger : IMetricLogger
+{
+    private readonly StreamWriter _writer;
+
+    /// <param name="path">The log file; its folder is created. Existing content is kept and appended to.</param>
+    public JsonlMetricLogger(string path)
+    {
+        FilePath = System.IO.Path.GetFullPath(path);
+        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(FilePath)!);
+        _writer = new StreamWriter(new FileStream(FilePath, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
+    }
+
+    /// <summary>Full path of the log file.</summary>
+    public string FilePath { get; }
+
+    /// <inheritdoc />
+    public void Log(long step, IReadOnlyDictionary<string, double> metrics)
+    {
+        ArgumentNullException.ThrowIfNull(metrics);
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteNumber("step", step);
+            foreach (var (name, value) in metrics)
+            {
+                if (name == "step") throw new ArgumentException("metric name 'step' is reserved", nameof(metrics));
+                if (double.IsFinite(value)) json.WriteNumber(name, value);
+                else json.WriteNull(name);
+            }
+            json.WriteEndObject();
+        }
+        _writer.Write(Encoding.UTF8.GetString(buffer.ToArray()));
+        _writer.Write('\n');
+        _writer.Flush();
+    }
+
+    /// <summary>Reads a JSONL metric log back: one dictionary per line (nulls become NaN), with "step" included.</summary>
+    public static IReadOnlyList<IReadOnlyDictionary<string, double>> Read(string path)
+    {
+        var rows = new List<IReadOnlyDictionary<string, double>>();
+        var lineNo = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                var row = new Dictionary<string, double>();
+                foreach (var p in doc.RootElement.EnumerateObject())
+                    row[p.Name] = p.Value.ValueKind == JsonValueKind.Number ? p.Value.GetDouble() : double.NaN;
+                if (!row.ContainsKey("step")) throw new InvalidDataException("key 'step' is missing");
+                rows.Add(row);
+            }
+            catch (Exception e) when (e is JsonException or InvalidDataException or InvalidOperationException)
+            {
+                throw new InvalidDataException($"'{path}' line {lineNo.ToString(CultureInfo.InvariantCulture)}: {e.Message}", e);
+            }
+        }
+        return rows;
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => _writer.Dispose();
+}
+
+/// <summary>Writes each metric as a TensorBoard scalar (tag = metric name) with TorchSharp's SummaryWriter.</summary>
+/// <remarks>TorchSharp's writer appends and closes the event file on every scalar, so nothing is lost on a kill.</remarks>
+public sealed class TensorBoardMetricLogger : IMetricLogger
+{
+    private readonly TorchSharp.Modules.SummaryWriter _writer;
+
+    /// <param name="logDir">The run's TensorBoard folder (created); one new event file per logger.</param>
+    public TensorBoardMetricLogger(string logDir)
+    {
+        Directory.CreateDirectory(logDir);
+        _writer = TorchSharp.torch.utils.tensorboard.SummaryWriter(logDir);
+    }
+
+    /// <summary>The folder holding the event file.</summary>
+    public string LogDir => _writer.LogDir;
+
+    /// <inheritdoc />
+    public void Log(long step, IReadOnlyDictionary<string, double> metrics)
+    {
+        ArgumentNullException.ThrowIfNull(metrics);
+        if (step is < 0 or > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(step), step, "TensorBoard's global_step is a 32-bit integer");
+        foreach (var (tag, value) in metrics) _writer.add_scalar(tag, (float)value, (int)step);
+    }
+
+    /// <inheritdoc />
+    public void Dispose() { }
+}
+
+/// <summary>Sends every record to several loggers.</summary>
+public sealed class CompositeMetricLogger(params IMetricLogger[] loggers) : IMetricLogger
+{
+    private readonly IMetricLogger[] _loggers = loggers;
+
+    /// <inheritdoc />
+    public void Log(long step, IReadOnlyDictionary<string, double> metrics)
+    {
+        foreach (var l in _loggers) l.Log(step, metrics);
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        foreach (var l in _loggers) l.Dispose();
+    }
+}

@@ -1,0 +1,115 @@
+using SharpTune.Checkpointing;
+using SharpTune.Tests.Training;
+using SharpTune.Training;
+using TorchSharp;
+
+namespace SharpTune.Tests.Checkpointing;
+
+public sealed class RecipeStateStoreTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "sharptune-rs-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_dir)) Directory.Delete(_dir, true);
+    }
+
+    [Fact]
+    public void Load_SavedMidRunIntoFreshObjects_ContinuesBitExactly()
+    {
+        // Uninterrupted: 14 steps (crosses an epoch boundary at 6 and 12).
+        byte[] expected;
+        using (var full = new TinyRun(seed: 11))
+        {
+            full.RunUntil(14);
+            expected = full.WeightBytes();
+        }
+
+        // Interrupted at step 8: save weights + recipe state, then draw from the RNG to disturb it.
+        var weights = Path.Combine(_dir, "model.bin");
+        Directory.CreateDirectory(_dir);
+        using (var first = new TinyRun(seed: 11))
+        {
+            first.RunUntil(8);
+            first.Model.save(weights);
+            RecipeStateStore.Save(_dir, new RecipeState
+            {
+                Seed = 11, EpochsRun = 1, TotalEpochs = 3, StepsRun = 8, DataLoaderPosition = 2,
+                SchedulerLastEpoch = first.Scheduler.LastEpoch, TotalTokens = 32,
+            }, first.Optimizer);
+        }
+
+        // Fresh objects built from a different seed, then restored.
+        using var resumed = new TinyRun(seed: 99);
+        torch.rand(1000).Dispose();
+        resumed.Model.load(weights);
+        var state = RecipeStateStore.Load(_dir, resumed.Optimizer);
+        resumed.Scheduler.Restore(state.SchedulerLastEpoch);
+        resumed.ResumeAt(state.StepsRun, state.Seed);
+        resumed.RunUntil(14);
+
+        Assert.Equal(8, state.StepsRun);
+        Assert.Equal(2, state.DataLoaderPosition);
+        Assert.Equal(expected, resumed.WeightBytes());
+    }
+
+    [Fact]
+    public void Load_WithoutRngRestore_Diverges()
+    {
+        // Guards the test above: the RNG state is what makes dropout masks line up after resume.
+        byte[] expected;
+        using (var full = new TinyRun(seed: 11))
+        {
+            full.RunUntil(10);
+            expected = full.WeightBytes();
+        }
+        var weights = Path.Combine(_dir, "model.bin");
+        Directory.CreateDirectory(_dir);
+        using (var first = new TinyRun(seed: 11))
+        {
+            first.RunUntil(5);
+            first.Model.save(weights);
+            RecipeStateStore.Save(_dir, new RecipeState { Seed = 11, StepsRun = 5, SchedulerLastEpoch = first.Scheduler.LastEpoch }, first.Optimizer);
+        }
+        using var resumed = new TinyRun(seed: 99);
+        resumed.Model.load(weights);
+        var state = RecipeStateStore.Load(_dir, resumed.Optimizer, restoreRng: false);
+        resumed.Scheduler.Restore(state.SchedulerLastEpoch);
+        resumed.ResumeAt(state.StepsRun, state.Seed);
+        resumed.RunUntil(10);
+        Assert.NotEqual(expected, resumed.WeightBytes());
+    }
+
+    [Fact]
+    public void Save_Twice_ReplacesAndLeavesNoTemporaryFolders()
+    {
+        using var run = new TinyRun(seed: 1);
+        RecipeStateStore.Save(_dir, new RecipeState { StepsRun = 1 }, run.Optimizer);
+        RecipeStateStore.Save(_dir, new RecipeState { StepsRun = 2 }, run.Optimizer);
+        Assert.Equal(new[] { RecipeStateStore.FolderName }, Directory.GetDirectories(_dir).Select(Path.GetFileName));
+        Assert.Equal(2, RecipeStateStore.Load(_dir, run.Optimizer).StepsRun);
+    }
+
+    [Fact]
+    public void Load_DifferentModelShape_ThrowsNamingShapes()
+    {
+        using (var run = new TinyRun(seed: 1))
+            RecipeStateStore.Save(_dir, new RecipeState(), run.Optimizer);
+        var p = torch.nn.Parameter(torch.zeros(3, 3));
+        var q = torch.nn.Parameter(torch.zeros(16));
+        var r = torch.nn.Parameter(torch.zeros(1, 16));
+        var s = torch.nn.Parameter(torch.zeros(1));
+        using var other = Optimizers.AdamW(new[] { p, q, r, s });
+        var e = Assert.Throws<InvalidDataException>(() => RecipeStateStore.Load(_dir, other));
+        Assert.Contains("[16, 8]", e.Message);
+        Assert.Contains("[3, 3]", e.Message);
+    }
+
+    [Fact]
+    public void Load_MissingFolder_ThrowsNamingFolder()
+    {
+        using var run = new TinyRun(seed: 1);
+        var e = Assert.Throws<FileNotFoundException>(() => RecipeStateStore.Load(_dir, run.Optimizer));
+        Assert.Contains("recipe_state", e.Message);
+    }
+}

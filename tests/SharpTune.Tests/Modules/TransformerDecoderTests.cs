@@ -1,0 +1,168 @@
+using SharpTune.Models.Llama2;
+using SharpTune.Modules;
+using SharpTune.Modules.Peft;
+using SharpTune.Native;
+using static TorchSharp.torch;
+
+namespace SharpTune.Tests.Modules;
+
+public sealed class TransformerDecoderTests
+{
+    public TransformerDecoderTests() => TorchRuntime.EnsureLoaded();
+
+    private static TransformerDecoder Tiny(bool tie = true, bool bias = false)
+    {
+        manual_seed(7);
+        var m = Llama2Models.Tiny(tie, bias);
+        m.eval();
+        return m;
+    }
+
+    [Fact]
+    public void Forward_WithKvCacheTokenByToken_EqualsFullRecomputation()
+    {
+        using var model = Tiny(bias: true);
+        var tokens = randint(0, 64, [2, 10], dtype: ScalarType.Int64);
+        using var _ = no_grad();
+        var full = model.Forward(tokens); // [2, 10, v]
+        model.SetupCaches(2, 16);
+        var prefill = model.Forward(tokens.narrow(1, 0, 4)); // first 4 positions at once
+        var steps = new List<Tensor> { prefill };
+        for (var i = 4; i < 10; i++) steps.Add(model.Forward(tokens.narrow(1, i, 1)));
+        var cached = cat(steps, 1);
+        Assert.True(cached.allclose(full, rtol: 1e-4, atol: 1e-5), $"max diff {(cached - full).abs().max().item<float>()}");
+        Assert.Equal(10, model.CachePosition);
+        model.ResetCaches();
+        Assert.True(model.Forward(tokens.narrow(1, 0, 4)).allclose(full.narrow(1, 0, 4), rtol: 1e-4, atol: 1e-5));
+    }
+
+    [Fact]
+    public void ForwardChunksAndHidden_Any_EqualFullLogits()
+    {
+        using var model = Tiny(tie: false);
+        model.NumOutputChunks = 3;
+        var tokens = randint(0, 64, [2, 8], dtype: ScalarType.Int64);
+        using var _ = no_grad();
+        var full = model.Forward(tokens);
+        var chunks = model.ForwardChunks(tokens);
+        Assert.Equal(new long[] { 3, 3, 2 }, chunks.Select(c => c.shape[1]).ToArray()); // tensor_split of 8 into 3
+        Assert.True(cat(chunks, 1).allclose(full, rtol: 1e-5, atol: 1e-6));
+        var hidden = model.ForwardHidden(tokens);
+        Assert.True(hidden.matmul(model.OutputWeight.t()).allclose(full, rtol: 1e-5, atol: 1e-5));
+    }
+
+    [Fact]
+    public void Forward_PackedBlockCausalMaskWithRestartedPositions_EqualsEachSampleAlone()
+    {
+        // Given samples A (5 tokens) and B (3 tokens) packed in one row with a block-causal mask and positions 0..4, 0..2
+        using var model = Tiny();
+        var a = randint(0, 64, [1, 5], dtype: ScalarType.Int64);
+        var b = randint(0, 64, [1, 3], dtype: ScalarType.Int64);
+        var packed = cat([a, b], 1);
+        var mask = zeros(1, 8, 8, dtype: ScalarType.Bool);
+        mask[0, TensorIndex.Slice(0, 5), TensorIndex.Slice(0, 5)] = ones(5, 5, dtype: ScalarType.Bool).tril();
+        mask[0, TensorIndex.Slice(5, 8), TensorIndex.Slice(5, 8)] = ones(3, 3, dtype: ScalarType.Bool).tril();
+        var pos = tensor(new long[] { 0, 1, 2, 3, 4, 0, 1, 2 }).unsqueeze(0);
+        using var _ = no_grad();
+        var packedLogits = model.Forward(packed, mask, pos);
+        // Then B's logits do not see A at all
+        Assert.True(packedLogits.narrow(1, 5, 3).allclose(model.Forward(b), rtol: 1e-4, atol: 1e-5));
+        Assert.True(packedLogits.narrow(1, 0, 5).allclose(model.Forward(a), rtol: 1e-4, atol: 1e-5));
+        // And without the mask they would (the test can fail)
+        Assert.False(model.Forward(packed).narrow(1, 5, 3).allclose(model.Forward(b), rtol: 1e-4, atol: 1e-5));
+    }
+
+    [Fact]
+    public void StateDict_TiedAndUntied_KeysAreHfKeysWithoutRopeTables()
+    {
+        using var tied = Tiny(tie: true, bias: true);
+        var keys = tied.state_dict().Keys.ToHashSet();
+        Assert.Contains("model.embed_tokens.weight", keys);
+        Assert.Contains("model.layers.0.self_attn.q_proj.weight", keys);
+        Assert.Contains("model.layers.0.self_attn.q_proj.bias", keys);
+        Assert.Contains("model.layers.1.self_attn.o_proj.weight", keys);
+        Assert.Contains("model.layers.0.mlp.gate_proj.weight", keys);
+        Assert.Contains("model.layers.0.mlp.up_proj.weight", keys);
+        Assert.Contains("model.layers.0.mlp.down_proj.weight", keys);
+        Assert.Contains("model.layers.0.input_layernorm.weight", keys);
+        Assert.Contains("model.layers.0.post_attention_layernorm.weight", keys);
+        Assert.Contains("model.norm.weight", keys);
+        Assert.DoesNotContain("lm_head.weight", keys);
+        Assert.DoesNotContain(keys, k => k.Contains("rope") || k.Contains("freq") || k.Contains("cache"));
+        // 1 embedding + 2 layers x (4 proj weights + 3 biases + 3 mlp + 2 norms) + final norm
+        Assert.Equal(1 + 2 * 12 + 1, keys.Count);
+        using var untied = Tiny(tie: false);
+        Assert.Contains("lm_head.weight", untied.state_dict().Keys);
+    }
+
+    [Fact]
+    public void TiedEmbeddings_OutputWeight_IsTheSameParameterRegisteredOnce()
+    {
+        using var model = Tiny(tie: true);
+        // Same storage (not a copy): writing through the embedding changes the output weight
+        Assert.Equal(Adapters.DataAddress(model.Model.EmbedTokens.weight), Adapters.DataAddress(model.OutputWeight));
+        using (no_grad()) model.Model.EmbedTokens.weight.fill_(0.5);
+        Assert.Equal(0.5f, model.OutputWeight[3, 4].item<float>());
+        var all = model.named_parameters().Select(p => Adapters.DataAddress(p.parameter)).ToList();
+        Assert.Equal(all.Count, all.Distinct().Count());
+        Assert.Equal(all.Count, Adapters.TrainableParameters(model).Count);
+    }
+
+    [Fact]
+    public void UniqueNamedParameters_WeightSharedByTwoLinears_ListedOnce()
+    {
+        // Given two Linear children sharing one weight (torch-style tying by assignment)
+        using var twice = new TwoLinears();
+        // Then the helper lists it once whatever TorchSharp's enumeration does (0.107 already folds this case; a
+        // Parameter re-wrapped around the same storage is folded only by the storage-address check)
+        Assert.Single(Adapters.UniqueNamedParameters(twice));
+        Assert.Equal(6, Adapters.CountParameters(twice));
+    }
+
+    private sealed class TwoLinears : nn.Module<Tensor, Tensor>
+    {
+        private readonly TorchSharp.Modules.Linear a;
+        private readonly TorchSharp.Modules.Linear b;
+
+        public TwoLinears() : base("two")
+        {
+            a = nn.Linear(2, 3, false);
+            b = nn.Linear(2, 3, false);
+            b.weight = new TorchSharp.Modules.Parameter(a.weight!.detach()); // a second wrapper over the same storage
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor x) => a.call(x) + b.call(x);
+    }
+
+    [Fact]
+    public void LoadStateDict_SeveralProblems_ListsEveryOneInOneError()
+    {
+        using var model = Tiny(tie: true);
+        var sd = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.clone());
+        sd.Remove("model.norm.weight");
+        sd["model.layers.0.mlp.up_proj.weight"] = zeros(3, 3);
+        sd["model.layers.1.input_layernorm.weight"] = sd["model.layers.1.input_layernorm.weight"].to_type(ScalarType.BFloat16);
+        sd["lm_head.weight"] = zeros(64, 32);
+        var e = Assert.Throws<InvalidDataException>(() => model.LoadStateDict(sd, sourceName: "model.safetensors"));
+        Assert.Contains("4 problem(s)", e.Message);
+        Assert.Contains("missing key 'model.norm.weight'", e.Message);
+        Assert.Contains("unexpected key 'lm_head.weight' in model.safetensors", e.Message);
+        Assert.Contains("shape mismatch for 'model.layers.0.mlp.up_proj.weight': model expects [48, 32], model.safetensors has [3, 3]", e.Message);
+        Assert.Contains("dtype mismatch for 'model.layers.1.input_layernorm.weight'", e.Message);
+    }
+
+    [Fact]
+    public void LoadStateDict_FromAnotherModel_ReproducesItsLogits()
+    {
+        using var source = Tiny(tie: false, bias: true);
+        manual_seed(99);
+        using var target = Llama2Models.Tiny(false, true);
+        target.eval();
+        var tokens = randint(0, 64, [1, 6], dtype: ScalarType.Int64);
+        using var _ = no_grad();
+        Assert.False(target.Forward(tokens).allclose(source.Forward(tokens)));
+        target.LoadStateDict(source.state_dict());
+        Assert.True(target.Forward(tokens).allclose(source.Forward(tokens)));
+    }
+}

@@ -1,0 +1,116 @@
+using SharpTune.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace SharpTune.Tests.Training;
+
+public sealed class OptimizersTests
+{
+    private sealed class Tied : nn.Module<Tensor, Tensor>
+    {
+        private readonly Parameter _shared;
+
+        public Tied() : base(nameof(Tied))
+        {
+            _shared = nn.Parameter(tensor(new float[] { 1f, -2f, 3f }));
+            register_parameter("embed", _shared);
+            register_parameter("lm_head", _shared);
+        }
+
+        public override Tensor forward(Tensor x) => (x * _shared).sum();
+    }
+
+    [Fact]
+    public void Deduplicate_TiedWeight_ListedOnce()
+    {
+        using var m = new Tied();
+        var all = m.parameters().ToList();
+        var unique = Optimizers.Deduplicate(all);
+        Assert.Single(unique);
+        Assert.True(all.Count >= 1);
+    }
+
+    [Fact]
+    public void AdamW_TiedWeight_UpdatedOncePerStep()
+    {
+        // Given a weight registered twice and gradient g = x
+        using var m = new Tied();
+        using var opt = Optimizers.AdamW(m.parameters(), lr: 0.1, weightDecay: 0.0, eps: 1e-8);
+        using var x = tensor(new float[] { 0.5f, 0.25f, -1f });
+        m.call(x).backward();
+        opt.step();
+        // Then the first AdamW step moves each entry by exactly lr * g/(|g|+eps) ≈ lr * sign(g), once.
+        var p = m.parameters().First().data<float>().ToArray();
+        Assert.Equal(1f - 0.1f, p[0], 5);
+        Assert.Equal(-2f - 0.1f, p[1], 5);
+        Assert.Equal(3f + 0.1f, p[2], 5);
+    }
+
+    [Fact]
+    public void AdamW_ThreeSteps_MatchesDecoupledWeightDecayFormula()
+    {
+        // Reference: Loshchilov & Hutter Algorithm 2 as written in torch.optim.AdamW's docs, evaluated in float64.
+        double lr = 0.05, b1 = 0.8, b2 = 0.95, eps = 1e-6, wd = 0.1;
+        double[] p0 = { 0.3, -0.7 };
+        double[][] grads = { new[] { 0.2, -0.1 }, new[] { -0.4, 0.3 }, new[] { 0.05, 0.6 } };
+        var expected = (double[])p0.Clone();
+        double[] mom = { 0, 0 }, v = { 0, 0 };
+        for (var t = 1; t <= 3; t++)
+            for (var i = 0; i < 2; i++)
+            {
+                var g = grads[t - 1][i];
+                expected[i] *= 1 - lr * wd;
+                mom[i] = b1 * mom[i] + (1 - b1) * g;
+                v[i] = b2 * v[i] + (1 - b2) * g * g;
+                var mh = mom[i] / (1 - Math.Pow(b1, t));
+                var vh = v[i] / (1 - Math.Pow(b2, t));
+                expected[i] -= lr * mh / (Math.Sqrt(vh) + eps);
+            }
+
+        var param = nn.Parameter(tensor(p0, dtype: ScalarType.Float64));
+        using var opt = Optimizers.AdamW(new[] { param }, lr, new[] { b1, b2 }, eps, wd);
+        foreach (var g in grads)
+        {
+            opt.zero_grad();
+            using var gt = tensor(g, dtype: ScalarType.Float64);
+            (param * gt).sum().backward();
+            opt.step();
+        }
+        var actual = param.data<double>().ToArray();
+        Assert.Equal(expected[0], actual[0], 1e-9);
+        Assert.Equal(expected[1], actual[1], 1e-9);
+    }
+
+    [Fact]
+    public void Sgd_MomentumTwoSteps_MatchesHeavyBallFormula()
+    {
+        // b1 = g1, p1 = p0 - lr b1; b2 = mu b1 + g2, p2 = p1 - lr b2 (dampening 0).
+        double lr = 0.1, mu = 0.9;
+        var param = nn.Parameter(tensor(new[] { 1.0 }, dtype: ScalarType.Float64));
+        using var opt = Optimizers.Sgd(new[] { param }, lr, momentum: mu);
+        foreach (var g in new[] { 2.0, -1.0 })
+        {
+            opt.zero_grad();
+            (param * g).sum().backward();
+            opt.step();
+        }
+        var expected = 1.0 - lr * 2.0 - lr * (mu * 2.0 - 1.0);
+        Assert.Equal(expected, param.data<double>()[0], 1e-12);
+    }
+
+    [Fact]
+    public void AdamW_ThreeBetas_ThrowsNamingKey()
+    {
+        var param = nn.Parameter(zeros(2));
+        var e = Assert.Throws<ArgumentException>(() => Optimizers.AdamW(new[] { param }, betas: new[] { 0.9, 0.99, 0.5 }));
+        Assert.Contains("optimizer.betas", e.Message);
+    }
+
+    [Fact]
+    public void AdamW_AllFrozen_ThrowsClearError()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Optimizers.AdamW(Array.Empty<Parameter>()));
+        Assert.Contains("frozen", e.Message);
+    }
+}
