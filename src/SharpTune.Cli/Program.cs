@@ -16,7 +16,15 @@ internal static class Program
             e.Cancel = true;
             cancel.Cancel();
         };
-        return Build(CliServices.CreateDefault()).Run(args, cancel.Token);
+        CliServices services;
+        try { services = CliServices.CreateDefault(); }
+        catch (InvalidOperationException e)
+        {
+            // A recipe or component declared against the contract (see docs/configs.md): say which, in one place.
+            Console.Error.WriteLine($"error: the recipe/component registry is invalid:{Environment.NewLine}{e.Message}");
+            return 1;
+        }
+        return Build(services).Run(args, cancel.Token);
     }
 
     /// <summary>The command app wired to <paramref name="services"/> (tests pass captured consoles).</summary>
