@@ -181,10 +181,17 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
     /// <summary>
     /// Copies <paramref name="stateDict"/> (HF keys) into the model. Every missing/unexpected key and shape/dtype
     /// mismatch is reported in one error. Adapter weights (lora_A, lora_B, DoRA magnitude) may be missing so a base
-    /// checkpoint loads into a LoRA model; initialise DoRA magnitudes afterwards.
+    /// checkpoint loads into a LoRA model; missing DoRA magnitudes are then initialised from the loaded weights.
     /// </summary>
-    public LoadResult LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict") =>
-        StateDictLoader.Load(this, stateDict, strict, Peft.Adapters.IsAdapterKey, sourceName);
+    public LoadResult LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict")
+    {
+        var result = StateDictLoader.Load(this, stateDict, strict, Peft.Adapters.IsAdapterKey, sourceName);
+        // A DoRA magnitude absent from the source must describe the weights just loaded, not the random init.
+        var missing = result.MissingKeys.ToHashSet();
+        foreach (var (name, layer) in Peft.Adapters.LoraLayers(this))
+            if (layer.UseDora && missing.Contains(name + ".lora_magnitude_vector")) layer.InitializeDoraMagnitude();
+        return result;
+    }
 
     /// <summary>Applies the output projection (including a LoRA adapter on lm_head) to hidden [.., d] -> [.., v].</summary>
     public Tensor ApplyOutput(Tensor hidden) =>
