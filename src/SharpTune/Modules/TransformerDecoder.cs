@@ -134,6 +134,13 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         _cachePos = 0;
     }
 
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) RemoveCaches(); // the caches are plain tensors, not registered buffers
+        base.Dispose(disposing);
+    }
+
     /// <summary>tokens [b, s] int64 -> logits [b, s, v] (causal attention, positions 0..s-1 or after the cache).</summary>
     public override Tensor forward(Tensor tokens) => Forward(tokens);
 
