@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace SharpTune.Modules;
 
 /// <summary>The inner <c>model.</c> stack: token embedding, decoder layers, final norm.</summary>
-public sealed class DecoderStack : nn.Module<Tensor, Tensor>
+public sealed class DecoderStack : nn.Module
 {
     [ComponentName(Name = "embed_tokens")] private readonly TokenEmbedding _embedTokens;
     [ComponentName(Name = "layers")] private readonly ModuleList<DecoderLayer> _layers;
@@ -34,9 +34,6 @@ public sealed class DecoderStack : nn.Module<Tensor, Tensor>
 
     /// <summary>Final norm.</summary>
     public RmsNorm Norm => _norm;
-
-    /// <inheritdoc/>
-    public override Tensor forward(Tensor tokens) => throw new InvalidOperationException("call TransformerDecoder.Forward");
 }
 
 /// <summary>Decoder-only transformer with tied or untied output, KV cache and three output modes.</summary>
