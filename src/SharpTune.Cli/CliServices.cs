@@ -76,7 +76,8 @@ internal sealed class CliServices(IAnsiConsole output, IAnsiConsole error, Recip
             case OperationCanceledException:
                 WriteErrLine("error: cancelled");
                 return 130;
-            case ConfigException or HubException or ArgumentException or IOException or UnauthorizedAccessException:
+            case ConfigException or HubException or ArgumentException or IOException or UnauthorizedAccessException or InvalidDataException
+                or NotSupportedException:
                 WriteErrLine($"error: {OneLine(e.Message)}");
                 return 1;
             default:

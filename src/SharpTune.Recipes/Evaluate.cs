@@ -55,7 +55,7 @@ public sealed class Evaluate : IRecipe
     private TransformerDecoder? _model;
     private ITokenizer? _tokenizer;
     private string _modelName = "";
-    private readonly List<(string Task, IReadOnlyList<string> Files)> _data = [];
+    private readonly List<(string Task, IReadOnlyList<string> Files, List<MultipleChoiceDoc>? Docs)> _data = [];
 
     /// <summary>Reads the config; nothing heavy happens here.</summary>
     public Evaluate(SharpTuneConfig config, IRecipeReporter reporter)
@@ -88,8 +88,13 @@ public sealed class Evaluate : IRecipe
     {
         TorchRuntime.EnsureLoaded();
         if (_threads is { } t) TorchRuntime.SetThreads(t);
-        // Data first: a missing file or a misspelt dataset id fails before the model is loaded.
-        foreach (var task in _tasks) _data.Add((task, SetupData(task)));
+        // Data first: a missing file, a misspelt dataset id or a file in the wrong layout fails before the model loads.
+        foreach (var task in _tasks)
+        {
+            var files = SetupData(task);
+            var docs = task == PerplexityTask ? null : LoadDocs(EvalTasks.Get(task), files);
+            _data.Add((task, files, docs));
+        }
         var checkpointDir = SetupModel();
         _tokenizer = SetupTokenizer(checkpointDir);
         if (_tokenizer.VocabSize > _model!.VocabSize)
@@ -108,7 +113,7 @@ public sealed class Evaluate : IRecipe
         var results = new List<EvalResult>();
         var seconds = 0.0;
         var maxLength = _maxLength ?? model.MaxSeqLen;
-        foreach (var (task, files) in _data)
+        foreach (var (task, files, loadedDocs) in _data)
         {
             cancellationToken.ThrowIfCancellationRequested();
             var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -116,7 +121,7 @@ public sealed class Evaluate : IRecipe
             else
             {
                 var definition = EvalTasks.Get(task);
-                var docs = LoadDocs(definition, files);
+                var docs = loadedDocs!;
                 _reporter.Info($"{task}: {docs.Count} documents, {docs.Sum(d => d.Choices.Count)} requests from {string.Join(", ", files)}");
                 var report = Evaluator.Run(lm, tokenizer, [(definition, docs)], _limit, _batchSize,
                     new ReporterProgress(_reporter, cancellationToken), _sharedContext, _maxLength);

@@ -13,6 +13,9 @@ namespace SharpTune.Cli.Commands;
 /// <summary>Prints token ids.</summary>
 internal sealed class TokenizeCommand(CliServices services) : Command<TokenizeCommand.Settings>
 {
+    // Special-token strings such as <|eot_id|> stay readable instead of \u003C escapes.
+    private static readonly JsonSerializerOptions s_json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     /// <summary>Arguments of <c>tokenize</c>.</summary>
     public sealed class Settings : CommandSettings
     {
@@ -64,12 +67,25 @@ internal sealed class TokenizeCommand(CliServices services) : Command<TokenizeCo
         }
         else text = settings.Text!;
         IReadOnlyList<int> ids = settings.Chat
-            ? tokenizer.TokenizeMessages([new Message("user", text)], addEos: false).Tokens
+            ? tokenizer.TokenizeMessages([new Message("user", text)], addEos: true).Tokens
             : tokenizer.Encode(text, addBos: !settings.NoBos, addEos: settings.Eos);
         var json = settings.Pieces
-            ? JsonSerializer.Serialize(ids.Select(id => new { id, text = tokenizer.Decode([id], skipSpecialTokens: false) }))
-            : JsonSerializer.Serialize(ids);
+            ? JsonSerializer.Serialize(Pieces(tokenizer, ids).Select(p => new { id = p.Id, text = p.Text }), s_json)
+            : JsonSerializer.Serialize(ids, s_json);
         services.WriteOut(json + "\n");
         return 0;
+    }
+
+    // Each id's share of the decoded text: decode(ids[..i+1]) minus decode(ids[..i]), so word-boundary spaces that
+    // decoding a lone SentencePiece id drops are kept. Quadratic, which is fine at debugging sizes.
+    private static IEnumerable<(int Id, string Text)> Pieces(ITokenizer tokenizer, IReadOnlyList<int> ids)
+    {
+        var previous = "";
+        for (var i = 0; i < ids.Count; i++)
+        {
+            var text = tokenizer.Decode(ids.Take(i + 1), skipSpecialTokens: false);
+            yield return (ids[i], text.StartsWith(previous, StringComparison.Ordinal) ? text[previous.Length..] : tokenizer.Decode([ids[i]], false));
+            previous = text;
+        }
     }
 }
