@@ -3,9 +3,12 @@
 // pipeline (documents counted, metric names, JSON written, limit honoured, component form equal to the folder form,
 // bad data rejected before scoring), not the scores.
 using System.Text.Json.Nodes;
+using SharpTune.Data;
 using SharpTune.Eval;
+using SharpTune.Hub;
 using SharpTune.Tests.Cli;
 using SharpTune.Tests.Eval;
+using SharpTune.Tests.Hub;
 
 namespace SharpTune.Tests.Recipes;
 
@@ -143,6 +146,35 @@ public sealed class EvaluateRecipeTests(Stories260KFolder model) : IClassFixture
         Assert.Contains("commonsense_qa.jsonl row 1: missing field 'activity_label'", r.Err);
         Assert.DoesNotContain("unexpected failure", r.Err);
         Assert.False(File.Exists(System.IO.Path.Combine(output, "results.json")));
+    }
+
+    [SharedDataFact(Stories260KFolder.Bin, Stories260KFolder.Tok)]
+    public void RunEvaluate_HubDatasetId_DownloadsValidationSplitOnceThroughResolver()
+    {
+        // Given a Hub dataset repo laid out as the real ones (Parquet/JSON files named by split, plus metadata JSON)
+        using var hub = new FakeHub();
+        var rows = File.ReadAllBytes(EvaluatorTests.Sample("hellaswag.jsonl"));
+        hub.Repos["acme/hellaswag"] = new()
+        {
+            ["data/validation-00000-of-00001.jsonl"] = rows,
+            ["data/train-00000-of-00001.jsonl"] = [.. rows, .. rows],
+            ["dataset_infos.json"] = "{\"default\": {}}"u8.ToArray(),
+        };
+        var cache = System.IO.Path.Combine(model.Root, "hub-cache");
+        var previous = DataSources.DefaultResolver;
+        DataSources.DefaultResolver = new HubDatasetResolver(cache, () => new HubClient(hub.Endpoint));
+        try
+        {
+            // When the config names the dataset by its id
+            var output = System.IO.Path.Combine(model.Root, "hub");
+            var r = Evaluate(output, "tasks=[hellaswag]", "data_files.hellaswag=acme/hellaswag");
+
+            // Then only the validation split is scored, from the cache folder
+            Assert.True(r.ExitCode == 0, r.Err);
+            Assert.Equal(Lines("hellaswag.jsonl"), EvalReport.Load(System.IO.Path.Combine(output, "results.json")).Results[0].N);
+            Assert.Contains(System.IO.Path.Combine(cache, "datasets", "acme", "hellaswag", "main", "data", "validation-00000-of-00001.jsonl"), r.Out);
+        }
+        finally { DataSources.DefaultResolver = previous; }
     }
 
     [Fact]
