@@ -110,6 +110,7 @@ public sealed class AlpacaDatasetTests(ITestOutputHelper output)
     }
 
     [SharedDataFact(Alpaca, Llama3Json)]
+    [Trait("Category", "Slow")]
     public void AlpacaCleanedDataset_WholeCopy_TokenizesInSeconds()
     {
         var tok = TokenizerFiles.Llama3;
