@@ -80,7 +80,7 @@ public sealed class AlpacaDatasetTests(ITestOutputHelper output)
     [SharedDataFact(Alpaca, Llama3Json)]
     public void Packed_AlpacaSamples_MaskNeverCrossesSamples()
     {
-        var tok = Llama3Tokenizer.FromTokenizerJson(SharedData.PathOf(Llama3Json), maxSeqLen: 256);
+        var tok = TokenizerFiles.Llama3.WithMaxSeqLen(256);
         var ds = new SftDataset(tok, s_rows.Value.Take(120), new AlpacaToMessages());
         var packed = new PackedDataset(ds, 256, tok.PadId);
         var expectedTokens = Enumerable.Range(0, ds.Count).SelectMany(i => ds[i].Tokens).ToList();
