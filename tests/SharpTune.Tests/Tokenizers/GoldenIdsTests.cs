@@ -45,3 +45,33 @@ public sealed class GoldenIdsTests
         Assert.True(failures.Count == 0, string.Join("\n", failures));
     }
 }
+
+public sealed class GoldenChatTests
+{
+    private static readonly Lazy<JsonDocument> s_golden = new(() => JsonDocument.Parse(File.ReadAllBytes(
+        Path.Combine(SharedData.RepoRoot, "tests", "SharpTune.Tests", "Tokenizers", "Golden", "hf_chat_ids.json"))));
+
+    private static Message[] Conversation() => s_golden.Value.RootElement.GetProperty("messages").EnumerateArray()
+        .Select(m => new Message(m.GetProperty("role").GetString()!, m.GetProperty("content").GetString()!)).ToArray();
+
+    private static int[] Ids(string key) =>
+        s_golden.Value.RootElement.GetProperty(key).GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+
+    [SharedDataFact(Llama3Json)]
+    public void TokenizeMessages_Llama3_EqualsModelChatTemplateIds()
+    {
+        // The Llama 3 template always ends with an open assistant header; our training form ends with EOS instead.
+        var golden = Ids("llama3");
+        Assert.Equal([128_006, 78_191, 128_007, 271], golden[^4..]);
+        var ours = TokenizerFiles.Llama3.TokenizeMessages(Conversation(), addEos: true).Tokens;
+        Assert.Equal(golden[..^4], ours[..^1]);
+        Assert.Equal(Llama3Tokenizer.EndOfTextId, ours[^1]);
+    }
+
+    [SharedDataFact(Qwen3Json)]
+    public void TokenizeMessages_Qwen2_EqualsChatMlIds()
+    {
+        var ours = TokenizerFiles.Qwen.TokenizeMessages(Conversation(), addEos: true).Tokens;
+        Assert.Equal(Ids("qwen2_chatml"), ours);
+    }
+}
