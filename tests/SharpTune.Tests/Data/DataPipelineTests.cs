@@ -64,6 +64,29 @@ public sealed class DataPipelineTests : IDisposable
         Assert.Equal(4L, DataSources.ReadRows([csv]).Last().Row); // CSV rows report the line they start on
     }
 
+    [Fact]
+    public async Task ChatDataset_ShareGptParquetWithNestedTurns_ReadsConversation()
+    {
+        var path = Path.Combine(_dir.FullName, "chat.parquet");
+        await ParquetSerializer.SerializeAsync(new[]
+        {
+            new ChatRow { conversations = [new Turn { from = "human", value = "Hi" }, new Turn { from = "gpt", value = "Hello" }] },
+        }, path);
+        var ds = (SftDataset)DatasetBuilders.ChatDataset(new FakeChatTokenizer(), path, "sharegpt");
+        Assert.Equal([new Message("user", "Hi", true), new Message("assistant", "Hello")], ds.Messages(0));
+    }
+
+    public sealed class ChatRow
+    {
+        public List<Turn> conversations { get; set; } = [];
+    }
+
+    public sealed class Turn
+    {
+        public string? from { get; set; }
+        public string? value { get; set; }
+    }
+
     public sealed class Row
     {
         public string? instruction { get; set; }
