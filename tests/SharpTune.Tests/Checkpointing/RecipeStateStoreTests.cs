@@ -5,6 +5,7 @@ using TorchSharp;
 
 namespace SharpTune.Tests.Checkpointing;
 
+[Collection(GlobalTorchStateCollection.Name)]
 public sealed class RecipeStateStoreTests : IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "sharptune-rs-" + Guid.NewGuid().ToString("N"));

@@ -4,11 +4,7 @@ using static TorchSharp.torch;
 
 namespace SharpTune.Tests.Training;
 
-/// <summary>RSS is process-wide: these tests run alone, after the parallel ones.</summary>
-[CollectionDefinition(nameof(ProcessMemoryCollection), DisableParallelization = true)]
-public sealed class ProcessMemoryCollection;
-
-[Collection(nameof(ProcessMemoryCollection))]
+[Collection(GlobalTorchStateCollection.Name)]
 public sealed class NativeHeapTests
 {
     [Fact]
