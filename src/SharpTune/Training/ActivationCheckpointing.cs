@@ -102,7 +102,7 @@ public static class ActivationCheckpointing
                     set_rng_state(rngNow);
                     rngNow.Dispose();
                 }
-                saved?.Dispose();
+                // The saved RNG state stays alive for a second backward (retain_graph); its finalizer frees it.
             }
         }
     }
