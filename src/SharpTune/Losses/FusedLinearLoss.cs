@@ -112,6 +112,12 @@ public sealed class FusedLinearDistillationLoss
             Beta = beta, SkewAlpha = skewAlpha,
         }, kdRatio, chunkSize, ignoreIndex, KdLoss.ParseMissingMass(missingMass));
 
+    /// <summary>Convenience form of <see cref="Forward(Tensor, Tensor, TeacherOutput, Tensor, bool)"/> for a teacher
+    /// given as final hidden states [..., d_t] and output weight [v, d_t].</summary>
+    public DistillationLoss Forward(Tensor studentHidden, Tensor studentWeight, Tensor teacherHidden, Tensor teacherWeight,
+        Tensor labels, bool normalize = true) =>
+        Forward(studentHidden, studentWeight, TeacherOutput.FromLinear(teacherHidden, teacherWeight), labels, normalize);
+
     /// <summary>Computes the combined loss; <paramref name="normalize"/> false returns sums (divide by the step's
     /// total <see cref="DistillationLoss.ValidCount"/> once).</summary>
     public DistillationLoss Forward(Tensor studentHidden, Tensor studentWeight, TeacherOutput teacher, Tensor labels, bool normalize = true)

@@ -98,7 +98,7 @@ public sealed class FusedLinearLossTests
         var plain = new KdLoss(o).Sum(h.matmul(x.W.t()), x.Ht.matmul(x.Wt.t()), Labels);
         (plain.Sum / 5.0).backward();
         var hf = x.H.detach().requires_grad_(true);
-        var fused = new FusedLinearDistillationLoss(o, kdRatio: 1).Forward(hf, x.W, TeacherOutput.FromLinear(x.Ht, x.Wt), Labels, normalize: false);
+        var fused = new FusedLinearDistillationLoss(o, kdRatio: 1).Forward(hf, x.W, x.Ht, x.Wt, Labels, normalize: false);
         Assert.Equal(7L, fused.ValidCount.item<long>());
         (fused.Loss / 5.0).backward();
         Close(plain.Sum.detach(), fused.Loss.detach(), 1e-5, "sum");
