@@ -22,6 +22,8 @@ internal sealed class FusedPlan(
     public MissingMass MissingMass { get; } = missingMass;
     public long IgnoreIndex { get; } = ignoreIndex;
     public TeacherOutput? Teacher { get; } = teacher;
+    /// <summary>False under no_grad (evaluation): the forward then skips the gradient work.</summary>
+    public bool GradEnabled { get; set; } = true;
     public Tensor? ClassSum { get; set; }
     public Tensor? KdSum { get; set; }
 
@@ -46,6 +48,7 @@ internal sealed class FusedPlan(
             if (teacher.Tokens is { } tn && tn != h.shape[0])
                 throw new ArgumentException($"{what}: teacher has {tn} token rows, student has {h.shape[0]}");
         }
+        plan.GradEnabled = torch.is_grad_enabled();
         var sum = FusedLinearFunction.apply(h, weight, flatLabels, plan);
         var count = flatLabels.ne(plan.IgnoreIndex).sum();
         var denominator = normalize ? count.clamp_min(1).to(ScalarType.Float32) : torch.ones(1, ScalarType.Float32).squeeze();
@@ -68,8 +71,8 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
         var n = hidden.shape[0];
         var d = hidden.shape[1];
         var v = weight.shape[0];
-        var wantH = hidden.requires_grad;
-        var wantW = weight.requires_grad;
+        var wantH = plan.GradEnabled && hidden.requires_grad;
+        var wantW = plan.GradEnabled && weight.requires_grad;
         var gradH = wantH ? torch.zeros(n, d, ScalarType.Float32, hidden.device) : null;   // [n, d]
         var gradW = wantW ? torch.zeros(v, d, ScalarType.Float32, weight.device) : null;   // [v, d]
         var ceSum = torch.zeros(1, ScalarType.Float32, hidden.device).squeeze();
