@@ -21,7 +21,7 @@ if (opts.Child is { } variant)
 
 Console.WriteLine($"tokens {opts.Tokens} (batch 4), student d {opts.StudentDim}, teacher d {opts.TeacherDim}, vocab {opts.Vocab}, " +
                   $"student output weight {(opts.TrainableWeight ? "trainable" : "frozen (LoRA)")}, threads {opts.Threads}, iters {opts.Iters}");
-var results = new Dictionary<string, (double Seconds, double ExtraMiB, double Loss)>();
+var results = new Dictionary<string, (double Seconds, double ExtraMiB, double Loss, double CpuSeconds)>();
 foreach (var v in opts.Variants)
 {
     var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
@@ -41,14 +41,16 @@ foreach (var v in opts.Variants)
     }
     var f = line.Split(' ');
     results[v] = (double.Parse(f[2], CultureInfo.InvariantCulture), double.Parse(f[3], CultureInfo.InvariantCulture),
-        double.Parse(f[4], CultureInfo.InvariantCulture));
+        double.Parse(f[4], CultureInfo.InvariantCulture), double.Parse(f[5], CultureInfo.InvariantCulture));
 }
 
-Console.WriteLine($"{"variant",-8} {"fwd+bwd s",10} {"peak extra MiB",15} {"loss",10} {"time/plain",11} {"mem/plain",10}");
+// CPU seconds (all threads) are reported beside wall seconds: on a shared machine they are the steadier measure.
+Console.WriteLine($"{"variant",-8} {"wall s",8} {"cpu s",8} {"peak extra MiB",15} {"loss",10} {"wall/plain",11} {"cpu/plain",10} {"mem/plain",10}");
 foreach (var (name, r) in results)
 {
     var basis = results.TryGetValue("plain", out var b) ? b : r;
-    Console.WriteLine($"{name,-8} {r.Seconds,10:F2} {r.ExtraMiB,15:F0} {r.Loss,10:F5} {r.Seconds / basis.Seconds,11:F2} {r.ExtraMiB / basis.ExtraMiB,10:F3}");
+    Console.WriteLine($"{name,-8} {r.Seconds,8:F2} {r.CpuSeconds,8:F2} {r.ExtraMiB,15:F0} {r.Loss,10:F5} " +
+                      $"{r.Seconds / basis.Seconds,11:F2} {r.CpuSeconds / basis.CpuSeconds,10:F2} {r.ExtraMiB / basis.ExtraMiB,10:F3}");
 }
 return 0;
 
@@ -108,6 +110,7 @@ internal static class Child
         GC.WaitForPendingFinalizers();
 
         var baseline = Memory.ResetPeak();
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         var watch = Stopwatch.StartNew();
         double loss = 0;
         for (var i = 0; i < o.Iters; i++)
@@ -116,9 +119,10 @@ internal static class Child
             wS.grad?.zero_();
         }
         var seconds = watch.Elapsed.TotalSeconds / o.Iters;
+        var cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds / o.Iters;
         var peak = Memory.PeakKiB();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"RESULT {variant} {seconds:F3} {(peak - baseline) / 1024.0:F1} {loss:F6}"));
+            $"RESULT {variant} {seconds:F3} {(peak - baseline) / 1024.0:F1} {loss:F6} {cpuSeconds:F3}"));
     }
 
     private static double Step(string variant, Tensor hS, Tensor wS, Tensor hT, Tensor wT, Tensor labels)
