@@ -154,6 +154,7 @@ public sealed class FusedLinearCrossEntropyLoss
     /// <summary>Registered under torchtune's <c>LinearCrossEntropyLoss</c> name; <paramref name="numOutputChunks"/>
     /// is accepted for config compatibility and ignored (chunking here is by tokens, see <paramref name="chunkSize"/>).</summary>
     [Component("sharptune.modules.loss.LinearCrossEntropyLoss")]
+    [Component("sharptune.losses.FusedLinearCrossEntropyLoss")]
     public static FusedLinearCrossEntropyLoss Create(int numOutputChunks = 8, int chunkSize = 0, long ignoreIndex = -100)
     {
         if (numOutputChunks < 1) throw new ArgumentOutOfRangeException(nameof(numOutputChunks), numOutputChunks, "must be >= 1");
