@@ -118,6 +118,29 @@ public sealed class FusedLinearLossTests
     }
 
     [Fact]
+    public void FusedDistillation_BFloat16Model_MatchesPlainOnSameLogitsToBf16Precision()
+    {
+        var x = Make(28);
+        var bf = ScalarType.BFloat16;
+        var h = x.H.to(bf).requires_grad_(true);
+        var w = x.W.to(bf).requires_grad_(true);
+        var o = new DivergenceOptions();
+        var logits = h.matmul(w.t());                                      // bf16 logits, as a bf16 model emits
+        var plain = 0.5 * new CrossEntropyLoss().Forward(logits, Labels) +
+                    0.5 * new KdLoss(o).Forward(logits, x.Ht.to(bf).matmul(x.Wt.to(bf).t()), Labels);
+        plain.backward();
+        var hf = x.H.to(bf).requires_grad_(true);
+        var wf = x.W.to(bf).requires_grad_(true);
+        var fused = new FusedLinearDistillationLoss(o).Forward(hf, wf, TeacherOutput.FromLinear(x.Ht.to(bf), x.Wt.to(bf)), Labels);
+        fused.Loss.backward();
+        Assert.Equal(ScalarType.Float32, fused.Loss.dtype);
+        Assert.Equal(bf, hf.grad!.dtype);
+        Close(plain.detach(), fused.Loss.detach(), 1e-5, "value from the same bf16 logits");
+        Close(h.grad!, hf.grad!, 2e-2, "hidden grad");
+        Close(w.grad!, wf.grad!, 2e-2, "weight grad");
+    }
+
+    [Fact]
     public void FusedDistillation_AllLabelsIgnored_ReturnsZero()
     {
         var x = Make(24);
