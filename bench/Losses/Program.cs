@@ -4,7 +4,8 @@
 // recipe) and fused-linear (hidden states + output weights, chunked over tokens with a fused backward).
 // Each variant runs in a fresh child process so its peak RSS (VmHWM, reset through /proc/self/clear_refs after setup)
 // is its own. Usage:
-//   dotnet run -c Release --project bench/Losses -- [--tokens 1024] [--trainable-weight] [--iters 1] [--variants plain,chunked,fused]
+//   dotnet run -c Release --project bench/Losses -- [--tokens 1024] [--trainable-weight] [--iters 1] [--threads 0]
+//     [--chunk-size 0 (fused tokens per chunk; 0 = automatic)] [--variants plain,chunked,fused]
 using System.Diagnostics;
 using System.Globalization;
 using SharpTune.Losses;
@@ -55,11 +56,11 @@ foreach (var (name, r) in results)
 return 0;
 
 internal sealed record BenchOptions(int Tokens, int StudentDim, int TeacherDim, int Vocab, bool TrainableWeight, int Iters,
-    int Threads, string[] Variants, string? Child)
+    int Threads, string[] Variants, string? Child, int ChunkSize)
 {
     public static BenchOptions Parse(string[] args)
     {
-        int tokens = 1024, sd = 2048, td = 4096, vocab = 128_256, iters = 1, threads = 0;
+        int tokens = 1024, sd = 2048, td = 4096, vocab = 128_256, iters = 1, threads = 0, chunkSize = 0;
         var trainable = false;
         string[] variants = ["plain", "chunked", "fused"];
         string? child = null;
@@ -74,6 +75,7 @@ internal sealed record BenchOptions(int Tokens, int StudentDim, int TeacherDim, 
                 case "--vocab": vocab = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--iters": iters = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--threads": threads = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--chunk-size": chunkSize = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--trainable-weight": trainable = true; break;
                 case "--variants": variants = Next().Split(','); break;
                 case "--child": child = Next(); break;
@@ -81,7 +83,7 @@ internal sealed record BenchOptions(int Tokens, int StudentDim, int TeacherDim, 
             }
         }
         if (tokens % 4 != 0) throw new ArgumentException($"--tokens must be a multiple of the batch size 4, got {tokens}");
-        return new(tokens, sd, td, vocab, trainable, iters, threads, variants, child);
+        return new(tokens, sd, td, vocab, trainable, iters, threads, variants, child, chunkSize);
     }
 }
 
@@ -105,7 +107,7 @@ internal static class Child
         labels.masked_fill_(torch.rand(new long[] { b, s }, generator: g).lt(0.1), -100);
 
         // Warm up the kernels (and create the weight's .grad buffer, as in a steady training step) on 8 positions.
-        Step(variant, hS.narrow(1, 0, 8), wS, hT.narrow(1, 0, 8), wT, labels.narrow(1, 0, 8));
+        Step(variant, hS.narrow(1, 0, 8), wS, hT.narrow(1, 0, 8), wT, labels.narrow(1, 0, 8), o.ChunkSize);
         wS.grad?.zero_();
         GC.Collect();
         GC.WaitForPendingFinalizers();
@@ -116,7 +118,7 @@ internal static class Child
         double loss = 0;
         for (var i = 0; i < o.Iters; i++)
         {
-            loss = Step(variant, hS, wS, hT, wT, labels);
+            loss = Step(variant, hS, wS, hT, wT, labels, o.ChunkSize);
             wS.grad?.zero_();
         }
         var seconds = watch.Elapsed.TotalSeconds / o.Iters;
@@ -126,7 +128,7 @@ internal static class Child
             $"RESULT {variant} {seconds:F3} {(peak - baseline) / 1024.0:F1} {loss:F6} {cpuSeconds:F3}"));
     }
 
-    private static double Step(string variant, Tensor hS, Tensor wS, Tensor hT, Tensor wT, Tensor labels)
+    private static double Step(string variant, Tensor hS, Tensor wS, Tensor hT, Tensor wT, Tensor labels, int chunkSize)
     {
         using var scope = torch.NewDisposeScope();
         var h = hS.detach().requires_grad_(true);                   // stands in for the decoder's final hidden state
@@ -156,7 +158,7 @@ internal static class Child
             case "fused":
             {
                 var fused = new FusedLinearDistillationLoss(
-                    new DivergenceOptions { Kind = DivergenceKind.ForwardKlCrossEntropy }, KdRatio);
+                    new DivergenceOptions { Kind = DivergenceKind.ForwardKlCrossEntropy }, KdRatio, chunkSize);
                 loss = fused.Forward(h, wS, TeacherOutput.FromLinear(hT, wT), labels).Loss;
                 break;
             }
