@@ -17,7 +17,7 @@ public sealed record TinyTrainingSettings
     public int GlobalBatch { get; init; } = 4;
     public int GradientAccumulation { get; init; } = 2;
     public int Epochs { get; init; } = 2;
-    public double? MaxGradNorm { get; init; } = 0.5;
+    public double? MaxGradNorm { get; init; } = 0.4;
     public long Seed { get; init; } = 7;
 }
 
