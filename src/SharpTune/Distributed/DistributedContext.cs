@@ -16,8 +16,8 @@ namespace SharpTune.Distributed;
 public sealed record DistributedOptions
 {
     /// <summary>
-    /// libtorch intra-op threads per rank; null: the cores this process may use divided by the ranks on this node
-    /// (under mpirun's default binding that is 1; launch with <c>--bind-to none</c> to give ranks more).
+    /// libtorch intra-op threads per rank; null: SHARPTUNE_THREADS_PER_RANK, else the cores this process may use divided
+    /// by the ranks on this node (under mpirun's default binding that is 1; launch with <c>--bind-to none</c>).
     /// </summary>
     public int? ThreadsPerRank { get; init; }
 }
@@ -71,9 +71,26 @@ public sealed class DistributedContext : IDisposable
             (rank, size) = (Mpi.Rank, Mpi.Size);
             local = Math.Clamp(env.LocalSize, 1, size);
         }
-        var threads = options.ThreadsPerRank ?? DefaultThreads(Environment.ProcessorCount, local);
+        var threads = ResolveThreads(options.ThreadsPerRank, Environment.GetEnvironmentVariable(ThreadsVariable), Environment.ProcessorCount, local);
         TorchRuntime.SetThreads(threads);
         return new DistributedContext(rank, size, local, launcher is not null, threads);
+    }
+
+    /// <summary>Environment variable that sets the threads per rank when the options do not (pass it with mpirun -x).</summary>
+    public const string ThreadsVariable = "SHARPTUNE_THREADS_PER_RANK";
+
+    /// <summary>
+    /// The thread count: <paramref name="configured"/>, else the <see cref="ThreadsVariable"/> value, else
+    /// <see cref="DefaultThreads"/>.
+    /// </summary>
+    public static int ResolveThreads(int? configured, string? environmentValue, int usableCores, int ranksOnMachine)
+    {
+        if (configured is { } c) return c;
+        if (!string.IsNullOrWhiteSpace(environmentValue))
+            return int.TryParse(environmentValue, out var v) && v >= 1
+                ? v
+                : throw new ArgumentException($"{ThreadsVariable}='{environmentValue}': expected a whole number >= 1", nameof(environmentValue));
+        return DefaultThreads(usableCores, ranksOnMachine);
     }
 
     /// <summary>The default thread count: usable cores shared evenly by the ranks of one machine, at least 1.</summary>
@@ -197,7 +214,7 @@ public sealed class DistributedContext : IDisposable
         if (!UsesMpi) return;
         var seen = new HashSet<nint>();
         foreach (var (_, t) in module.state_dict())
-            if (seen.Add(t.Handle)) Broadcast(t);
+            if (seen.Add(t.is_meta ? t.Handle : Address(t))) Broadcast(t); // a tied weight once
     }
 
     /// <summary>Runs <paramref name="write"/> on rank 0 only (checkpoints, logs), then waits for every rank.</summary>

@@ -103,6 +103,24 @@ public sealed class SingleProcessTests
     public void DefaultThreads_CoresSharedByRanksOfAMachine(int cores, int ranks, int expected) =>
         Assert.Equal(expected, DistributedContext.DefaultThreads(cores, ranks));
 
+    [Theory]
+    [InlineData(3, "5", 3)]
+    [InlineData(null, "5", 5)]
+    [InlineData(null, null, 8)]
+    [InlineData(null, " ", 8)]
+    public void ResolveThreads_OptionThenEnvironmentThenDefault(int? configured, string? env, int expected) =>
+        Assert.Equal(expected, DistributedContext.ResolveThreads(configured, env, usableCores: 16, ranksOnMachine: 2));
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("four")]
+    public void ResolveThreads_BadEnvironmentValue_ClearError(string env)
+    {
+        var e = Assert.Throws<ArgumentException>(() => DistributedContext.ResolveThreads(null, env, 16, 2));
+
+        Assert.Contains(DistributedContext.ThreadsVariable, e.Message);
+    }
+
     [Fact]
     public void Initialize_NoLauncherInEnvironment_SingleProcessWithoutLoadingMpi()
     {
