@@ -57,6 +57,16 @@ internal static class Scenarios
             ctx.Broadcast(b, root);
             Require(b.eq(full(new long[] { 5, 7 }, root + 10, dtype: dtype)).all().item<bool>(), $"broadcast of {dtype} from rank {root}");
         }
+        // A NullReferenceException is a SIGSEGV underneath; with UCX_ERROR_SIGNALS left at UCX's default it kills the rank.
+        var missing = Environment.GetEnvironmentVariable($"SHARPTUNE_UNSET_{Guid.NewGuid():N}");
+        try
+        {
+            _ = missing!.Length;
+            Require(false, "dereferencing null must throw");
+        }
+        catch (NullReferenceException)
+        {
+        }
         ctx.Barrier();
         Console.WriteLine($"collectives ok: rank {r} of {w}" + (ctx.UsesMpi ? $" ({Mpi.Flavor}, {Mpi.LibraryName})" : ""));
         return 0;

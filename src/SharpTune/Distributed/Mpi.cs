@@ -92,18 +92,24 @@ public static class Mpi
     }
 
     /// <summary>
-    /// Loads the library (SHARPTUNE_MPI_LIBRARY, else libmpi.so.40 for Open MPI, else the MPICH names), sets
-    /// UCX_ERROR_SIGNALS to empty in the native environment (UCX would otherwise turn the runtime's SIGSEGV-based
-    /// NullReferenceException into a crash), and calls MPI_Init_thread(MPI_THREAD_SERIALIZED) unless already initialised.
+    /// Sets UCX_ERROR_SIGNALS to empty in the native environment (UCX would otherwise turn the runtime's SIGSEGV-based
+    /// NullReferenceException into a crash), loads the library (SHARPTUNE_MPI_LIBRARY, else libmpi.so.40 for Open MPI,
+    /// else the MPICH names), and calls MPI_Init_thread(MPI_THREAD_SERIALIZED) unless already initialised.
     /// </summary>
     public static void Initialize()
     {
         lock (Gate)
         {
-            _api ??= Load();
+            if (_api is null)
+            {
+                // UCX (linked into Open MPI and MPICH) reads its global options when the library is LOADED, so these
+                // must be in the native environment before NativeLibrary.TryLoad.
+                SetNativeEnv("UCX_ERROR_SIGNALS", "", overwrite: true);
+                SetNativeEnv("UCX_WARN_UNUSED_ENV_VARS", "n", overwrite: false);
+                _api = Load();
+            }
             if (Flag(_api.Initialized) != 0) return;
             if (Flag(_api.Finalized) != 0) throw new InvalidOperationException("MPI was already finalized in this process; it cannot be initialised again");
-            SetNativeEnv("UCX_ERROR_SIGNALS", "");
             Check(_api.InitThread(0, 0, ThreadSerialized, out var provided), "MPI_Init_thread");
             if (provided < ThreadSerialized)
                 throw new InvalidOperationException($"{_api.Library} provides MPI thread level {provided}; SharpTune needs MPI_THREAD_SERIALIZED ({ThreadSerialized})");
@@ -263,9 +269,9 @@ public static class Mpi
     }
 
     // .NET's Environment.SetEnvironmentVariable changes only the runtime's managed copy on Unix; MPI reads environ.
-    private static void SetNativeEnv(string name, string value)
+    private static void SetNativeEnv(string name, string value, bool overwrite)
     {
-        if (OperatingSystem.IsLinux() && setenv(name, value, 1) != 0)
+        if (OperatingSystem.IsLinux() && setenv(name, value, overwrite ? 1 : 0) != 0)
             throw new InvalidOperationException($"setenv({name}) failed (errno {Marshal.GetLastPInvokeError()})");
     }
 
