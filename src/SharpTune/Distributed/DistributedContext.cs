@@ -7,6 +7,7 @@
 // References: torch.distributed (init_process_group, broadcast, all_reduce semantics); torchtune
 // recipes/knowledge_distillation_distributed.py; Open MPI mpirun(1) (OMPI_COMM_WORLD_* variables, --bind-to).
 using SharpTune.Native;
+using SharpTune.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -223,6 +224,13 @@ public sealed class DistributedContext : IDisposable
         ArgumentNullException.ThrowIfNull(write);
         if (IsMain) write();
         Barrier();
+    }
+
+    /// <summary>The reporter itself on rank 0, a silent one elsewhere: only rank 0 reports progress and messages.</summary>
+    public IProgressReporter MainOnly(IProgressReporter reporter)
+    {
+        ArgumentNullException.ThrowIfNull(reporter);
+        return IsMain ? reporter : NullProgressReporter.Instance;
     }
 
     /// <summary>The range of a global batch of <paramref name="globalCount"/> items this rank processes.</summary>

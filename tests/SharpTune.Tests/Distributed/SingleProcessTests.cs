@@ -85,6 +85,27 @@ public sealed class SingleProcessTests
     }
 
     [Fact]
+    public void ShardedDataLoader_ResumedWithAnotherWorldSize_SameRemainingGlobalBatches()
+    {
+        // A run checkpointed after global batch 2 of epoch 1 by 2 ranks resumes on 3 ranks.
+        var settings = new TinyTrainingSettings { Samples = 24, GlobalBatch = 6 };
+        var global = TinyTask.Loader(settings);
+        var resumed = Enumerable.Range(0, 3).Select(r => new ShardedDataLoader(TinyTask.Loader(settings), r, 3)).ToList();
+
+        var perRank = resumed.Select(v => v.Batches(1, startBatch: 2).ToList()).ToList();
+        var expected = global.Batches(1, startBatch: 2).ToList();
+
+        Assert.All(perRank, batches => Assert.Equal(expected.Count, batches.Count));
+        for (var b = 0; b < expected.Count; b++)
+        {
+            using var joined = cat(perRank.Select(batches => batches[b].Labels.reshape(-1)).ToList(), 0);
+            using var labels = expected[b].Labels.reshape(-1);
+            // Padding differs per shard, so compare the valid labels in order.
+            Assert.Equal(labels[labels.ne(-100)].data<long>().ToArray(), joined[joined.ne(-100)].data<long>().ToArray());
+        }
+    }
+
+    [Fact]
     public void ShardedDataLoader_GlobalBatchSmallerThanWorld_ClearError()
     {
         var loader = TinyTask.Loader(new TinyTrainingSettings { GlobalBatch = 2 });
@@ -131,6 +152,8 @@ public sealed class SingleProcessTests
         Assert.Equal((0, 1, false, true), (ctx.Rank, ctx.WorldSize, ctx.UsesMpi, ctx.IsMain));
         Assert.False(Mpi.IsLoaded);
         Assert.Equal(new[] { 2.5, 3.0 }, ctx.AllReduceSum(2.5, 3.0));
+        var reporter = new RecordingReporter();
+        Assert.Same(reporter, ctx.MainOnly(reporter));
         var ran = false;
         ctx.OnMain(() => ran = true);
         Assert.True(ran);
@@ -224,5 +247,14 @@ public sealed class SingleProcessTests
         var e = Assert.Throws<InvalidOperationException>(() => grads.Finish());
 
         Assert.Contains("no valid tokens", e.Message);
+    }
+
+    private sealed class RecordingReporter : IProgressReporter
+    {
+        public void Started(long totalSteps, int totalEpochs, long stepsAlreadyRun) { }
+        public void Progress(TrainingProgress progress) { }
+        public void Info(string message) { }
+        public void Warn(string message) { }
+        public void Completed() { }
     }
 }
