@@ -16,7 +16,17 @@ internal static class Program
             e.Cancel = true;
             cancel.Cancel();
         };
-        return Build(CliServices.CreateDefault()).Run(args, cancel.Token);
+        CliServices services;
+        try { services = CliServices.CreateDefault(); }
+        catch (InvalidOperationException e)
+        {
+            // A recipe or component declared against the contract (see docs/configs.md): say which, in one place.
+            Console.Error.WriteLine($"error: the recipe/component registry is invalid:{Environment.NewLine}{e.Message}");
+            return 1;
+        }
+        // Dataset configs may name a Hub dataset id; the library resolves it through this (cached) downloader.
+        SharpTune.Data.DataSources.DefaultResolver = services.CreateDatasetResolver();
+        return Build(services).Run(args, cancel.Token);
     }
 
     /// <summary>The command app wired to <paramref name="services"/> (tests pass captured consoles).</summary>
@@ -32,6 +42,13 @@ internal static class Program
             config.AddCommand<ValidateCommand>("validate").WithDescription("Check a config (with overrides) and report every problem");
             config.AddCommand<RunCommand>("run").WithDescription("Validate a config, then run a recipe with it");
             config.AddCommand<DownloadCommand>("download").WithDescription("Download a model or dataset repo from the Hugging Face Hub");
+            config.AddCommand<EvalCompareCommand>("eval").WithDescription("Show a saved results.json, or compare several side by side (--compare)");
+            config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Print the token ids of a text (--chat: as a user message)");
+            config.AddBranch("convert", convert =>
+            {
+                convert.SetDescription("Convert checkpoints from other formats into Hugging Face folders");
+                convert.AddCommand<ConvertLlama2cCommand>("llama2c").WithDescription("llama2.c model.bin + tokenizer.model -> HF Llama folder");
+            });
         });
         return app;
     }

@@ -46,9 +46,18 @@ internal sealed class DownloadCommand(CliServices services) : Command<DownloadCo
         var output = settings.OutputDir ?? Path.Combine(Path.GetTempPath(), settings.RepoId.Split('/')[^1]);
         var token = string.IsNullOrEmpty(settings.HfToken) ? services.Environment("HF_TOKEN") : settings.HfToken;
         using var client = new HubClient(services.Environment(HubClient.EndpointVariable));
+        var lastTenth = new Dictionary<string, long>();
         var progress = new SyncProgress(p =>
         {
-            if (p.Finished) services.WriteOut($"  {p.File} ({FormatBytes(p.BytesDone)})\n");
+            if (p.Finished) { services.WriteOut($"  {p.File} ({FormatBytes(p.BytesDone)})\n"); return; }
+            if (p.TotalBytes is not > 0) return;
+            // A line each time a large file passes another tenth, so long downloads show they are alive.
+            var tenth = p.BytesDone * 10 / p.TotalBytes.Value;
+            if (tenth > lastTenth.GetValueOrDefault(p.File))
+            {
+                lastTenth[p.File] = tenth;
+                services.WriteOut($"  {p.File}: {tenth * 10}% of {FormatBytes(p.TotalBytes.Value)}\n");
+            }
         });
         services.WriteOut($"Downloading {settings.RepoId} from {client.Endpoint.GetLeftPart(UriPartial.Authority)} to {output}\n");
         var result = client.DownloadAsync(settings.RepoId, settings.RepoType, output, settings.IgnorePatterns, token, settings.Revision,

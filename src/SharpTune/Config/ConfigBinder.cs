@@ -101,6 +101,16 @@ public sealed class ConfigBinder(ComponentRegistry registry)
         if (node.Kind == ConfigNodeKind.Scalar)
         {
             if (TryScalar(node.Text!, t, out var value, out var expected)) return value;
+            if (ElementType(t) is null && t.GetConstructor([typeof(string)]) is { } fromString)
+            {
+                // Types built from text (a device name "cpu", a Uri): checked only when built.
+                if (!pass.Build) return null;
+                try { return fromString.Invoke([node.Text]); }
+                catch (TargetInvocationException e) when (e.InnerException is not null)
+                {
+                    return Report(pass, node, path, $"{node.Describe()} is not a valid {TypeName(t)}: {e.InnerException.Message}");
+                }
+            }
             return Report(pass, node, path, $"expected {expected}, got {node.Describe()}");
         }
         if (node.Kind == ConfigNodeKind.Map && t.IsClass && !t.IsAbstract && t != typeof(string)

@@ -102,6 +102,8 @@ public static class Overrides
     internal static ConfigNode ParseValue(string text, SourceLocation where)
     {
         if (text.Length == 0) return ConfigNode.Scalar("", true, where);
+        // YAML would read these as a comment, an anchor or an alias; on a command line they are meant literally.
+        if (text[0] is '#' or '&' or '*') return ConfigNode.Scalar(text, true, where);
         ConfigNode parsed;
         try { parsed = ConfigLoader.Parse("v: " + text, where.Source); }
         catch (ConfigException)

@@ -104,6 +104,21 @@ public static class DataFiles
         return (limit is { } n ? rows.Take(n) : rows).ToList();
     }
 
+    /// <summary>Reads several files (shards of one split) in order, stopping after <paramref name="limit"/> rows in all.</summary>
+    public static IReadOnlyList<DataRow> Read(IReadOnlyList<string> paths, int? limit = null)
+    {
+        ArgumentNullException.ThrowIfNull(paths);
+        if (paths.Count == 0) throw new ArgumentException("no data files given", nameof(paths));
+        var rows = new List<DataRow>();
+        foreach (var path in paths)
+        {
+            var left = limit is { } n ? n - rows.Count : (int?)null;
+            if (left <= 0) break;
+            rows.AddRange(Read(path, left));
+        }
+        return rows;
+    }
+
     private static IEnumerable<DataRow> ReadJsonLines(string path)
     {
         var line = 0;

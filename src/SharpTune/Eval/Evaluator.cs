@@ -8,10 +8,14 @@ using SharpTune.Tokenizers;
 
 namespace SharpTune.Eval;
 
-/// <summary>A task to run and the file holding its documents.</summary>
+/// <summary>A task to run and the file(s) holding its documents.</summary>
 /// <param name="Task">Harness task name (see <see cref="EvalTasks.All"/>).</param>
-/// <param name="DataPath">A .json/.jsonl/.csv/.parquet file in one of the task's layouts.</param>
-public sealed record EvalTaskSpec(string Task, string DataPath);
+/// <param name="DataPaths">.json/.jsonl/.csv/.parquet files in one of the task's layouts, read in order (shards).</param>
+public sealed record EvalTaskSpec(string Task, IReadOnlyList<string> DataPaths)
+{
+    /// <summary>A task whose documents are in one file.</summary>
+    public EvalTaskSpec(string task, string dataPath) : this(task, [dataPath]) { }
+}
 
 /// <summary>What the evaluator is doing, for a progress display.</summary>
 /// <param name="Task">Current task.</param>
@@ -41,7 +45,11 @@ public static class Evaluator
         int batchSize, IProgress<EvalProgress>? progress = null, bool sharedContext = true, int? maxLength = null)
     {
         ArgumentNullException.ThrowIfNull(tasks);
-        var loaded = tasks.Select(t => (Task: EvalTasks.Get(t.Task), Docs: EvalTasks.Get(t.Task).Load(t.DataPath, limit))).ToArray();
+        var loaded = tasks.Select(t =>
+        {
+            var task = EvalTasks.Get(t.Task);
+            return (Task: task, Docs: task.Load(t.DataPaths, limit));
+        }).ToArray();
         return Run(model, tokenizer, loaded, limit, batchSize, progress, sharedContext, maxLength);
     }
 

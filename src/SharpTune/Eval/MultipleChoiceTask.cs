@@ -37,6 +37,10 @@ public sealed class MultipleChoiceTask
     public IReadOnlyList<MultipleChoiceDoc> Load(string path, int? limit = null) =>
         DataFiles.Read(path, limit).Select(ParseDoc).ToArray();
 
+    /// <summary>Loads the task's documents from several files (dataset shards) in order.</summary>
+    public IReadOnlyList<MultipleChoiceDoc> Load(IReadOnlyList<string> paths, int? limit = null) =>
+        DataFiles.Read(paths, limit).Select(ParseDoc).ToArray();
+
     /// <summary>The default acc/acc_norm processing of multiple-choice tasks.</summary>
     internal static IReadOnlyDictionary<string, double> AccAndAccNorm(MultipleChoiceDoc doc, IReadOnlyList<double> lls) =>
         new Dictionary<string, double>
@@ -60,6 +64,7 @@ public static class EvalTasks
         [TruthfulQa.Mc1.Name] = TruthfulQa.Mc1,
         [TruthfulQa.Mc2.Name] = TruthfulQa.Mc2,
         [CommonsenseQa.Task.Name] = CommonsenseQa.Task,
+        [GenericMultipleChoice.Task.Name] = GenericMultipleChoice.Task,
     };
 
     /// <summary>The task called <paramref name="name"/>, or an error listing the known ones.</summary>

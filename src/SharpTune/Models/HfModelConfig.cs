@@ -94,7 +94,7 @@ public sealed record HfModelConfig
         if (OptDouble("attention_dropout", 0) != 0) throw new NotSupportedException(Err("attention_dropout", "is non-zero; attention dropout is not supported"));
         if (OptBool("use_sliding_window", false))
             throw new NotSupportedException(Err("use_sliding_window", "is true; sliding-window attention is not supported"));
-        if (o["layer_types"] is JsonArray lt && lt.Any(t => t?.GetValue<string>() != "full_attention"))
+        if (o["layer_types"] is JsonArray lt && lt.Any(t => t?.ToJsonString() != "\"full_attention\""))
             throw new NotSupportedException(Err("layer_types", "contains a non full_attention layer; sliding-window attention is not supported"));
         if (o["rope_parameters"] is not null)
             throw new NotSupportedException(Err("rope_parameters", "is not supported; use rope_theta and rope_scaling"));
@@ -117,15 +117,21 @@ public sealed record HfModelConfig
             TieWordEmbeddings = OptBool("tie_word_embeddings", false),
             AttentionBias = modelType == "qwen2" || OptBool("attention_bias", false),
             BosTokenId = OptInt("bos_token_id"),
-            EosTokenIds = o["eos_token_id"] switch
-            {
-                null => [],
-                JsonArray a => a.Select(x => x!.GetValue<int>()).ToList(),
-                JsonValue v => [v.GetValue<int>()],
-                _ => throw new InvalidDataException(Err("eos_token_id", "must be an integer or a list of integers")),
-            },
+            EosTokenIds = ParseIds(o["eos_token_id"]) ?? throw new InvalidDataException(Err("eos_token_id", $"must be an integer or a list of integers, got {o["eos_token_id"]?.ToJsonString()}")),
             TorchDtype = OptString("torch_dtype") ?? OptString("dtype"),
         };
+    }
+
+    private static List<int>? ParseIds(JsonNode? node)
+    {
+        static int? One(JsonNode? n) => n is JsonValue v && v.TryGetValue<int>(out var i) ? i : null;
+        if (node is null) return [];
+        if (node is JsonArray a)
+        {
+            var ids = a.Select(One).ToList();
+            return ids.Any(i => i is null) ? null : ids.Select(i => i!.Value).ToList();
+        }
+        return One(node) is { } single ? [single] : null;
     }
 
     private static Llama3RopeScaling? ParseRopeScaling(JsonNode? node, string source)

@@ -12,7 +12,7 @@ namespace SharpTune.Modules;
 /// Shapes: <c>b</c> batch, <c>s</c> query length, <c>s_kv</c> key length, <c>d</c> model dim, <c>n_h</c> query heads,
 /// <c>n_kv</c> key/value heads, <c>h_d</c> head dim.
 /// </remarks>
-public sealed class Attention : nn.Module<Tensor, Tensor>
+public sealed class Attention : nn.Module
 {
     [ComponentName(Name = "q_proj")] private readonly nn.Module<Tensor, Tensor> _qProj;
     [ComponentName(Name = "k_proj")] private readonly nn.Module<Tensor, Tensor> _kProj;
@@ -57,8 +57,6 @@ public sealed class Attention : nn.Module<Tensor, Tensor>
         _cache = null;
     }
 
-    /// <summary>Self-attention without mask or cache (causal).</summary>
-    public override Tensor forward(Tensor x) => throw new InvalidOperationException("Attention needs RoPE cos/sin: call Forward(x, cos, sin, mask)");
 
     /// <summary>
     /// x [b, s, d]; cos/sin [b, 1, s, h_d]; mask [b, s, s_kv] bool (true = may attend) or null for causal.

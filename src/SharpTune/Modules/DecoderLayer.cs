@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace SharpTune.Modules;
 
 /// <summary>Pre-norm decoder block. Keys: <c>self_attn</c>, <c>mlp</c>, <c>input_layernorm</c>, <c>post_attention_layernorm</c>.</summary>
-public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
+public sealed class DecoderLayer : nn.Module
 {
     [ComponentName(Name = "self_attn")] private readonly Attention _selfAttn;
     [ComponentName(Name = "mlp")] private readonly FeedForward _mlp;
@@ -26,8 +26,6 @@ public sealed class DecoderLayer : nn.Module<Tensor, Tensor>
     /// <summary>The attention sub-module.</summary>
     public Attention SelfAttn => _selfAttn;
 
-    /// <inheritdoc/>
-    public override Tensor forward(Tensor x) => throw new InvalidOperationException("DecoderLayer needs RoPE cos/sin: call Forward(x, cos, sin, mask)");
 
     /// <summary>x [b, s, d] -> [b, s, d].</summary>
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask)

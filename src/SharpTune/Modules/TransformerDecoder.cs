@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace SharpTune.Modules;
 
 /// <summary>The inner <c>model.</c> stack: token embedding, decoder layers, final norm.</summary>
-public sealed class DecoderStack : nn.Module<Tensor, Tensor>
+public sealed class DecoderStack : nn.Module
 {
     [ComponentName(Name = "embed_tokens")] private readonly TokenEmbedding _embedTokens;
     [ComponentName(Name = "layers")] private readonly ModuleList<DecoderLayer> _layers;
@@ -34,9 +34,6 @@ public sealed class DecoderStack : nn.Module<Tensor, Tensor>
 
     /// <summary>Final norm.</summary>
     public RmsNorm Norm => _norm;
-
-    /// <inheritdoc/>
-    public override Tensor forward(Tensor tokens) => throw new InvalidOperationException("call TransformerDecoder.Forward");
 }
 
 /// <summary>Decoder-only transformer with tied or untied output, KV cache and three output modes.</summary>
@@ -134,6 +131,13 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         _cachePos = 0;
     }
 
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) RemoveCaches(); // the caches are plain tensors, not registered buffers
+        base.Dispose(disposing);
+    }
+
     /// <summary>tokens [b, s] int64 -> logits [b, s, v] (causal attention, positions 0..s-1 or after the cache).</summary>
     public override Tensor forward(Tensor tokens) => Forward(tokens);
 
@@ -181,10 +185,17 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
     /// <summary>
     /// Copies <paramref name="stateDict"/> (HF keys) into the model. Every missing/unexpected key and shape/dtype
     /// mismatch is reported in one error. Adapter weights (lora_A, lora_B, DoRA magnitude) may be missing so a base
-    /// checkpoint loads into a LoRA model; initialise DoRA magnitudes afterwards.
+    /// checkpoint loads into a LoRA model; missing DoRA magnitudes are then initialised from the loaded weights.
     /// </summary>
-    public LoadResult LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict") =>
-        StateDictLoader.Load(this, stateDict, strict, Peft.Adapters.IsAdapterKey, sourceName);
+    public LoadResult LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict")
+    {
+        var result = StateDictLoader.Load(this, stateDict, strict, Peft.Adapters.IsAdapterKey, sourceName);
+        // A DoRA magnitude absent from the source must describe the weights just loaded, not the random init.
+        var missing = result.MissingKeys.ToHashSet();
+        foreach (var (name, layer) in Peft.Adapters.LoraLayers(this))
+            if (layer.UseDora && missing.Contains(name + ".lora_magnitude_vector")) layer.InitializeDoraMagnitude();
+        return result;
+    }
 
     /// <summary>Applies the output projection (including a LoRA adapter on lm_head) to hidden [.., d] -> [.., v].</summary>
     public Tensor ApplyOutput(Tensor hidden) =>

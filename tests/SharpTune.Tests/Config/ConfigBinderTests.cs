@@ -96,6 +96,15 @@ public sealed class ConfigBinderTests
     }
 
     [Fact]
+    public void Get_TypeWithStringConstructor_IsBuiltFromText()
+    {
+        var cfg = Load("u: https://example.org/x\nbad: 'http://[::1'\n");
+        Assert.Equal("example.org", cfg.Get<Uri>("u").Host);
+        var e = Assert.Throws<ConfigException>(() => cfg.Get<Uri>("bad"));
+        Assert.Contains("is not a valid Uri", e.Message);
+    }
+
+    [Fact]
     public void Get_WrongType_NamesKeyFileLineAndValue()
     {
         var e = Assert.Throws<ConfigException>(() => Load("a: 1\nbatch_size: four\n").Get<int>("batch_size"));

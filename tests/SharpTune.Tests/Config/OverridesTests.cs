@@ -108,6 +108,15 @@ public sealed class OverridesTests
         Assert.True(Load("x=true").Get<bool>("x"));
     }
 
+    [Theory]
+    [InlineData("#1")]
+    [InlineData("*star")]
+    [InlineData("&amp")]
+    public void Apply_ValueYamlWouldMisread_IsTakenLiterally(string value)
+    {
+        Assert.Equal(value, Load($"x={value}").Get<string>("x"));
+    }
+
     [Fact]
     public void Apply_WrongTypeForParameter_NamesOverrideAsSource()
     {

@@ -24,6 +24,25 @@ public sealed class PerplexityTests
         Assert.Equal(new[] { 8, 9 }, w[2].Continuation);
     }
 
+    [Fact]
+    public void RollingWindows_HarnessUnitTestCase_SameWindowsAfterMakeDisjoint()
+    {
+        // lm-evaluation-harness tests/test_utils.py test_get_rolling_token_windows_v1: 34 tokens, max_seq_len 10,
+        // context_len 1, prefix -100. Gold (input, pred) pairs: ([-100, 0..8], [0..9]), ([9..18], [10..19]),
+        // ([19..28], [20..29]), ([23..32], [30..33]); make_disjoint_window keeps input[: len - (len(pred) - 1)].
+        var w = Perplexity.RollingWindows(Enumerable.Range(0, 34).ToArray(), prefixToken: -100, maxLength: 10).ToArray();
+
+        Assert.Equal(4, w.Length);
+        Assert.Equal(new[] { -100 }, w[0].Context);
+        Assert.Equal(Enumerable.Range(0, 10), w[0].Continuation);
+        Assert.Equal(new[] { 9 }, w[1].Context);
+        Assert.Equal(Enumerable.Range(10, 10), w[1].Continuation);
+        Assert.Equal(new[] { 19 }, w[2].Context);
+        Assert.Equal(Enumerable.Range(20, 10), w[2].Continuation);
+        Assert.Equal(Enumerable.Range(23, 7), w[3].Context);
+        Assert.Equal(Enumerable.Range(30, 4), w[3].Continuation);
+    }
+
     [Theory]
     [InlineData(1, 3)]
     [InlineData(7, 3)]

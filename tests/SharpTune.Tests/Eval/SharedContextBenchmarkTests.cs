@@ -1,6 +1,6 @@
 // Measures shared-context scoring against separate scoring on hellaswag-shaped requests (one context of ~64 tokens,
 // four endings of 20-32 tokens, Llama-3-tokenizer-like lengths) with a float32 attention model, and checks the
-// log-likelihoods agree. Prints the speed-up; marked Slow because it times real work.
+// log-likelihoods agree. Prints the speed-up but does not assert on it; marked Slow because it does real work.
 using System.Diagnostics;
 using SharpTune.Eval;
 using TorchSharp;
@@ -12,7 +12,7 @@ public sealed class SharedContextBenchmarkTests(ITestOutputHelper output)
 {
     [Fact]
     [Trait("Category", "Slow")]
-    public void ScoreEncoded_HellaSwagShapedDocs_SharedFasterAndEqual()
+    public void ScoreEncoded_HellaSwagShapedDocs_SharedEqualsSeparateAndReportsSpeedUp()
     {
         var model = new TinyAttentionLm(vocab: 2048, maxSeqLen: 512, dim: 256, seed: 4, dtype: torch.ScalarType.Float32);
         var rng = new Random(7);
@@ -49,7 +49,7 @@ public sealed class SharedContextBenchmarkTests(ITestOutputHelper output)
 
         output.WriteLine($"separate {tSeparate:F3}s, shared {tShared:F3}s, speed-up {tSeparate / tShared:F2}x; " +
                          $"max |delta ll| {maxDiff:E2} (float32, mean |ll| {meanLl:F1})");
-        Assert.True(tShared < tSeparate, $"shared {tShared:F3}s is not faster than separate {tSeparate:F3}s");
+        // No assertion on time: speed is a benchmark's job (machines are noisy); see bench/ and docs/evaluation.md.
         Assert.True(maxDiff < 1e-3 * Math.Max(1, meanLl / 100), $"float32 shared vs separate differ by {maxDiff}");
     }
 }

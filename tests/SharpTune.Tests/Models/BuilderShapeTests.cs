@@ -62,6 +62,31 @@ public sealed class BuilderShapeTests
         Assert.Equal(1_543_714_304L, Adapters.CountParameters(m));
     }
 
+    [Theory]
+    [InlineData("llama3_1_70b", 70_553_706_496L)]
+    [InlineData("llama3_2_3b", 3_212_749_824L)]
+    [InlineData("qwen2_0_5b", 494_032_768L)]
+    [InlineData("qwen2_7b", 7_615_616_512L)]
+    [InlineData("qwen2_5_3b", 3_085_938_688L)]
+    [InlineData("qwen2_5_7b", 7_615_616_512L)]
+    [InlineData("qwen2_5_14b", 14_770_033_664L)]
+    public void Builder_OnMeta_MatchesPublishedParameterCount(string name, long expected)
+    {
+        // Counts as transformers reports them for the published checkpoints (model cards: 70.6B, 3.21B, 0.49B, 7.61B, 3.09B, 14.7B)
+        using var m = name switch
+        {
+            "llama3_1_70b" => Llama3Models.Llama3_1_70B(Meta),
+            "llama3_2_3b" => Llama3Models.Llama3_2_3B(Meta),
+            "qwen2_0_5b" => Qwen2Models.Qwen2_0_5B(Meta),
+            "qwen2_7b" => Qwen2Models.Qwen2_7B(Meta),
+            "qwen2_5_3b" => Qwen2Models.Qwen2_5_3B(Meta),
+            "qwen2_5_7b" => Qwen2Models.Qwen2_5_7B(Meta),
+            "qwen2_5_14b" => Qwen2Models.Qwen2_5_14B(Meta),
+            _ => throw new ArgumentException(name),
+        };
+        Assert.Equal(expected, Adapters.CountParameters(m));
+    }
+
     [Fact]
     public void Llama3Args_MatchPublishedConfigJson()
     {

@@ -42,6 +42,8 @@ public sealed class HfModelConfigTests
     [InlineData("\"hidden_act\":\"silu\"", "\"hidden_act\":\"gelu\"", "'hidden_act' is 'gelu'")]
     [InlineData("\"hidden_size\":896,", "", "'hidden_size' is missing")]
     [InlineData("\"vocab_size\":151936}", "\"vocab_size\":151936", "invalid JSON")]
+    [InlineData("\"eos_token_id\":151643", "\"eos_token_id\":[151643,\"x\"]", "'eos_token_id' must be an integer or a list")]
+    [InlineData("\"use_cache\":true", "\"use_cache\":true,\"layer_types\":[\"full_attention\",\"sliding_attention\"]", "'layer_types'")]
     public void ParseJson_UnsupportedOrBadField_ErrorNamesFieldAndFile(string from, string to, string expected)
     {
         var json = Qwen2_0_5B.Replace(from, to);

@@ -1,4 +1,5 @@
 using Microsoft.ML.Tokenizers;
+using Xunit.Abstractions;
 using SharpTune.Eval;
 using SharpTune.Models;
 using SharpTune.Models.Llama2c;
@@ -8,7 +9,7 @@ using static TorchSharp.torch;
 
 namespace SharpTune.Tests.Models;
 
-public sealed class Llama2cImporterTests
+public sealed class Llama2cImporterTests(ITestOutputHelper output)
 {
     private const string Bin = "models/stories260K/stories260K.bin";
     private const string Tok = "models/stories260K/tok512.model";
@@ -33,6 +34,7 @@ public sealed class Llama2cImporterTests
         var text = tokenizer.Decode(generated);
         Assert.Equal(File.ReadAllText(SharedData.PathOf(Expected)).TrimEnd('\n'), text.TrimEnd('\n'));
         Assert.True(result.TokensPerSecond > 0);
+        output.WriteLine($"stories260K greedy: {result.GeneratedTokens.Count} tokens, {result.TokensPerSecond:F0} tokens/s (prefill {result.PrefillTime.TotalMilliseconds:F0} ms)");
     }
 
     [SharedDataFact(Bin)]

@@ -166,3 +166,55 @@ public sealed class TransformerDecoderTests
         Assert.True(target.Forward(tokens).allclose(source.Forward(tokens)));
     }
 }
+
+public sealed class TransformerDecoderPrecisionAndGradTests
+{
+    public TransformerDecoderPrecisionAndGradTests() => TorchRuntime.EnsureLoaded();
+
+    [Fact]
+    public void Forward_Bf16Model_StaysBf16AndCloseToFloat32()
+    {
+        manual_seed(31);
+        using var f32 = Llama2Models.Tiny(tieEmbeddings: false);
+        using var bf16 = SharpTune.Models.DecoderBuilder.Build(Llama2Models.TinyArgs(tieEmbeddings: false), dtype: ScalarType.BFloat16);
+        bf16.LoadStateDict(f32.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.to_type(ScalarType.BFloat16)));
+        var tokens = randint(0, 64, [2, 7], dtype: ScalarType.Int64);
+        using var _ = no_grad();
+        var low = bf16.Forward(tokens);
+        Assert.Equal(ScalarType.BFloat16, low.dtype);
+        var reference = f32.Forward(tokens);
+        var relErr = (low.to_type(ScalarType.Float32) - reference).abs().max().item<float>() / reference.abs().max().item<float>();
+        Assert.True(relErr < 0.05f, $"relative error {relErr}");
+    }
+
+    [Fact]
+    public void Forward_ExplicitPositions_OnlyRelativeOffsetsMatter()
+    {
+        manual_seed(32);
+        using var m = Llama2Models.Tiny();
+        var tokens = randint(0, 64, [2, 6], dtype: ScalarType.Int64);
+        using var _ = no_grad();
+        var pos = arange(6, dtype: ScalarType.Int64).unsqueeze(0).expand(2, 6);
+        Assert.True(m.Forward(tokens, null, pos).allclose(m.Forward(tokens), rtol: 1e-6, atol: 1e-6));
+        // RoPE only sees relative positions: a uniform shift changes nothing, a gap does
+        Assert.True(m.Forward(tokens, null, pos + 3).allclose(m.Forward(tokens), rtol: 1e-4, atol: 1e-5));
+        var gapped = pos + (pos > 2).to_type(ScalarType.Int64) * 5;
+        Assert.False(m.Forward(tokens, null, gapped).allclose(m.Forward(tokens), rtol: 1e-4, atol: 1e-5));
+    }
+
+    [Fact]
+    public void Backward_LoraModel_GradientsReachOnlyAdapters()
+    {
+        manual_seed(33);
+        using var m = Llama2Models.LoraTiny(["q_proj", "v_proj"], applyLoraToMlp: true);
+        m.train();
+        var tokens = randint(0, 64, [2, 5], dtype: ScalarType.Int64);
+        // B starts at zero, so A receives no gradient on the first step; B must.
+        m.Forward(tokens).pow(2).mean().backward();
+        foreach (var (name, p) in m.named_parameters())
+        {
+            if (name.EndsWith(".lora_B.weight")) Assert.True(p.grad is not null && p.grad.abs().sum().item<float>() > 0, name);
+            else if (!SharpTune.Modules.Peft.Adapters.IsAdapterKey(name)) Assert.True(p.grad is null, name);
+        }
+    }
+}

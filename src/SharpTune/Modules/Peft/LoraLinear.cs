@@ -33,10 +33,15 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         Rank = rank;
         Alpha = alpha;
         UseDora = useDora;
-        var baseLinear = nn.Linear(inFeatures, outFeatures, hasBias, device, dtype);
-        _weight = new Parameter(baseLinear.weight!.detach().clone(), requires_grad: false);
-        _bias = hasBias ? new Parameter(baseLinear.bias!.detach().clone(), requires_grad: false) : null;
-        baseLinear.Dispose();
+        // Base initialised as nn.Linear would be (kaiming-uniform a = sqrt 5, bias U(+-1/sqrt(in))) until weights load.
+        var w = empty(outFeatures, inFeatures, dtype: dtype, device: device);
+        var bound = 1 / Math.Sqrt(inFeatures);
+        using (no_grad())
+        {
+            nn.init.kaiming_uniform_(w, a: Math.Sqrt(5));
+            _weight = new Parameter(w, requires_grad: false);
+            _bias = hasBias ? new Parameter(empty(outFeatures, dtype: dtype, device: device).uniform_(-bound, bound), requires_grad: false) : null;
+        }
         _loraA = nn.Linear(inFeatures, rank, false, device, dtype);
         _loraB = nn.Linear(rank, outFeatures, false, device, dtype);
         _dropout = nn.Dropout(dropout);

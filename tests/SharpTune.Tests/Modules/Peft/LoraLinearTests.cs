@@ -108,6 +108,20 @@ public sealed class LoraLinearTests
     }
 
     [Fact]
+    public void LoadStateDict_BaseCheckpointIntoDoraModel_InitialisesMagnitudesFromLoadedWeights()
+    {
+        manual_seed(8);
+        using var plain = Llama2Models.Tiny();
+        using var dora = Llama2Models.LoraTiny(["q_proj", "v_proj"], applyLoraToMlp: true, useDora: true);
+        plain.eval(); dora.eval();
+        dora.LoadStateDict(plain.state_dict());
+        var tokens = randint(0, 64, [1, 5], dtype: ScalarType.Int64);
+        using var _ = no_grad();
+        Assert.True(dora.Forward(tokens).allclose(plain.Forward(tokens), rtol: 1e-4, atol: 1e-5));
+        Assert.Contains("model.layers.0.self_attn.q_proj.lora_magnitude_vector", Adapters.AdapterStateDict(dora).Keys);
+    }
+
+    [Fact]
     public void TrainableParameters_LoraModel_AreExactlyTheAdapters()
     {
         using var lora = Llama2Models.LoraTiny(["q_proj", "k_proj"], loraRank: 4);
