@@ -129,7 +129,7 @@ public sealed class DataParallelGradients : IDisposable
         {
             if (present[i] == 0) continue; // no rank produced a gradient for it
             var p = _parameters[i];
-            if (p.grad is null) p.grad = zeros_like(p).MoveToOuterDisposeScope();
+            if (p.grad is null) p.grad = zeros_like(p); // the parameter keeps its own reference to the native tensor
             p.grad!.copy_(_views[i].view(p.shape));
         }
         return new AccumulatedStep(lossSum / tokens, tokens, norm);
