@@ -222,8 +222,11 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _metrics?.Dispose();
         _metrics = null;
         if (_jsonlPath is not null && File.Exists(_jsonlPath))
-            foreach (var png in LossCurves.Plot(_jsonlPath, Path.Combine(_outputDir, "loss_curves.png")))
-                _reporter.Info($"wrote {png}");
+        {
+            var png = Path.Combine(_outputDir, "loss_curves.png");
+            var drawn = LossCurves.Plot(_jsonlPath, png);
+            _reporter.Info($"wrote {png} ({string.Join(", ", drawn)}; raw and smoothed)");
+        }
     }
 
     /// <inheritdoc/>

@@ -85,12 +85,12 @@ public static class RecipeRuntime
 
     /// <summary>
     /// Builds the LR scheduler at <paramref name="path"/> for <paramref name="optimizer"/>, supplying
-    /// <c>num_training_steps</c> when the schedule takes it (torchtune computes it from epochs and steps per epoch).
+    /// <c>num_training_steps</c> when the schedule takes it and the config leaves it out (torchtune computes it from epochs and steps per epoch).
     /// </summary>
     public static LrScheduler BuildScheduler(SharpTuneConfig config, string path, optim.Optimizer optimizer, long numTrainingSteps)
     {
         var named = new Dictionary<string, object?> { ["optimizer"] = optimizer };
-        if (Accepts(config, path, "num_training_steps")) named["num_training_steps"] = (int)Math.Max(1, numTrainingSteps);
+        if (Accepts(config, path, "num_training_steps") && !config.Has(path + ".num_training_steps")) named["num_training_steps"] = (int)Math.Max(1, numTrainingSteps);
         return config.InstantiateWith<LrScheduler>(path, named);
     }
 
