@@ -110,7 +110,8 @@ public static class RecipeRuntime
     public static Tensor ForwardHidden(TransformerDecoder model, Tensor tokens, Tensor? mask, Tensor? inputPos, bool checkpointLayers)
     {
         if (!checkpointLayers) return model.ForwardHidden(tokens, mask, inputPos);
-        using var scope = NewDisposeScope();
+        // No inner dispose scope here: each layer's backward re-runs its forward, so cos/sin and the saved layer
+        // inputs must live as long as the caller's (training-step) scope, not just this call.
         var b = tokens.shape[0];
         var s = tokens.shape[1];
         if (s > model.MaxSeqLen) throw new ArgumentException($"sequence length {s} exceeds max_seq_len {model.MaxSeqLen}");
@@ -122,7 +123,7 @@ public static class RecipeRuntime
             var l = layer;
             h = ActivationCheckpointing.Run(x => l.Forward(x, cos, sin, mask), h, l.parameters()); // [b, s, d]
         }
-        return model.Model.Norm.call(h).MoveToOuterDisposeScope();
+        return model.Model.Norm.call(h);
     }
 
     /// <summary>The output projection applied to <paramref name="hidden"/> [b, s, d], as <paramref name="chunks"/>
