@@ -43,6 +43,11 @@ internal sealed class RssReporter(int steps) : IRecipeReporter
 
     public void Progress(string stage, long completed, long total)
     {
-        if (completed is 1 or 10 || completed % 100 == 0 || completed == steps) Rss[completed] = ProcessMemory.Read().RssBytes;
+        if (completed is 1 or 10 || completed % 100 == 0 || completed == steps)
+        {
+            if (Environment.GetEnvironmentVariable("BENCH_GC") == "1") { GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect(); }
+            Rss[completed] = ProcessMemory.Read().RssBytes;
+            if (Environment.GetEnvironmentVariable("BENCH_GC") == "1") Console.WriteLine($"{completed}: managed {GC.GetTotalMemory(false) / 1048576.0:F1} MiB, rss {Rss[completed] / 1048576.0:F1}");
+        }
     }
 }

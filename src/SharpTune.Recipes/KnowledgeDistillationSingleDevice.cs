@@ -200,13 +200,18 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 }
                 if ((b + 1) % _gradientAccumulationSteps != 0) continue;
 
-                var result = _accumulator!.Finish(computeNorm: true);
-                _optimizer!.step();
-                _optimizer.zero_grad();
-                _scheduler?.Step();
-                NativeHeap.AfterStep();
+                AccumulatedStep result;
+                using (NewDisposeScope()) // the norm/clip and optimizer temporaries are freed now, not by the GC later
+                {
+                    result = _accumulator!.Finish(computeNorm: true);
+                    _optimizer!.step();
+                    _optimizer.zero_grad();
+                    _scheduler?.Step();
+                }
                 step++;
                 _stepsRun++;
+                RecipeRuntime.CollectGarbage(_stepsRun);
+                NativeHeap.AfterStep();
                 _totalTokens += stepTokens;
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
                     Log(result, classSum / Math.Max(1, stepTokens), kdSum / Math.Max(1, stepTokens), stepTokens / Math.Max(1e-9, watch.Elapsed.TotalSeconds));
@@ -438,6 +443,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         {
             _jsonlPath = Path.Combine(logDir, "metrics.jsonl");
             if (!_resume && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
+            if (_resume) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
             loggers.Add(new JsonlMetricLogger(_jsonlPath));
         }
         if (_loggerOptions.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));

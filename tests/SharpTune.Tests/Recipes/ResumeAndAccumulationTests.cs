@@ -51,6 +51,9 @@ public sealed class ResumeAndAccumulationTests
         var expected = File.ReadAllBytes(Path.Combine(tmp.Path, "straight", "epoch_0", "model.safetensors"));
         var actual = File.ReadAllBytes(Path.Combine(killedDir, "epoch_0", "model.safetensors"));
         Assert.True(expected.AsSpan().SequenceEqual(actual), "resumed weights differ from the uninterrupted run");
+        // and the metric log holds each step once (steps logged again after the resume point replace the old lines)
+        var steps = RecipeRunner.Log(killedDir).Select(r => (long)r["step"]).ToList();
+        Assert.Equal(Enumerable.Range(1, 40).Select(i => (long)i), steps);
         // and keep_last_n_checkpoints (2) pruned the step folders
         Assert.True(Directory.GetDirectories(killedDir, "step_*").Length <= 2);
     }
