@@ -14,11 +14,18 @@ public sealed class RecipeCollection
 
 internal sealed class RecordingReporter : IRecipeReporter
 {
+    /// <summary>Called with each info line (a test can cancel the run from here).</summary>
+    public Action<string>? OnInfo { get; init; }
+
     public List<string> Infos { get; } = [];
     public List<string> Warnings { get; } = [];
     public List<(long Step, IReadOnlyDictionary<string, double> Values)> Metrics { get; } = [];
 
-    public void Info(string message) => Infos.Add(message);
+    public void Info(string message)
+    {
+        Infos.Add(message);
+        OnInfo?.Invoke(message);
+    }
     public void Warning(string message) => Warnings.Add(message);
     void IRecipeReporter.Metrics(long step, IReadOnlyDictionary<string, double> values) => Metrics.Add((step, values));
     public void Progress(string stage, long completed, long total) { }
@@ -32,14 +39,16 @@ internal static class RecipeRunner
     public static readonly string[] Fast =
         ["dataset.num_samples=96", "batch_size=4", "log_every_n_steps=1", "metric_logger.tensorboard=false", "threads=1"];
 
-    public static RecordingReporter Run(string recipe, string config, params string[] overrides)
+    public static RecordingReporter Run(string recipe, string config, params string[] overrides) =>
+        Run(new RecordingReporter(), CancellationToken.None, recipe, config, overrides);
+
+    public static RecordingReporter Run(RecordingReporter reporter, CancellationToken cancel, string recipe, string config, params string[] overrides)
     {
-        var reporter = new RecordingReporter();
         var info = Registry.Get(recipe);
         var path = ConfigCatalog.CreateDefault().Resolve(config);
         var result = Registry.Validate(info, path, [.. Fast, .. overrides]);
         Assert.True(result.IsValid, string.Join("\n", result.Problems));
-        RecipeRegistry.Run(info, result.Config!, reporter, CancellationToken.None);
+        RecipeRegistry.Run(info, result.Config!, reporter, cancel);
         return reporter;
     }
 
