@@ -79,7 +79,7 @@ public sealed class DemoStudyTests : IDisposable
         var table = StudyReport.Table(plan);
         Assert.Equal(["teacher", "kd"], table.Rows.Select(r => r.Arm));
         Assert.Contains(("multiple_choice", "acc"), table.Columns);
-        var acc = table.Columns.IndexOf(("multiple_choice", "acc"));
+        var acc = table.Columns.ToList().IndexOf(("multiple_choice", "acc"));
         Assert.InRange(table.Rows[1].Values[acc]!.Value, 0, 1);
         Assert.Equal(table.Rows[1].Values[acc]!.Value - table.Rows[0].Values[acc]!.Value, table.Rows[1].Deltas[acc]!.Value, 12);
         var md = File.ReadAllText(Path.Combine(outcome.ReportDir, "report.md"));

@@ -17,7 +17,7 @@ public sealed class ShippedStudyTests
     [Fact]
     public void Catalog_BuildOutput_ShipsTheSeedStudiesAndTheDemo()
     {
-        var names = Studies().Select(d => (string)d[0]).ToList();
+        var names = ConfigCatalog.CreateDefault().All().Where(c => StudySpec.IsStudyFile(c.Path)).Select(c => c.Name).ToList();
         Assert.Contains("studies/llama3_2_8B_to_1B_ablation", names);
         Assert.Contains("studies/qwen2_1.5B_to_0.5B_ablation", names);
         Assert.Contains("studies/demo", names);
