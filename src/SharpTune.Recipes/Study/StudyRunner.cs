@@ -152,10 +152,15 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
         problems.AddRange(result.Problems.Select(p => $"{label}: {p}"));
     }
 
-    /// <summary>Hash of what determines an arm's result: its commands and the text of the config files they read.</summary>
+    /// <summary>
+    /// Hash of what determines an arm's result: its commands, the text of the config files they read, and the
+    /// fingerprints of the arms it uses (a rerun teacher makes its KD arms stale too).
+    /// </summary>
     public static string Fingerprint(StudyPlan plan, PlannedArm arm)
     {
         var sb = new StringBuilder();
+        foreach (var dep in arm.DependsOn)
+            sb.AppendLine(Fingerprint(plan, plan.Arms.First(a => a.Name == dep)));
         sb.AppendLine(arm.Command ?? "-").AppendLine(plan.EvalCommand(arm) ?? "-").AppendLine(arm.Checkpoint ?? "-");
         if (arm.ConfigPath is not null) sb.AppendLine(File.ReadAllText(arm.ConfigPath));
         if (arm.Evaluate && plan.EvalConfigPath is not null) sb.AppendLine(File.ReadAllText(plan.EvalConfigPath));

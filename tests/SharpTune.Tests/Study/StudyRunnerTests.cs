@@ -223,6 +223,21 @@ public sealed class StudyRunnerTests : IDisposable
     }
 
     [Fact]
+    public void Run_TeacherChangedAfterStudy_RerunsTeacherAndTheArmsUsingIt()
+    {
+        var runner = new StudyRunner(Registry, new NullReporter());
+        runner.Run(Plan(WriteStudy()), CancellationToken.None);
+        File.WriteAllText(Path.Combine(_dir, "study.yaml"), File.ReadAllText(Path.Combine(_dir, "study.yaml")).Replace("quality=0.8", "quality=0.6", StringComparison.Ordinal));
+
+        var plan = Plan(Path.Combine(_dir, "study.yaml"));
+        var outcome = runner.Run(plan, CancellationToken.None);
+
+        Assert.Equal(["student_base"], outcome.Skipped);
+        Assert.Equal(["teacher", "kd.kd_ratio-0.25", "kd.kd_ratio-0.5"], outcome.Ran);
+        Assert.Equal(0.30 + 0.5 * 0.6, StudyReport.Table(plan).Rows[2].Values[0]!.Value, 12);
+    }
+
+    [Fact]
     public void Run_CancelledAfterFirstArm_RerunStartsAtSecondArm()
     {
         using var cancel = new CancellationTokenSource();
