@@ -67,7 +67,7 @@ public sealed class DemoStudyTests : IDisposable
               kd:
                 recipe: knowledge_distillation_single_device
                 config: demo/kd
-                overrides: ["teacher_checkpointer.checkpoint_dir={checkpoint:teacher}", "checkpointer.checkpoint_dir={arm_dir}/init", random_init_checkpoint=true, max_steps_per_epoch=4, threads=1]
+                overrides: ["teacher_checkpointer.checkpoint_dir={checkpoint:teacher}", "checkpointer.checkpoint_dir={arm_dir}/init", random_init_checkpoint=true, epochs=1, max_steps_per_epoch=4, threads=1]
                 checkpoint: "{arm_dir}/epoch_0"
             """);
         var catalog = ConfigCatalog.CreateDefault();
