@@ -26,6 +26,7 @@ var model = nn.Sequential(
 var opt = Optimizers.AdamW(model.parameters(), lr: 1e-3);
 var rng = new Random(0);
 var report = new SortedDictionary<int, long>();
+Console.WriteLine($"mode={mode} ({configured}), allocator={NativeHeap.Allocator}, threads={threads}, steps={steps}");
 var marks = new HashSet<int> { 1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, steps };
 var watch = Stopwatch.StartNew();
 for (var step = 1; step <= steps; step++)
@@ -42,10 +43,16 @@ for (var step = 1; step <= steps; step++)
     }
     if (mode is "trim") NativeHeap.Trim();
     else NativeHeap.AfterStep();
-    if (marks.Contains(step)) report[step] = ProcessMemory.Read().RssBytes;
+    if (marks.Contains(step))
+    {
+        report[step] = ProcessMemory.Read().RssBytes;
+        var heap = NativeHeap.Statistics();
+        var gc = GC.GetGCMemoryInfo();
+        Console.WriteLine($"  step {step,5}: RSS {report[step] / 1048576.0,8:F1} MiB | malloc in use {heap?.InUseBytes / 1048576.0,6:F1}, free {heap?.FreeBytes / 1048576.0,6:F1}, " +
+                          $"mmapped {heap?.MmappedBytes / 1048576.0,6:F1} | .NET heap {gc.HeapSizeBytes / 1048576.0,6:F1}, committed {gc.TotalCommittedBytes / 1048576.0,6:F1} MiB ({watch.Elapsed.TotalMilliseconds / step:F1} ms/step)");
+    }
 }
 var msPerStep = watch.Elapsed.TotalMilliseconds / steps;
-Console.WriteLine($"mode={mode} ({configured}), allocator={NativeHeap.Allocator}, threads={threads}, steps={steps}, {msPerStep:F1} ms/step");
-foreach (var (s, rss) in report) Console.WriteLine($"  step {s,5}: RSS {rss / 1048576.0,8:F1} MiB");
+Console.WriteLine($"  {msPerStep:F1} ms/step");
 if (report.TryGetValue(100, out var at100))
     Console.WriteLine($"  RSS(step {steps}) / RSS(step 100) = {report[steps] / (double)at100:F3}");

@@ -37,6 +37,15 @@ internal sealed class CliServices(IAnsiConsole output, IAnsiConsole error, Recip
         ConfigCatalog.CreateDefault(),
         System.Environment.GetEnvironmentVariable);
 
+    /// <summary>
+    /// The resolver that turns dataset hub ids in configs (<c>source: yahma/alpaca-cleaned</c>) into cached local
+    /// folders: <c>$SHARPTUNE_CACHE/datasets/...</c>, downloaded from <c>$HF_ENDPOINT</c> with <c>$HF_TOKEN</c>.
+    /// </summary>
+    public HubDatasetResolver CreateDatasetResolver() => new(
+        HubDatasetResolver.DefaultCacheRoot(Environment),
+        () => new HubClient(Environment(HubClient.EndpointVariable)),
+        Environment("HF_TOKEN") is { Length: > 0 } token ? token : null);
+
     /// <summary>Registers these services and the error handling on a command app.</summary>
     public void Configure(IConfigurator config)
     {
@@ -67,7 +76,8 @@ internal sealed class CliServices(IAnsiConsole output, IAnsiConsole error, Recip
             case OperationCanceledException:
                 WriteErrLine("error: cancelled");
                 return 130;
-            case ConfigException or HubException or ArgumentException or IOException or UnauthorizedAccessException:
+            case ConfigException or HubException or ArgumentException or IOException or UnauthorizedAccessException or InvalidDataException
+                or NotSupportedException:
                 WriteErrLine($"error: {OneLine(e.Message)}");
                 return 1;
             default:

@@ -24,6 +24,8 @@ internal static class Program
             Console.Error.WriteLine($"error: the recipe/component registry is invalid:{Environment.NewLine}{e.Message}");
             return 1;
         }
+        // Dataset configs may name a Hub dataset id; the library resolves it through this (cached) downloader.
+        SharpTune.Data.DataSources.DefaultResolver = services.CreateDatasetResolver();
         return Build(services).Run(args, cancel.Token);
     }
 
@@ -42,6 +44,13 @@ internal static class Program
             config.AddCommand<AblateCommand>("ablate").WithDescription("Run an ablation study: arms through the recipes, resume, report");
             config.AddCommand<DemoCommand>("demo").WithDescription("Run the built-in demo study (synthetic task, teacher from scratch, KD) in minutes");
             config.AddCommand<DownloadCommand>("download").WithDescription("Download a model or dataset repo from the Hugging Face Hub");
+            config.AddCommand<EvalCompareCommand>("eval").WithDescription("Show a saved results.json, or compare several side by side (--compare)");
+            config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Print the token ids of a text (--chat: as a user message)");
+            config.AddBranch("convert", convert =>
+            {
+                convert.SetDescription("Convert checkpoints from other formats into Hugging Face folders");
+                convert.AddCommand<ConvertLlama2cCommand>("llama2c").WithDescription("llama2.c model.bin + tokenizer.model -> HF Llama folder");
+            });
         });
         return app;
     }

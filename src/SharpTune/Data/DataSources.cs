@@ -100,6 +100,7 @@ public static class DataSources
         var all = Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories)
             .Where(f => s_extensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
             .Where(f => !Path.GetFileName(f).StartsWith('.'))
+            .Where(f => Path.GetFileName(f) != "original_repo_id.json") // the marker `download` and the Hub resolver write
             .OrderBy(f => f, NaturalComparer.Instance)
             .ToList();
         if (all.Count == 0) throw new FileNotFoundException($"{path}: no .json, .jsonl, .csv or .parquet files in this folder", path);

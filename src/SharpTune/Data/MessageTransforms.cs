@@ -212,7 +212,7 @@ internal static class Rows
             throw new BadRowException(row.File, row.Row, $"column '{column}' has type {v.ValueKind}, expected a string");
         string s;
         try { s = v.GetString()!; }
-        catch (InvalidOperationException) { throw new BadRowException(row.File, row.Row, $"column '{column}' is not valid UTF-8/UTF-16 text"); }
+        catch (InvalidOperationException) { throw new BadRowException(row.File, row.Row, $"column '{column}' is invalid Unicode (an unpaired surrogate escape or invalid UTF-8)"); }
         for (var i = 0; i < s.Length; i++)
         {
             if (char.IsHighSurrogate(s[i]) && i + 1 < s.Length && char.IsLowSurrogate(s[i + 1])) { i++; continue; }

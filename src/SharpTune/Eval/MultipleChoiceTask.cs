@@ -64,6 +64,7 @@ public static class EvalTasks
         [TruthfulQa.Mc1.Name] = TruthfulQa.Mc1,
         [TruthfulQa.Mc2.Name] = TruthfulQa.Mc2,
         [CommonsenseQa.Task.Name] = CommonsenseQa.Task,
+        [GenericMultipleChoice.Task.Name] = GenericMultipleChoice.Task,
     };
 
     /// <summary>The task called <paramref name="name"/>, or an error listing the known ones.</summary>

@@ -7,7 +7,7 @@ public interface ITokenizer
     /// <summary>Number of ids the tokenizer can emit, special tokens included.</summary>
     int VocabSize { get; }
 
-    /// <summary>Beginning-of-sequence id.</summary>
+    /// <summary>Beginning-of-sequence id, or -1 when the model has none (Qwen2); Encode then adds no BOS.</summary>
     int BosId { get; }
 
     /// <summary>End-of-sequence id.</summary>

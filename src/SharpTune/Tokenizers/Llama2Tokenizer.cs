@@ -46,6 +46,10 @@ public sealed class Llama2Tokenizer : IChatTokenizer
     /// <summary>Piece string (with U+2581 for spaces) to id.</summary>
     public IReadOnlyDictionary<string, int> Vocabulary => _sp.Vocabulary;
 
+    /// <summary>The same model with another sequence limit (no reload).</summary>
+    public Llama2Tokenizer WithMaxSeqLen(int? maxSeqLen, TruncationType truncation = TruncationType.Right) =>
+        new(_sp, maxSeqLen, truncation, _chatTemplate);
+
     /// <summary>
     /// Loads a SentencePiece <c>tokenizer.model</c>. <paramref name="promptTemplate"/> "llama2_chat" applies the
     /// [INST] / &lt;&lt;SYS&gt;&gt; format in <see cref="TokenizeMessages"/>; null leaves messages as they are (torchtune's default).

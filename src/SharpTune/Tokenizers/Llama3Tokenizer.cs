@@ -60,6 +60,10 @@ public sealed class Llama3Tokenizer : IChatTokenizer
     /// <summary>Special token string to id, as loaded.</summary>
     public IReadOnlyDictionary<string, int> SpecialTokens => _bpe.SpecialTokens;
 
+    /// <summary>The same vocabulary with another sequence limit (no reload).</summary>
+    public Llama3Tokenizer WithMaxSeqLen(int? maxSeqLen, TruncationType truncation = TruncationType.Right) =>
+        new(_bpe, maxSeqLen, truncation, "Llama3Tokenizer");
+
     /// <summary>Loads a Hugging Face tokenizer.json (Meta-Llama-3*, Llama-3.1*, Llama-3.2*).</summary>
     public static Llama3Tokenizer FromTokenizerJson(string path, int? maxSeqLen = null, TruncationType truncation = TruncationType.Right)
     {

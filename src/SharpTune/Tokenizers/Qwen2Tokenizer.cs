@@ -57,6 +57,10 @@ public sealed class Qwen2Tokenizer : IChatTokenizer
         ["<|fim_pad|>"] = 151_662, ["<|repo_name|>"] = 151_663, ["<|file_sep|>"] = 151_664,
     };
 
+    /// <summary>The same vocabulary with another sequence limit (no reload).</summary>
+    public Qwen2Tokenizer WithMaxSeqLen(int? maxSeqLen, TruncationType truncation = TruncationType.Right) =>
+        new(_bpe, maxSeqLen, truncation, "Qwen2Tokenizer");
+
     /// <summary>
     /// Loads vocab.json + merges.txt; special tokens come from a tokenizer_config.json beside vocab.json when present,
     /// else <see cref="DefaultSpecialTokens"/>.

@@ -86,8 +86,9 @@ public static class TokenizerLoader
 
     /// <summary>torchtune <c>llama3_tokenizer</c>: Meta's original/tokenizer.model or a tokenizer.json.</summary>
     [Component("sharptune.models.llama3.llama3_tokenizer")]
-    public static IChatTokenizer Llama3(string path, int? maxSeqLen = null, string truncationType = "right")
+    public static IChatTokenizer Llama3(string path, int? maxSeqLen = null, string truncationType = "right", string? promptTemplate = null)
     {
+        RejectTemplate(promptTemplate, "llama3_tokenizer");
         var (family, file, _) = Detect(path);
         if (family != TokenizerFamily.Llama3)
             throw new InvalidDataException($"{path}: llama3_tokenizer expects a Llama 3 tokenizer, found a {family} one");
@@ -97,8 +98,10 @@ public static class TokenizerLoader
     /// <summary>torchtune <c>qwen2_tokenizer</c>: vocab.json + merges_file, or a tokenizer.json.</summary>
     [Component("sharptune.models.qwen2.qwen2_tokenizer")]
     [Component("sharptune.models.qwen2_5.qwen2_5_tokenizer")]
-    public static IChatTokenizer Qwen2(string path, string? mergesFile = null, int? maxSeqLen = null, string truncationType = "right")
+    public static IChatTokenizer Qwen2(string path, string? mergesFile = null, int? maxSeqLen = null, string truncationType = "right",
+        string? promptTemplate = null)
     {
+        RejectTemplate(promptTemplate, "qwen2_tokenizer");
         var truncation = Truncation.Parse(truncationType);
         if (mergesFile is not null) return Qwen2Tokenizer.FromVocabMerges(path, mergesFile, maxSeqLen, truncation);
         var (family, file, merges) = Detect(path);
@@ -116,5 +119,13 @@ public static class TokenizerLoader
         if (family != TokenizerFamily.SentencePiece)
             throw new InvalidDataException($"{path}: llama2_tokenizer expects a SentencePiece tokenizer.model, found a {family} one");
         return Llama2Tokenizer.FromModel(file, maxSeqLen, Truncation.Parse(truncationType), promptTemplate);
+    }
+
+    // The Llama 3 and ChatML formats are built in; other torchtune prompt templates are not implemented.
+    private static void RejectTemplate(string? promptTemplate, string component)
+    {
+        if (!string.IsNullOrEmpty(promptTemplate))
+            throw new NotSupportedException(
+                $"{component}: prompt_template '{promptTemplate}' is not supported; the model's own chat format is always applied (leave prompt_template null)");
     }
 }

@@ -60,12 +60,18 @@ public static class ActivationCheckpointing
             ctx.save_data("forward", forward);
             ctx.save_data("count", vars.Length);
             ctx.save_data("input_requires_grad", input.requires_grad);
-            if (preserve) ctx.save_data("rng", get_rng_state().DetachFromDisposeScope());
+            if (preserve)
+            {
+                using var rng = get_rng_state();
+                ctx.save_data("rng", rng.bytes.ToArray()); // bytes, not a tensor: ctx data may not hold tensors
+            }
             var parameters = vars.Skip(3).Cast<Tensor>().ToList();
             ctx.save_data("parameters", parameters);
             ctx.save_for_backward([input]);
+            // The layer's intermediates must die here, not at the end of the caller's step scope, or nothing is saved.
+            using var scope = NewDisposeScope();
             using var _ = no_grad();
-            return forward(input);
+            return forward(input).MoveToOuterDisposeScope();
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
@@ -76,14 +82,15 @@ public static class ActivationCheckpointing
             var parameters = (List<Tensor>)ctx.get_data("parameters");
             var input = ctx.get_saved_variables()[0];
             Tensor? rngNow = null;
-            var saved = ctx.get_data("rng") as Tensor;
-            if (saved is not null)
+            if (ctx.get_data("rng") is byte[] saved)
             {
                 rngNow = get_rng_state();
-                set_rng_state(saved);
+                using var state = tensor(saved, dtype: ScalarType.Byte);
+                set_rng_state(state);
             }
             try
             {
+                using var scope = NewDisposeScope();
                 using var grad = enable_grad();
                 var detached = input.detach().requires_grad_(inputRequiresGrad);
                 var output = forward(detached);
@@ -91,6 +98,7 @@ public static class ActivationCheckpointing
                 if (inputRequiresGrad) wrt.Add(detached);
                 wrt.AddRange(parameters);
                 var grads = autograd.grad([output], wrt, [gradOutput], allow_unused: true);
+                foreach (var g in grads) g?.MoveToOuterDisposeScope();
                 var result = new List<Tensor>(count) { null!, null!, inputRequiresGrad ? grads[0] : null! };
                 result.AddRange(grads.Skip(inputRequiresGrad ? 1 : 0));
                 return result;
@@ -102,7 +110,6 @@ public static class ActivationCheckpointing
                     set_rng_state(rngNow);
                     rngNow.Dispose();
                 }
-                saved?.Dispose();
             }
         }
     }

@@ -6,7 +6,7 @@
 // hundreds of steps with constant live tensors (issue 6 measured 1.4 -> 3.5 GB in 50 steps).
 // The fix needs nothing installed: at startup fix the mmap threshold (which also turns off its dynamic climb) so
 // tensor-sized blocks are mmapped and unmapped on free, cap the arenas, and call malloc_trim(0) after each optimizer
-// step to return freed heap pages. With jemalloc/tcmalloc preloaded (LD_PRELOAD) we leave the allocator alone.
+// step to return freed heap pages, after a .NET GC that runs the finalizers of undisposed TorchSharp objects. With jemalloc/tcmalloc preloaded (LD_PRELOAD) we leave the allocator alone.
 // References: mallopt(3), malloc_trim(3), glibc malloc/malloc.c (M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD_MAX),
 // glibc manual "Memory Allocation Tunables".
 using System.Runtime.InteropServices;
@@ -26,6 +26,13 @@ public enum NativeAllocator
     Tcmalloc,
 }
 
+/// <summary>glibc heap figures from mallinfo2.</summary>
+/// <param name="ArenaBytes">Bytes obtained from the OS for the heap arenas (sbrk and arena mmaps).</param>
+/// <param name="InUseBytes">Bytes of arena chunks the program holds.</param>
+/// <param name="FreeBytes">Bytes of free arena chunks malloc keeps (fragmentation shows here).</param>
+/// <param name="MmappedBytes">Bytes in blocks served by their own mmap (returned to the OS on free).</param>
+public readonly record struct NativeHeapStatistics(long ArenaBytes, long InUseBytes, long FreeBytes, long MmappedBytes);
+
 /// <summary>Settings for <see cref="NativeHeap.Configure"/>.</summary>
 public sealed record NativeHeapOptions
 {
@@ -40,6 +47,14 @@ public sealed record NativeHeapOptions
 
     /// <summary>Call malloc_trim(0) every this many <see cref="NativeHeap.AfterStep"/> calls (0 never).</summary>
     public int TrimEveryNSteps { get; init; } = 1;
+
+    /// <summary>
+    /// Run a .NET garbage collection and the finalizers every this many steps (0 never). TorchSharp objects that are
+    /// not disposed by a scope (implicit Scalars in optimizer arithmetic, index objects) hold native memory until
+    /// their finalizer runs, and a training loop allocates so little managed memory that the GC may not run for
+    /// thousands of steps; their native memory then shows up as steady RSS growth.
+    /// </summary>
+    public int CollectEveryNSteps { get; init; } = 1;
 }
 
 /// <summary>Allocator settings and periodic trimming that keep training RSS flat. Recipes call
@@ -68,32 +83,59 @@ public static class NativeHeap
     public static string Configure(NativeHeapOptions? options = null)
     {
         options ??= new NativeHeapOptions();
-        if (options.MmapThresholdBytes <= 0 || options.TrimThresholdBytes < 0 || options.ArenaMax < 0 || options.TrimEveryNSteps < 0)
+        if (options.MmapThresholdBytes <= 0 || options.TrimThresholdBytes < 0 || options.ArenaMax < 0 || options.TrimEveryNSteps < 0 || options.CollectEveryNSteps < 0)
             throw new ArgumentOutOfRangeException(nameof(options), options, "allocator settings must be positive (arena_max and trim_every_n_steps may be 0)");
         if (Environment.GetEnvironmentVariable("SHARPTUNE_MALLOC_TUNING") == "0")
             return "allocator tuning disabled by SHARPTUNE_MALLOC_TUNING=0";
+        _options = options with { TrimEveryNSteps = 0 };
+        _steps = 0;
+        IsConfigured = true;
         if (Allocator != NativeAllocator.Glibc)
-            return $"allocator is {Allocator}; leaving it as it is";
+            return $"allocator is {Allocator}; leaving it as it is (garbage collection every {options.CollectEveryNSteps} step(s))";
         var ok = mallopt(MMmapThreshold, options.MmapThresholdBytes) == 1
                  & mallopt(MTrimThreshold, options.TrimThresholdBytes) == 1
                  & (options.ArenaMax == 0 || mallopt(MArenaMax, options.ArenaMax) == 1);
         if (!ok) return "glibc rejected an allocator setting (mallopt returned 0); memory may grow over long runs";
         _options = options;
-        _steps = 0;
-        IsConfigured = true;
         return $"glibc malloc: mmap threshold {options.MmapThresholdBytes / 1024} KiB, trim threshold {options.TrimThresholdBytes / 1024} KiB, " +
-               $"arena max {(options.ArenaMax == 0 ? "default" : options.ArenaMax)}, trim every {options.TrimEveryNSteps} step(s)";
+               $"arena max {(options.ArenaMax == 0 ? "default" : options.ArenaMax)}, trim every {options.TrimEveryNSteps} step(s), " +
+               $"GC every {options.CollectEveryNSteps} step(s)";
     }
 
-    /// <summary>Call after each optimizer step: trims the heap every <see cref="NativeHeapOptions.TrimEveryNSteps"/> steps.</summary>
+    /// <summary>Call after each optimizer step (outside its dispose scope): collects garbage and trims the heap as configured.</summary>
     public static void AfterStep()
     {
-        if (!IsConfigured || _options.TrimEveryNSteps == 0) return;
-        if (++_steps % _options.TrimEveryNSteps == 0) Trim();
+        if (!IsConfigured) return;
+        _steps++;
+        if (_options.CollectEveryNSteps > 0 && _steps % _options.CollectEveryNSteps == 0)
+        {
+            GC.Collect(1, GCCollectionMode.Forced, blocking: true);
+            GC.WaitForPendingFinalizers();
+        }
+        if (_options.TrimEveryNSteps > 0 && _steps % _options.TrimEveryNSteps == 0) Trim();
     }
 
     /// <summary>Returns free heap memory to the OS (malloc_trim(0)); false when nothing was released or not glibc.</summary>
     public static bool Trim() => Allocator == NativeAllocator.Glibc && malloc_trim(0) == 1;
+
+    /// <summary>
+    /// glibc's own accounting (mallinfo2): bytes in use by the program and bytes held free by malloc, in the heap
+    /// arenas and in mmapped blocks. Null when not glibc (or glibc older than 2.33).
+    /// </summary>
+    public static NativeHeapStatistics? Statistics()
+    {
+        if (Allocator != NativeAllocator.Glibc) return null;
+        try
+        {
+            var m = mallinfo2();
+            return new NativeHeapStatistics(
+                ArenaBytes: (long)m.Arena, InUseBytes: (long)m.Uordblks, FreeBytes: (long)m.Fordblks, MmappedBytes: (long)m.Hblkhd);
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return null;
+        }
+    }
 
     private static NativeAllocator Detect()
     {
@@ -114,4 +156,11 @@ public static class NativeHeap
     [DllImport(LibC)] private static extern int mallopt(int param, int value);
     [DllImport(LibC)] private static extern int malloc_trim(nuint pad);
     [DllImport(LibC)] private static extern IntPtr gnu_get_libc_version();
+    [DllImport(LibC)] private static extern MallInfo2 mallinfo2();
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct MallInfo2
+    {
+        public nuint Arena, Ordblks, Smblks, Hblks, Hblkhd, Usmblks, Fsmblks, Uordblks, Fordblks, Keepcost;
+    }
 }

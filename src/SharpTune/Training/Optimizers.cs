@@ -15,17 +15,33 @@ namespace SharpTune.Training;
 public static class Optimizers
 {
     /// <summary>
-    /// Returns each parameter once, in first-seen order. Two entries are the same parameter when they share the
-    /// native tensor handle (TorchSharp may hand out one wrapper per registration of a tied weight).
+    /// Returns each parameter once, in first-seen order. Two entries are the same parameter when they view the same
+    /// memory: same storage data pointer, offset, shape and strides. The native handle is not enough: assigning
+    /// <c>lm_head.weight = embed_tokens.weight</c> in TorchSharp leaves two Parameter objects with different handles
+    /// over one storage, and <c>parameters()</c> lists both.
     /// </summary>
     public static IReadOnlyList<Parameter> Deduplicate(IEnumerable<Parameter> parameters)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        var seen = new HashSet<IntPtr>();
+        var seen = new HashSet<string>();
         var unique = new List<Parameter>();
         foreach (var p in parameters)
-            if (seen.Add(p.Handle)) unique.Add(p);
+            if (seen.Add(IdentityKey(p))) unique.Add(p);
         return unique;
+    }
+
+    private static string IdentityKey(Parameter p)
+    {
+        var data = p.dtype switch
+        {
+            ScalarType.Float32 => p.storage<float>().data_ptr(),
+            ScalarType.Float64 => p.storage<double>().data_ptr(),
+            ScalarType.BFloat16 => p.storage<BFloat16>().data_ptr(),
+            ScalarType.Float16 => p.storage<Half>().data_ptr(),
+            _ => IntPtr.Zero,
+        };
+        if (data == IntPtr.Zero) return $"handle:{p.Handle}";
+        return $"{p.device}:{data}:{p.storage_offset()}:{string.Join(',', p.shape)}:{string.Join(',', p.stride())}";
     }
 
     /// <summary>The parameters of <paramref name="module"/> that require gradients, each listed once.</summary>

@@ -5,6 +5,7 @@ using TorchSharp;
 
 namespace SharpTune.Tests.Checkpointing;
 
+[Collection(GlobalTorchStateCollection.Name)]
 public sealed class RecipeStateStoreTests : IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "sharptune-rs-" + Guid.NewGuid().ToString("N"));
@@ -111,5 +112,28 @@ public sealed class RecipeStateStoreTests : IDisposable
         using var run = new TinyRun(seed: 1);
         var e = Assert.Throws<FileNotFoundException>(() => RecipeStateStore.Load(_dir, run.Optimizer));
         Assert.Contains("recipe_state", e.Message);
+    }
+
+    [Fact]
+    public void Load_KilledBetweenRenames_UsesPreviousState()
+    {
+        // Given a save that was killed after moving the old folder aside and before renaming the new one in
+        using var run = new TinyRun(seed: 1);
+        RecipeStateStore.Save(_dir, new RecipeState { StepsRun = 7 }, run.Optimizer);
+        Directory.Move(Path.Combine(_dir, RecipeStateStore.FolderName), Path.Combine(_dir, $".{RecipeStateStore.FolderName}.old-1234"));
+        // Then the previous state is still found
+        Assert.Equal(7, RecipeStateStore.Load(_dir, run.Optimizer).StepsRun);
+    }
+
+    [Fact]
+    public void Load_WrongFormatVersion_ThrowsNamingManifest()
+    {
+        using var run = new TinyRun(seed: 1);
+        var folder = RecipeStateStore.Save(_dir, new RecipeState(), run.Optimizer);
+        var manifest = Path.Combine(folder, "manifest.json");
+        File.WriteAllText(manifest, File.ReadAllText(manifest).Replace("\"version\": 1", "\"version\": 99"));
+        var e = Assert.Throws<InvalidDataException>(() => RecipeStateStore.Load(_dir, run.Optimizer));
+        Assert.Contains("manifest.json", e.Message);
+        Assert.Contains("version 99", e.Message);
     }
 }

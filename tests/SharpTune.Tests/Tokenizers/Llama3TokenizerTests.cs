@@ -44,10 +44,11 @@ public sealed class Llama3TokenizerTests(ITestOutputHelper output)
     }
 
     [SharedDataFact(Llama3Json, Alpaca)]
-    public void Decode_AllAlpacaStrings_RoundTrips()
+    public void Decode_AlpacaStrings_RoundTrips()
     {
+        // Every third field of every shard (Qwen2's test takes another third), to keep the suite fast on small machines.
         var t = TokenizerFiles.Llama3;
-        var texts = TestText.AlpacaStrings;
+        var texts = TestText.AlpacaStrings.Where((_, i) => i % 3 == 0).ToList();
         var sw = Stopwatch.StartNew();
         long tokens = 0, chars = 0;
         var encoded = new IReadOnlyList<int>[texts.Count];
@@ -61,7 +62,7 @@ public sealed class Llama3TokenizerTests(ITestOutputHelper output)
         output.WriteLine($"Llama 3: encoded {texts.Count} Alpaca strings ({chars} chars) into {tokens} tokens in {sw.Elapsed.TotalSeconds:F2} s ({tokens / sw.Elapsed.TotalSeconds:F0} tokens/s)");
         var failures = Enumerable.Range(0, texts.Count).Where(i => t.Decode(encoded[i]) != texts[i]).Take(3).ToList();
         Assert.True(failures.Count == 0, "round trip failed for: " + string.Join(" | ", failures.Select(i => texts[i])));
-        Assert.True(texts.Count > 100_000, $"expected the ~50k Alpaca records' fields, read {texts.Count}");
+        Assert.True(texts.Count > 40_000, $"expected a third of the ~50k Alpaca records' fields, read {texts.Count}");
     }
 
     [SharedDataFact(Llama3Json)]
@@ -114,7 +115,7 @@ public sealed class Llama3TokenizerTests(ITestOutputHelper output)
     [SharedDataFact(Llama3Json)]
     public void TokenizeMessages_MaxSeqLenRight_KeepsEosAtEnd()
     {
-        var t = Llama3Tokenizer.FromTokenizerJson(SharedData.PathOf(Llama3Json), maxSeqLen: 10);
+        var t = TokenizerFiles.Llama3.WithMaxSeqLen(10);
         var full = TokenizerFiles.Llama3.TokenizeMessages([new Message("user", "one two three four five six seven"), new Message("assistant", "eight nine")]);
         var r = t.TokenizeMessages([new Message("user", "one two three four five six seven"), new Message("assistant", "eight nine")]);
         Assert.Equal(10, r.Tokens.Length);
@@ -125,7 +126,7 @@ public sealed class Llama3TokenizerTests(ITestOutputHelper output)
     [SharedDataFact(Llama3Json)]
     public void TokenizeMessages_MaxSeqLenLeft_KeepsTheEnd()
     {
-        var t = Llama3Tokenizer.FromTokenizerJson(SharedData.PathOf(Llama3Json), maxSeqLen: 8, TruncationType.Left);
+        var t = TokenizerFiles.Llama3.WithMaxSeqLen(8, TruncationType.Left);
         Message[] msgs = [new Message("user", "one two three four five six seven"), new Message("assistant", "eight nine")];
         var full = TokenizerFiles.Llama3.TokenizeMessages(msgs);
         var r = t.TokenizeMessages(msgs);

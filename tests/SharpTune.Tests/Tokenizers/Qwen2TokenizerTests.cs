@@ -63,7 +63,7 @@ public sealed class Qwen2TokenizerTests
     public void Decode_AlpacaAndUnicode_RoundTripsToNfc()
     {
         var t = TokenizerFiles.Qwen;
-        foreach (var text in TestText.AlpacaStrings.Where((_, i) => i % 4 == 0).Concat(TestText.UnicodeEdgeCases))
+        foreach (var text in TestText.AlpacaStrings.Where((_, i) => i % 3 == 1).Concat(TestText.UnicodeEdgeCases))
         {
             Assert.Equal(UnicodeNfc.Normalize(text), t.Decode(t.Encode(text, false, false)));
         }

@@ -5,6 +5,7 @@ using static TorchSharp.torch;
 
 namespace SharpTune.Tests.Training;
 
+[Collection(GlobalTorchStateCollection.Name)]
 public sealed class ActivationCheckpointingTests
 {
     /// <summary>A residual MLP block with dropout: y = x + W2 drop(gelu(W1 norm(x))).</summary>

@@ -2,6 +2,7 @@ using SharpTune.Training;
 
 namespace SharpTune.Tests.Training;
 
+[Collection(GlobalTorchStateCollection.Name)]
 public sealed class DeterminismTests
 {
     [Fact]

@@ -4,6 +4,7 @@ using static TorchSharp.torch;
 
 namespace SharpTune.Tests.Training;
 
+[Collection(GlobalTorchStateCollection.Name)]
 public sealed class GradientAccumulatorTests
 {
     private const long Ignore = -100;
