@@ -33,8 +33,8 @@ public static class DemoTask
     /// <summary>Multiple-choice items scored by the eval.</summary>
     public const int ChoiceCount = 200;
 
-    /// <summary>The training prompt (the compact template of the synthetic instruct dataset).</summary>
-    public const string PromptTemplate = "### Instruction:\n{instruction}\n### Input:\n{input}\n### Response:\n";
+    /// <summary>The training prompt: the synthetic instruct dataset's compact template, so a query is what training saw.</summary>
+    public const string PromptTemplate = SyntheticInstructDataset.CompactTemplate;
 
     /// <summary>The prompt of one record.</summary>
     public static string Prompt(string instruction, string input) =>
