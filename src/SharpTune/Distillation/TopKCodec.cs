@@ -72,7 +72,9 @@ internal static class TopKCodec
             scratch[c] = c == 0 ? 0 : Math.Max(q, scratch[c - 1]);
         }
         // Largest prefix within the bit budget (cost grows with c, so binary search).
-        var budget = format.MaxBytesPerToken * 8L;
+        // One byte per position is kept back for the file's per-sample index, byte alignment and shard header, so a
+        // whole cache stays within MaxBytesPerToken per position for samples of 16 or more tokens.
+        var budget = (format.MaxBytesPerToken - 1) * 8L;
         if (Cost(format, scratch, c).Bits > budget)
         {
             int lo = 1, hi = c;
