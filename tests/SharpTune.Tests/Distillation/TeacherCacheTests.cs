@@ -183,4 +183,36 @@ public sealed class TeacherCacheTests : IDisposable
         var e = Assert.Throws<InvalidOperationException>(() => TeacherCacheWriter.Open(folder, Template(5, 10, 4, dataHash: "x2")));
         Assert.Contains("data_hash x1 vs x2", e.Message);
     }
+
+    [Fact]
+    public void ReadBatch_ShuffledDataLoaderOrder_LinesUpWithEachSample()
+    {
+        // Given samples of different lengths and a cache of them, and a shuffled loader over the same samples
+        var logits = TeacherLogits(6, 10, 8);
+        var folder = Write(Path.Combine(_dir, "s"), Template(6, 10, 10, perShard: 4), logits);
+        var samples = logits.Select(l => new SharpTune.Data.Sample(new int[l.shape[0]], new int[l.shape[0]])).ToArray();
+        var loader = new SharpTune.Data.DataLoader(new ListDataset(samples), batchSize: 3, seed: 5);
+        using var cache = TeacherCache.Open(folder);
+        for (var batch = 0; batch < loader.BatchesPerEpoch; batch++)
+        {
+            // When the cache is read for the loader's batch indices
+            var indices = loader.Indices(1, batch);
+            var sparse = cache.ReadBatch(indices, 9);
+            // Then row b holds sample indices[b]'s teacher (top-1 equals its argmax), padding rows are unused
+            for (var b = 0; b < indices.Count; b++)
+            {
+                var len = logits[indices[b]].shape[0];
+                Assert.Equal(logits[indices[b]].argmax(-1).data<long>().ToArray(), sparse.Indices[b, ..(int)len, 0].data<long>().ToArray());
+                Assert.True(sparse.LogProbs[b, (int)len..].isinf().all().item<bool>());
+            }
+        }
+        Assert.NotEqual([0, 1, 2], loader.Indices(1, 0));
+    }
+
+    private sealed class ListDataset(SharpTune.Data.Sample[] samples) : SharpTune.Data.ISampleDataset
+    {
+        public int Count => samples.Length;
+
+        public SharpTune.Data.Sample this[int index] => samples[index];
+    }
 }
