@@ -101,6 +101,9 @@ public sealed class DataLoader
         return order[start..Math.Min(start + BatchSize, order.Length)];
     }
 
+    /// <summary>Collates <paramref name="samples"/> the way this loader collates its batches (used by sharded views).</summary>
+    public Batch CollateSamples(IReadOnlyList<Sample> samples) => _collate(samples);
+
     /// <summary>Collated batches of <paramref name="epoch"/>, starting at batch <paramref name="startBatch"/> (to resume).</summary>
     public IEnumerable<Batch> Batches(int epoch, int startBatch = 0)
     {
