@@ -11,6 +11,7 @@ using SharpTune.Data;
 using SharpTune.Distillation;
 using SharpTune.Modules;
 using SharpTune.Native;
+using SharpTune.Recipes.Support;
 using SharpTune.Tokenizers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -31,6 +32,9 @@ namespace SharpTune.Recipes;
 [RecipeKey("max_log_ratio", typeof(double), Description = "drop ids this many nats below the top-1 into the tail (default 20)")]
 [RecipeKey("max_bytes_per_token", typeof(int), Description = "per-position byte budget (default 200)")]
 [RecipeKey("samples_per_shard", typeof(int), Description = "samples per atomically written shard (default 256)")]
+[RecipeKey("batch_size", typeof(int), Description = "samples per teacher forward (right-padded; default 8)")]
+[RecipeKey("device", typeof(string), Description = "cpu | cuda")]
+[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16 (teacher weights; log-probs are computed in fp32)")]
 [RecipeKey("threads", typeof(int?), Description = "intra-op threads; null keeps libtorch's default")]
 public sealed class TeacherLogits : IRecipe
 {
@@ -40,6 +44,8 @@ public sealed class TeacherLogits : IRecipe
     private readonly TopKFormat _format;
     private readonly double _temperature;
     private readonly int _samplesPerShard;
+    private readonly int _batchSize;
+    private Device _device = CPU;
     private ITokenizer? _tokenizer;
     private ISampleDataset? _dataset;
     private TransformerDecoder? _teacher;
@@ -53,6 +59,8 @@ public sealed class TeacherLogits : IRecipe
         _outputDir = config.Get<string>("output_dir");
         _temperature = config.Get("temperature", 1.0);
         _samplesPerShard = config.Get("samples_per_shard", 256);
+        _batchSize = config.Get("batch_size", 8);
+        if (_batchSize < 1) throw new ConfigException(config.Find("batch_size")!.Location, "batch_size", $"must be at least 1, got {_batchSize}");
         _format = new TopKFormat(K: config.Get("k", 128), Vocab: 2, LogProbStep: config.Get("log_prob_step", 1.0 / 64),
             MaxLogRatio: config.Get("max_log_ratio", 20.0), MaxBytesPerToken: config.Get("max_bytes_per_token", 200));
         if (!(_temperature > 0)) throw new ConfigException(config.Find("temperature")!.Location, "temperature", $"must be positive, got {_temperature}");
@@ -64,10 +72,12 @@ public sealed class TeacherLogits : IRecipe
     {
         TorchRuntime.EnsureLoaded();
         if (_config.Get<int?>("threads", null) is { } t) TorchRuntime.SetThreads(t);
+        _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
+        var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
         _dataset = _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
-        _teacher = SetupTeacher(out var teacherDir);
-        var vocab = (int)_teacher.Forward(torch.zeros(1, 1, dtype: ScalarType.Int64)).shape[^1];
+        _teacher = SetupTeacher(dtype, out var teacherDir);
+        var vocab = (int)_teacher.VocabSize;
         var format = _format with { Vocab = vocab };
         try { format.Validate(); }
         catch (ArgumentException e) { throw new ConfigException(_config.Find("k")?.Location ?? _config.Find("output_dir")!.Location, "k", e.Message); }
@@ -95,22 +105,23 @@ public sealed class TeacherLogits : IRecipe
         var stopwatch = System.Diagnostics.Stopwatch.StartNew();
         long tokens = 0;
         using var noGrad = torch.no_grad();
-        for (var i = writer.NextSample; i < dataset.Count; i++)
+        for (var first = writer.NextSample; first < dataset.Count; first += _batchSize)
         {
             cancellationToken.ThrowIfCancellationRequested();
             using var scope = torch.NewDisposeScope();
-            var sample = dataset[i];
-            Tensor logits;
-            if (sample.SeqLens is not null && sample.InputPos is not null)
+            var samples = Enumerable.Range(first, Math.Min(_batchSize, dataset.Count - first)).Select(i => dataset[i]).ToArray();
+            // Packs keep their block-causal mask and per-document positions, as in KD; other samples are right-padded,
+            // which a causal teacher never attends to from the real positions.
+            var batch = samples[0].SeqLens is not null && samples[0].InputPos is not null
+                ? Collate.Packed(samples) : Collate.PadSft(samples, _tokenizer!.PadId);
+            var logits = teacher.Forward(batch.Tokens.to(_device), batch.Mask?.to(_device), batch.InputPos?.to(_device)); // [b, s, v]
+            for (var j = 0; j < samples.Length; j++)
             {
-                using var batch = Collate.Packed([sample]); // packs: block-causal mask and per-document positions, as in KD
-                logits = teacher.Forward(batch.Tokens, batch.Mask, batch.InputPos);
+                var len = samples[j].Tokens.Length;
+                writer.AppendLogits(first + j, logits[j, ..len]);                                                        // [len, v]
+                tokens += len;
             }
-            else
-                logits = teacher.Forward(torch.tensor(sample.Tokens.Select(x => (long)x).ToArray()).unsqueeze(0)); // [1, s] -> [1, s, v]
-            writer.AppendLogits(i, logits[0]);                                                            // [s, v]
-            tokens += sample.Tokens.Length;
-            _reporter.Progress("teacher_logits", i + 1, dataset.Count);
+            _reporter.Progress("teacher_logits", first + samples.Length, dataset.Count);
         }
         var manifest = writer.Complete();
         var seconds = stopwatch.Elapsed.TotalSeconds;
@@ -127,11 +138,12 @@ public sealed class TeacherLogits : IRecipe
     /// <inheritdoc/>
     public void Cleanup() => _teacher?.Dispose();
 
-    private TransformerDecoder SetupTeacher(out string checkpointDir)
+    private TransformerDecoder SetupTeacher(ScalarType dtype, out string checkpointDir)
     {
         var checkpointer = _config.Instantiate<HfCheckpointer>("teacher_checkpointer");
-        var teacher = _config.Instantiate<TransformerDecoder>("teacher_model");
-        checkpointer.LoadInto(teacher);
+        var teacher = RecipeRuntime.BuildModel(_config, "teacher_model", _device, dtype);
+        checkpointer.LoadInto(teacher, strict: true, convertDtype: true);
+        foreach (var p in teacher.parameters()) p.requires_grad = false;
         teacher.eval();
         checkpointDir = checkpointer.CheckpointDir;
         return teacher;

@@ -48,6 +48,7 @@ public sealed class TeacherLogitsRecipeTests : IDisposable
             k: 8
             temperature: 2.0
             samples_per_shard: 2
+            batch_size: 3             # right-padded batches of samples of different lengths
             threads: 1
             """);
         return (config, data, teacherDir);
