@@ -10,6 +10,7 @@ using System.Diagnostics;
 using SharpTune.Checkpointing;
 using SharpTune.Config;
 using SharpTune.Data;
+using SharpTune.Distillation;
 using SharpTune.Losses;
 using SharpTune.Modules;
 using SharpTune.Native;
@@ -28,10 +29,11 @@ namespace SharpTune.Recipes;
 [Recipe("knowledge_distillation_single_device", Description = "Distil a frozen teacher into a LoRA or fully trained student (1 device)")]
 [RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
-[RecipeKey("teacher_model", typeof(TransformerDecoder), Required = true, Description = "the teacher architecture")]
+[RecipeKey("teacher_model", typeof(TransformerDecoder), Description = "the teacher architecture (unless teacher.cache is set)")]
+[RecipeKey("teacher", typeof(TeacherSource), Description = "{cache: <dir>}: read the teacher's top-k log-probs from a teacher_logits cache instead of running a teacher")]
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
-[RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Required = true, Description = "teacher weights (HF folder)")]
+[RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Description = "teacher weights (HF folder; unless teacher.cache is set)")]
 [RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
 [RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
 [RecipeKey("save_adapter_weights_only", typeof(bool), Description = "LoRA: save only the adapter, not merged weights")]
@@ -82,6 +84,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private long _seed;
     private TransformerDecoder? _model;
     private TransformerDecoder? _teacher;
+    private TeacherCache? _teacherCache;
+    private readonly string? _cacheDir;
     private ITokenizer? _tokenizer;
     private HfCheckpointer? _checkpointer;
     private ISampleDataset? _dataset;
@@ -122,6 +126,12 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _logPeakMemory = config.Get("log_peak_memory_stats", true);
         _loggerOptions = config.Get("metric_logger", new MetricLoggerOptions());
         _configuredSeed = config.Get<long?>("seed", null);
+        _cacheDir = config.Has("teacher") && config.Find("teacher")!.Kind != ConfigNodeKind.Null ? config.Get<TeacherSource>("teacher").Cache : null;
+        var hasModel = config.Has("teacher_model") && config.Find("teacher_model")!.Kind != ConfigNodeKind.Null;
+        var hasCheckpointer = config.Has("teacher_checkpointer") && config.Find("teacher_checkpointer")!.Kind != ConfigNodeKind.Null;
+        Check(_cacheDir is null ? hasModel && hasCheckpointer : !hasModel && !hasCheckpointer, _cacheDir is null ? "teacher_model" : "teacher",
+            _cacheDir is null ? "set teacher_model and teacher_checkpointer, or teacher: {cache: <dir>}"
+                : "teacher.cache replaces teacher_model and teacher_checkpointer: remove them (or set them to null)");
         Check(_batchSize >= 1, "batch_size", $"must be at least 1, got {_batchSize}");
         Check(_epochs >= 1, "epochs", $"must be at least 1, got {_epochs}");
         Check(_gradientAccumulationSteps >= 1, "gradient_accumulation_steps", $"must be at least 1, got {_gradientAccumulationSteps}");
@@ -146,10 +156,18 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
         _model = SetupModel(dtype);
-        _teacher = SetupTeacher(dtype);
         SetupLoss();
-        CheckCompatibility();
-        _dataset = SetupData();
+        if (_cacheDir is null)
+        {
+            _teacher = SetupTeacher(dtype);
+            CheckCompatibility();
+            _dataset = SetupData();
+        }
+        else
+        {
+            _dataset = SetupData();
+            _teacherCache = SetupTeacherCache(_cacheDir);
+        }
 
         var trainable = Optimizers.TrainableParameters(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
@@ -166,19 +184,18 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         if (_resume) Resume();
         SetupLogging();
         _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
-                       $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen); seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs");
+                       (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen)") + $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs");
     }
 
     /// <inheritdoc/>
     public void Train(CancellationToken cancellationToken)
     {
         var model = _model!;
-        var teacher = _teacher!;
         var totalSteps = (long)_epochs * _stepsPerEpoch;
         var padId = _tokenizer!.PadId;
         var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId);
         model.train();
-        teacher.eval();
+        _teacher?.eval();
         for (var epoch = _epochsRun; epoch < _epochs; epoch++)
         {
             var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
@@ -192,7 +209,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 using (var scope = NewDisposeScope())
                 {
                     var batch = Collated(loader.Samples(epoch, b));
-                    var (sum, cls, kd, count) = LossStep(batch);
+                    var (sum, cls, kd, count) = LossStep(batch, loader.Indices(epoch, b));
                     _accumulator!.Backward(sum, count);
                     classSum += cls;
                     kdSum += kd;
@@ -240,6 +257,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _metrics?.Dispose();
         _model?.Dispose();
         _teacher?.Dispose();
+        _teacherCache?.Dispose();
         _optimizer?.Dispose();
     }
 
@@ -266,6 +284,25 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         teacher.eval();
         _reporter.Info($"teacher loaded from {checkpointer.CheckpointDir} (frozen, eval mode)");
         return teacher;
+    }
+
+    // The offline teacher: a teacher_logits cache made from exactly this run's tokenized dataset (same data hash) for
+    // the student's vocabulary at the KD loss's temperature, read by dataset index in the loader's shuffled order.
+    private TeacherCache SetupTeacherCache(string dir)
+    {
+        if (_kdLoss is null || _kdLoss.Options.Kind != DivergenceKind.ForwardKl)
+            throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
+                "a teacher cache holds top-k log-probs, which only forward KL (a chunked/plain KdLoss with divergence forward_kl) can use");
+        var cache = TeacherCache.Open(dir, ContentHash.OfDataset(_dataset!), (int)_model!.VocabSize);
+        if (Math.Abs(cache.Manifest.Temperature - _kdLoss.Options.Temperature) > 1e-9)
+        {
+            cache.Dispose();
+            throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
+                $"temperature {_kdLoss.Options.Temperature} but the teacher cache {dir} holds log-probs at temperature {cache.Manifest.Temperature}");
+        }
+        _reporter.Info($"teacher cache {dir}: {cache.Manifest.TeacherId}, k {cache.K}, {cache.Manifest.Tokens:N0} tokens, " +
+                       $"{(double)cache.Manifest.Bytes / Math.Max(1, cache.Manifest.Tokens):F1} bytes/token, missing mass {_kdLoss.MissingMass}");
+        return cache;
     }
 
     // The class loss and the KD loss: both chunked/plain, or one fused-linear KD loss computing both.
@@ -337,11 +374,21 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
 
     // One micro-batch: the weighted SUM of class and KD losses over its valid tokens (normalised later, once per
     // step), plus the detached class and KD sums and the token count for logging.
-    private (Tensor Sum, double ClassSum, double KdSum, long Count) LossStep(Batch batch)
+    private (Tensor Sum, double ClassSum, double KdSum, long Count) LossStep(Batch batch, IReadOnlyList<int> sampleIndices)
     {
         var model = _model!;
-        var teacher = _teacher!;
         var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
+        if (_teacherCache is { } cache)
+        {
+            var logits = RecipeRuntime.Logits(model, hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
+            var sparse = cache.ReadBatch(sampleIndices, (int)batch.Tokens.shape[1]);      // [b, s, k] ids and log-probs
+            sparse = new SparseTeacher(sparse.Indices.to(_device), sparse.LogProbs.to(_device));
+            var whole = logits.Count == 1 ? logits[0] : torch.cat(logits, 1);            // [b, s, v]
+            var clsSum = _classLoss.NumOutputChunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
+            var kdSum = _kdLoss!.Sum(whole, sparse, batch.Labels);
+            return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum.Sum, clsSum.Sum.item<float>(), kdSum.Sum.item<float>(), clsSum.Count.item<long>());
+        }
+        var teacher = _teacher!;
         if (_fusedLoss is { } fused)
         {
             TeacherOutput teacherOut;
@@ -455,3 +502,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         if (!ok) throw new ConfigException(_config.Find(key)?.Location ?? new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), key, message);
     }
 }
+
+/// <summary>The <c>teacher:</c> map of the KD config.</summary>
+/// <param name="Cache">A teacher cache folder written by the <c>teacher_logits</c> recipe.</param>
+public sealed record TeacherSource(string? Cache = null);
