@@ -173,6 +173,21 @@ public sealed class SingleProcessTests
         Assert.Contains("boom", reported[0]);
     }
 
+    [Fact]
+    public void Current_InsideAndAfterRun_IsTheRunsContextThenNull()
+    {
+        DistributedContext? seen = null;
+        var local = DistributedContext.CurrentOrLocal;
+
+        var code = DistributedContext.Run(ctx => { seen = DistributedContext.Current; return ReferenceEquals(ctx, DistributedContext.CurrentOrLocal) ? 0 : 2; },
+            _ => { }, new DistributedOptions { ThreadsPerRank = torch.get_num_threads() });
+
+        Assert.Equal(0, code);
+        Assert.NotNull(seen);
+        Assert.Null(DistributedContext.Current);
+        Assert.Equal((0, 1, false), (local.Rank, local.WorldSize, local.UsesMpi));
+    }
+
     [Theory]
     [InlineData("sgd", 0.4)]
     [InlineData("adamw", null)]
