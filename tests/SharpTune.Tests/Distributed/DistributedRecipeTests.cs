@@ -1,5 +1,5 @@
 // The distributed recipes end to end: `mpirun -np 2 sharptune run knowledge_distillation_distributed` on the tiny
-// config against the one-process recipe on the same global batches (the reference we compare to is the plain
+// config (and lora_finetune_distributed on the tiny LoRA config) against the one-process recipe on the same global batches (the reference we compare to is the plain
 // single-device run, in-process), resume of a 2-rank run on 1 process, rank-0-only writes, and a rank failing at
 // setup ending the whole job with its error. Skipped with a clear message where mpirun is absent.
 using SharpTune.Checkpointing;
@@ -85,7 +85,27 @@ public sealed class DistributedRecipeTests
         Assert.False(Directory.Exists(Path.Combine(tmp.Path, "dist", "epoch_0")), "no checkpoint may be written by an aborted job");
     }
 
-    private static void AssertSameWeights(string expectedFolder, string actualFolder, string what)
+    [MpiFact]
+    public void LoraFinetune_TwoRanks_EqualsOneProcessRun()
+    {
+        using var tmp = new Checkpointing.TempDir();
+        var baseModel = RecipeRunner.TrainTeacher(tmp.Path, steps: 1);
+        string[] Overrides(string name) =>
+            [.. RecipeRunner.Fast, $"output_dir={tmp.Path}/{name}", $"checkpointer.checkpoint_dir={baseModel}", "max_steps_per_epoch=4"];
+        RecipeRunner.Run("lora_finetune_single_device", "tiny/lora_single_device", Overrides("reference"));
+
+        var job = MpiLauncher.RunRaw(Generous, ["-np", "2", "dotnet", CliDll, "run", "lora_finetune_distributed", "--config", "tiny/lora_distributed", .. Overrides("dist")]);
+
+        Assert.True(job.ExitCode == 0, job.Output);
+        var reference = RecipeRunner.Log(Path.Combine(tmp.Path, "reference"));
+        var dist = RecipeRunner.Log(Path.Combine(tmp.Path, "dist"));
+        Assert.Equal(reference.Count, dist.Count);
+        for (var i = 0; i < dist.Count; i++)
+            Assert.True(Math.Abs(dist[i]["loss"] - reference[i]["loss"]) < 1e-6, $"step {i + 1}: 2 ranks {dist[i]["loss"]} vs 1 process {reference[i]["loss"]}");
+        AssertSameWeights(Path.Combine(tmp.Path, "reference", "epoch_0"), Path.Combine(tmp.Path, "dist", "epoch_0"), "LoRA merged weights", untrainedFolder: baseModel);
+    }
+
+    private static void AssertSameWeights(string expectedFolder, string actualFolder, string what, string? untrainedFolder = null)
     {
         using var scope = NewDisposeScope();
         using var expected = SafetensorsFile.Open(Path.Combine(expectedFolder, "model.safetensors"));
@@ -95,7 +115,7 @@ public sealed class DistributedRecipeTests
         foreach (var key in expected.Keys)
             worst = Math.Max(worst, (expected.Load(key) - actual.Load(key)).abs().max().item<float>());
         Assert.True(worst < 1e-6, $"{what}: max |w - w_reference| = {worst:E2}");
-        using var untrained = SafetensorsFile.Open(Path.Combine(Path.GetDirectoryName(actualFolder)! + "_init", "model.safetensors"));
+        using var untrained = SafetensorsFile.Open(Path.Combine(untrainedFolder ?? Path.GetDirectoryName(actualFolder)! + "_init", "model.safetensors"));
         var moved = expected.Keys.Max(k => (expected.Load(k) - untrained.Load(k)).abs().max().item<float>());
         Assert.True(moved > 1e-4, $"{what}: training must move the weights (moved {moved:E2})");
     }
