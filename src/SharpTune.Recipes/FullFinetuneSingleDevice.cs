@@ -2,11 +2,16 @@
 // contributes the SUM of its per-token cross-entropies; the gradients of an optimizer step are divided once by the
 // step's valid tokens, so k micro-batches give exactly the update of one batch of the same tokens. Checkpoints hold
 // the model in HF layout. With random_init_checkpoint it also trains from scratch (the tiny configs' teacher).
-// Lifecycle and keys follow torchtune recipes/full_finetune_single_device.py and its configs.
+// Under mpirun (`full_finetune_distributed`) the same code is a data-parallel job: rank 0's weights are broadcast, each rank
+// runs its slice of every global batch, the gradients are summed in one flat buffer and divided by the GLOBAL
+// valid-token count (DataParallelGradients), clipped on the global norm, logged losses are global means, and only
+// rank 0 writes (docs/distributed.md).
+// Lifecycle and keys follow torchtune recipes/full_finetune_single_device.py and full_finetune_distributed.py and their configs.
 using System.Diagnostics;
 using SharpTune.Checkpointing;
 using SharpTune.Config;
 using SharpTune.Data;
+using SharpTune.Distributed;
 using SharpTune.Losses;
 using SharpTune.Modules;
 using SharpTune.Native;
@@ -23,6 +28,7 @@ namespace SharpTune.Recipes;
 /// <summary>Full fine-tuning on one device.</summary>
 /// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
 [Recipe("full_finetune_single_device", Description = "Full fine-tune of every weight of a decoder on one device")]
+[Recipe("full_finetune_distributed", Description = "Full fine-tune of every weight of a decoder, data-parallel over MPI ranks (mpirun -np N)")]
 [RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "a base (non-LoRA) builder")]
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
@@ -32,7 +38,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
 [RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved)")]
 [RecipeKey("shuffle", typeof(bool))]
-[RecipeKey("batch_size", typeof(int), Required = true)]
+[RecipeKey("batch_size", typeof(int), Required = true, Description = "the GLOBAL batch: under mpirun each rank takes its slice")]
 [RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
 [RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
 [RecipeKey("loss", typeof(object), Required = true, Description = "CEWithChunkedOutputLoss, CrossEntropyLoss or LinearCrossEntropyLoss")]
@@ -43,7 +49,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
 [RecipeKey("device", typeof(string), Description = "cpu | cuda")]
 [RecipeKey("dtype", typeof(string), Description = "fp32 | bf16")]
-[RecipeKey("threads", typeof(int?), Description = "intra-op threads (fix it for bit-reproducible CPU runs)")]
+[RecipeKey("threads", typeof(int?), Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
 [RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute layer activations in backward")]
 [RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
 [RecipeKey("log_every_n_steps", typeof(int))]
@@ -68,6 +74,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private readonly MetricLoggerOptions _loggerOptions;
     private readonly long? _configuredSeed;
 
+    private DistributedContext _dist = DistributedContext.CurrentOrLocal;
     private Device _device = CPU;
     private long _seed;
     private TransformerDecoder? _model;
@@ -76,7 +83,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private ISampleDataset? _dataset;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
-    private GradientAccumulator? _accumulator;
+    private DataParallelGradients? _accumulator;
     private CrossEntropyLoss? _classLoss;
     private FusedLinearCrossEntropyLoss? _fusedLoss;
     private IMetricLogger? _metrics;
@@ -124,8 +131,12 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
-        Directory.CreateDirectory(_outputDir);
-        _config.Save(Path.Combine(_outputDir, "sharptune_config.yaml"));
+        _dist = DistributedContext.CurrentOrLocal;
+        _dist.OnMain(() =>
+        {
+            Directory.CreateDirectory(_outputDir);
+            _config.Save(Path.Combine(_outputDir, "sharptune_config.yaml"));
+        });
 
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
@@ -138,7 +149,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
 
         var trainable = Optimizers.TrainableParameters(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = new GradientAccumulator(trainable, _clipGradNorm);
+        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
         var batches = _dataset.Count / _batchSize;
         _stepsPerEpoch = batches / _gradientAccumulationSteps;
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
@@ -151,7 +162,8 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         if (_resume) Resume();
         SetupLogging();
         _reporter.Info($"model: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
-                       $"seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs");
+                       $"seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
+                       (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
     }
 
     /// <inheritdoc/>
@@ -160,7 +172,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         var model = _model!;
         var totalSteps = (long)_epochs * _stepsPerEpoch;
         var padId = _tokenizer!.PadId;
-        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId);
+        var loader = new ShardedDataLoader(new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId), _dist.Rank, _dist.WorldSize);
         model.train();
         for (var epoch = _epochsRun; epoch < _epochs; epoch++)
         {
@@ -183,7 +195,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                 AccumulatedStep result;
                 using (NewDisposeScope()) // the norm/clip and optimizer temporaries are freed now, not by the GC later
                 {
-                    result = _accumulator!.Finish(computeNorm: true);
+                    result = _accumulator!.Finish(computeNorm: true); // collective: global gradients, loss, norm
                     _optimizer!.step();
                     _optimizer.zero_grad();
                     _scheduler?.Step();
@@ -192,6 +204,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                 _stepsRun++;
                 RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
+                stepTokens = _dist.AllReduceSum(stepTokens); // global tokens of the step
                 _totalTokens += stepTokens;
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
                     Log(result, stepTokens / Math.Max(1e-9, watch.Elapsed.TotalSeconds));
@@ -199,13 +212,17 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                 stepTokens = 0;
                 watch.Restart();
                 if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
-                    Save(CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                {
+                    var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                    _dist.OnMain(() => Save(tag, e, position));
+                }
             }
-            Save(CheckpointTag.Epoch(epoch), epoch + 1, 0);
+            var epochsRun = epoch + 1;
+            _dist.OnMain(() => Save(CheckpointTag.Epoch(epochsRun - 1), epochsRun, 0));
         }
         _metrics?.Dispose();
         _metrics = null;
-        if (_jsonlPath is not null && File.Exists(_jsonlPath))
+        if (_dist.IsMain && _jsonlPath is not null && File.Exists(_jsonlPath))
         {
             var png = Path.Combine(_outputDir, "loss_curves.png");
             var drawn = LossCurves.Plot(_jsonlPath, png);
@@ -224,13 +241,17 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
-        if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
-            _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
-        RecipeCheckpoints.LoadBase(model, _checkpointer);
+        _dist.OnMain(() =>
+        {
+            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+                _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
+        });
+        RecipeCheckpoints.LoadBase(model, _checkpointer!);
+        _dist.BroadcastModule(model); // rank 0's weights everywhere (LoRA adapters start from each rank's own random init)
         if (RecipeCheckpoints.IsLora(model))
             throw new ConfigException(_config.Find("model")!.Location, "model",
                 "full_finetune_single_device trains every weight: use a base builder, or lora_finetune_single_device for a lora_* model");
-        _reporter.Info($"model loaded from {_checkpointer.CheckpointDir}");
+        _reporter.Info($"model loaded from {_checkpointer!.CheckpointDir}");
         return model;
     }
 
@@ -329,6 +350,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
 
     private void SetupLogging()
     {
+        if (!_dist.IsMain) return; // only rank 0 writes logs
         var logDir = _loggerOptions.LogDir ?? Path.Combine(_outputDir, "logs");
         var loggers = new List<IMetricLogger>();
         if (_loggerOptions.Jsonl)

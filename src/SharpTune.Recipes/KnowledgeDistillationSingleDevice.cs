@@ -5,12 +5,18 @@
 // micro-batches of an optimizer step are backpropagated and the gradients divided ONCE by the step's valid tokens.
 // torchtune's KD recipe backprops per-micro-batch means and divides again by the token count (double
 // normalisation); we do not reproduce that: k micro-batches give exactly the update of one batch of the same tokens.
-// Lifecycle and keys follow torchtune recipes/knowledge_distillation_single_device.py and its configs.
+// Under mpirun (`knowledge_distillation_distributed`) the same code is a data-parallel job: rank 0's student weights are
+// broadcast, each rank runs student and teacher on its slice of every global batch, the gradients are summed in one
+// flat buffer and divided by the GLOBAL valid-token count (DataParallelGradients), clipped on the global norm, logged
+// losses are global means, and only rank 0 writes (docs/distributed.md).
+// Lifecycle and keys follow torchtune recipes/knowledge_distillation_single_device.py and
+// knowledge_distillation_distributed.py and their configs.
 using System.Diagnostics;
 using SharpTune.Checkpointing;
 using SharpTune.Config;
 using SharpTune.Data;
 using SharpTune.Distillation;
+using SharpTune.Distributed;
 using SharpTune.Losses;
 using SharpTune.Modules;
 using SharpTune.Native;
@@ -27,6 +33,7 @@ namespace SharpTune.Recipes;
 /// <summary>Knowledge distillation from a frozen teacher into a LoRA or fully trained student, one device.</summary>
 /// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
 [Recipe("knowledge_distillation_single_device", Description = "Distil a frozen teacher into a LoRA or fully trained student (1 device)")]
+[Recipe("knowledge_distillation_distributed", Description = "Distil a frozen teacher into a student, data-parallel over MPI ranks (mpirun -np N)")]
 [RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
 [RecipeKey("teacher_model", typeof(TransformerDecoder), Description = "the teacher architecture (unless teacher.cache is set)")]
@@ -40,7 +47,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
 [RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved)")]
 [RecipeKey("shuffle", typeof(bool))]
-[RecipeKey("batch_size", typeof(int), Required = true)]
+[RecipeKey("batch_size", typeof(int), Required = true, Description = "the GLOBAL batch: under mpirun each rank takes its slice")]
 [RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
 [RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
 [RecipeKey("loss", typeof(object), Required = true, Description = "class loss: CEWithChunkedOutputLoss, CrossEntropyLoss, LinearCrossEntropyLoss")]
@@ -53,7 +60,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
 [RecipeKey("device", typeof(string), Description = "cpu | cuda")]
 [RecipeKey("dtype", typeof(string), Description = "fp32 | bf16")]
-[RecipeKey("threads", typeof(int?), Description = "intra-op threads (fix it for bit-reproducible CPU runs)")]
+[RecipeKey("threads", typeof(int?), Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
 [RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute student layer activations in backward")]
 [RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
 [RecipeKey("log_every_n_steps", typeof(int))]
@@ -80,6 +87,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private readonly MetricLoggerOptions _loggerOptions;
     private readonly long? _configuredSeed;
 
+    private DistributedContext _dist = DistributedContext.CurrentOrLocal;
     private Device _device = CPU;
     private long _seed;
     private TransformerDecoder? _model;
@@ -91,7 +99,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private ISampleDataset? _dataset;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
-    private GradientAccumulator? _accumulator;
+    private DataParallelGradients? _accumulator;
     private CrossEntropyLoss? _classLoss;
     private KdLoss? _kdLoss;
     private FusedLinearDistillationLoss? _fusedLoss;
@@ -150,8 +158,12 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
-        Directory.CreateDirectory(_outputDir);
-        _config.Save(Path.Combine(_outputDir, "sharptune_config.yaml"));
+        _dist = DistributedContext.CurrentOrLocal;
+        _dist.OnMain(() =>
+        {
+            Directory.CreateDirectory(_outputDir);
+            _config.Save(Path.Combine(_outputDir, "sharptune_config.yaml"));
+        });
 
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
@@ -171,7 +183,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
 
         var trainable = Optimizers.TrainableParameters(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = new GradientAccumulator(trainable, _clipGradNorm);
+        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
         var batches = _dataset.Count / _batchSize;
         _stepsPerEpoch = batches / _gradientAccumulationSteps;
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
@@ -184,7 +196,9 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         if (_resume) Resume();
         SetupLogging();
         _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
-                       (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen)") + $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs");
+                       (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen)") +
+                       $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
+                       (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
     }
 
     /// <inheritdoc/>
@@ -193,7 +207,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         var model = _model!;
         var totalSteps = (long)_epochs * _stepsPerEpoch;
         var padId = _tokenizer!.PadId;
-        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId);
+        var loader = new ShardedDataLoader(new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId), _dist.Rank, _dist.WorldSize);
         model.train();
         _teacher?.eval();
         for (var epoch = _epochsRun; epoch < _epochs; epoch++)
@@ -220,7 +234,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 AccumulatedStep result;
                 using (NewDisposeScope()) // the norm/clip and optimizer temporaries are freed now, not by the GC later
                 {
-                    result = _accumulator!.Finish(computeNorm: true);
+                    result = _accumulator!.Finish(computeNorm: true); // collective: global gradients, loss, norm
                     _optimizer!.step();
                     _optimizer.zero_grad();
                     _scheduler?.Step();
@@ -229,6 +243,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 _stepsRun++;
                 RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
+                var global = _dist.AllReduceSum(classSum, kdSum, stepTokens); // logged losses are global means
+                (classSum, kdSum, stepTokens) = (global[0], global[1], (long)Math.Round(global[2]));
                 _totalTokens += stepTokens;
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
                     Log(result, classSum / Math.Max(1, stepTokens), kdSum / Math.Max(1, stepTokens), stepTokens / Math.Max(1e-9, watch.Elapsed.TotalSeconds));
@@ -237,13 +253,17 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 stepTokens = 0;
                 watch.Restart();
                 if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
-                    Save(CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                {
+                    var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                    _dist.OnMain(() => Save(tag, e, position));
+                }
             }
-            Save(CheckpointTag.Epoch(epoch), epoch + 1, 0);
+            var epochsRun = epoch + 1;
+            _dist.OnMain(() => Save(CheckpointTag.Epoch(epochsRun - 1), epochsRun, 0));
         }
         _metrics?.Dispose();
         _metrics = null;
-        if (_jsonlPath is not null && File.Exists(_jsonlPath))
+        if (_dist.IsMain && _jsonlPath is not null && File.Exists(_jsonlPath))
         {
             var png = Path.Combine(_outputDir, "loss_curves.png");
             var drawn = LossCurves.Plot(_jsonlPath, png);
@@ -264,10 +284,14 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
-        if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
-            _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
-        RecipeCheckpoints.LoadBase(model, _checkpointer);
-        _reporter.Info($"student loaded from {_checkpointer.CheckpointDir} ({(RecipeCheckpoints.IsLora(model) ? "LoRA" : "full fine-tune")})");
+        _dist.OnMain(() =>
+        {
+            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+                _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
+        });
+        RecipeCheckpoints.LoadBase(model, _checkpointer!);
+        _dist.BroadcastModule(model); // rank 0's weights everywhere (LoRA adapters start from each rank's own random init)
+        _reporter.Info($"student loaded from {_checkpointer!.CheckpointDir} ({(RecipeCheckpoints.IsLora(model) ? "LoRA" : "full fine-tune")})");
         return model;
     }
 
@@ -484,6 +508,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
 
     private void SetupLogging()
     {
+        if (!_dist.IsMain) return; // only rank 0 writes logs
         var logDir = _loggerOptions.LogDir ?? Path.Combine(_outputDir, "logs");
         var loggers = new List<IMetricLogger>();
         if (_loggerOptions.Jsonl)

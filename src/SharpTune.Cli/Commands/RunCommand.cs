@@ -1,6 +1,8 @@
 // `sharptune run <recipe> --config <name-or-path> [key=value ...]`: validates the config for the recipe first
-// (every problem printed, nothing run, nothing written when invalid), then Setup -> Train -> Cleanup.
+// (every problem printed, nothing run, nothing written when invalid), then Setup -> Train -> Cleanup. Under mpirun the
+// run is wrapped in DistributedContext.Run: one data-parallel job, aborted as a whole when any rank fails.
 using System.ComponentModel;
+using SharpTune.Distributed;
 using SharpTune.Recipes;
 using Spectre.Console.Cli;
 
@@ -43,7 +45,30 @@ internal sealed class RunCommand(CliServices services) : Command<RunCommand.Sett
             return 1;
         }
         var reporter = new ConsoleReporter(services);
-        reporter.RunWithProgress(() => RecipeRegistry.Run(recipe, result.Config!, reporter, cancellationToken));
-        return 0;
+        if (Mpi.LauncherEnvironment() is null)
+        {
+            // Plain one-process run: errors propagate to the CLI's usual handling.
+            reporter.RunWithProgress(() => RecipeRegistry.Run(recipe, result.Config!, reporter, cancellationToken));
+            return 0;
+        }
+        // Under mpirun: every rank runs the recipe inside the job; a failing rank reports its error and MPI_Abort ends
+        // the whole job (the others would otherwise wait in a collective for ever). Only rank 0 reports.
+        var options = new DistributedOptions { ThreadsPerRank = result.Config!.Get<int?>("threads", null) };
+        return DistributedContext.Run(ctx =>
+        {
+            if (ctx.IsMain) reporter.RunWithProgress(() => RecipeRegistry.Run(recipe, result.Config!, reporter, cancellationToken));
+            else RecipeRegistry.Run(recipe, result.Config!, SilentReporter.Instance, cancellationToken);
+            return 0;
+        }, services.WriteErrLine, options);
+    }
+
+    // What ranks other than 0 report: nothing (rank 0 says the same; a failure is reported by DistributedContext.Run).
+    private sealed class SilentReporter : IRecipeReporter
+    {
+        public static readonly SilentReporter Instance = new();
+        public void Info(string message) { }
+        public void Warning(string message) { }
+        public void Metrics(long step, IReadOnlyDictionary<string, double> values) { }
+        public void Progress(string stage, long completed, long total) { }
     }
 }

@@ -5,8 +5,12 @@ using SharpTune.Config;
 
 namespace SharpTune.Recipes;
 
-/// <summary>Marks a sealed <see cref="IRecipe"/> class as the recipe <see cref="Name"/>.</summary>
-[AttributeUsage(AttributeTargets.Class, AllowMultiple = false, Inherited = false)]
+/// <summary>
+/// Marks a sealed <see cref="IRecipe"/> class as the recipe <see cref="Name"/>. A class may carry several (the
+/// single-device recipes are also registered under their <c>*_distributed</c> names: one code path, which is a
+/// data-parallel job under mpirun and a plain one-process run otherwise).
+/// </summary>
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = true, Inherited = false)]
 public sealed class RecipeAttribute(string name) : Attribute
 {
     /// <summary>The name used on the command line (<c>knowledge_distillation_single_device</c>).</summary>

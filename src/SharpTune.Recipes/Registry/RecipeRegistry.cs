@@ -53,16 +53,17 @@ public sealed class RecipeRegistry
         var errors = new List<string>();
         foreach (var type in assemblies.Distinct().SelectMany(a => a.GetTypes()))
         {
-            var attr = type.GetCustomAttribute<RecipeAttribute>();
-            if (attr is null) continue;
-            if (!type.IsSealed || !typeof(IRecipe).IsAssignableFrom(type) || FindConstructor(type) is null)
-                errors.Add($"recipe '{attr.Name}' ({type.FullName}) must be a sealed class implementing IRecipe with a public constructor (SharpTuneConfig, IRecipeReporter)");
-            else if (recipes.TryGetValue(attr.Name, out var other))
-                errors.Add($"recipe name '{attr.Name}' is used by both {other.Type.FullName} and {type.FullName}");
-            else
+            foreach (var attr in type.GetCustomAttributes<RecipeAttribute>())
             {
-                var keys = type.GetCustomAttributes<RecipeKeyAttribute>().Select(k => k.ToSpec()).ToList();
-                recipes[attr.Name] = new RecipeInfo(attr.Name, type, attr.Description, keys.Count == 0 ? null : keys);
+                if (!type.IsSealed || !typeof(IRecipe).IsAssignableFrom(type) || FindConstructor(type) is null)
+                    errors.Add($"recipe '{attr.Name}' ({type.FullName}) must be a sealed class implementing IRecipe with a public constructor (SharpTuneConfig, IRecipeReporter)");
+                else if (recipes.TryGetValue(attr.Name, out var other))
+                    errors.Add($"recipe name '{attr.Name}' is used by both {other.Type.FullName} and {type.FullName}");
+                else
+                {
+                    var keys = type.GetCustomAttributes<RecipeKeyAttribute>().Select(k => k.ToSpec()).ToList();
+                    recipes[attr.Name] = new RecipeInfo(attr.Name, type, attr.Description, keys.Count == 0 ? null : keys);
+                }
             }
         }
         if (errors.Count > 0) throw new InvalidOperationException(string.Join(Environment.NewLine, errors));

@@ -49,10 +49,22 @@ public sealed class DistributedContext : IDisposable
     /// <summary>True when MPI is in use (started under an MPI launcher, even with one rank).</summary>
     public bool UsesMpi { get; }
 
+    /// <summary>
+    /// The context of the job this process runs in: set by <see cref="Run"/> for the duration of its body, so that
+    /// code started from it (a recipe run by the CLI) joins the job; null outside <see cref="Run"/>.
+    /// </summary>
+    public static DistributedContext? Current { get; private set; }
+
+    /// <summary>
+    /// <see cref="Current"/>, or a one-process group (rank 0 of 1, no MPI, thread count left as it is) when no job
+    /// is running: what a recipe uses, so the same code is a plain run without mpirun.
+    /// </summary>
+    public static DistributedContext CurrentOrLocal => Current ?? new DistributedContext(0, 1, 1, usesMpi: false, threads: 0);
+
     /// <summary>True on rank 0, the rank that writes checkpoints, logs and reports.</summary>
     public bool IsMain => Rank == 0;
 
-    /// <summary>The libtorch thread count this rank was set to.</summary>
+    /// <summary>The libtorch thread count this rank was set to (0: not set by this context).</summary>
     public int Threads { get; }
 
     /// <summary>
@@ -124,14 +136,17 @@ public sealed class DistributedContext : IDisposable
         int code;
         try
         {
+            Current = context;
             code = body(context);
         }
         catch (Exception e)
         {
+            Current = null;
             reportError($"rank {context.Rank} of {context.WorldSize} failed: {e}");
             context.Abort(1);
             return 1;
         }
+        Current = null;
         if (code != 0 && context.UsesMpi)
         {
             reportError($"rank {context.Rank} of {context.WorldSize} exited with code {code}");

@@ -77,6 +77,12 @@ public sealed class ShardedDataLoader
     /// <summary>This rank's samples of global batch <paramref name="batch"/> of <paramref name="epoch"/>.</summary>
     public IReadOnlyList<Sample> Samples(int epoch, int batch) => Sharding.Shard(_loader.Samples(epoch, batch), Rank, WorldSize);
 
+    /// <summary>
+    /// Dataset indices of this rank's samples of global batch <paramref name="batch"/>, in the order of
+    /// <see cref="Samples"/> (what keys an offline teacher cache to the rank's rows).
+    /// </summary>
+    public IReadOnlyList<int> Indices(int epoch, int batch) => Sharding.Shard(_loader.Indices(epoch, batch).ToArray(), Rank, WorldSize);
+
     /// <summary>This rank's collated shards of the global batches of <paramref name="epoch"/>, from <paramref name="startBatch"/>.</summary>
     public IEnumerable<Batch> Batches(int epoch, int startBatch = 0)
     {

@@ -33,10 +33,29 @@ internal static class MpiLauncher
     }
 
     /// <summary>Runs a job to completion (killed after <paramref name="timeout"/>).</summary>
-    public static MpiJob Run(int ranks, TimeSpan timeout, params string[] args)
+    public static MpiJob Run(int ranks, TimeSpan timeout, params string[] args) => Wait(Start(ranks, args), timeout, args);
+
+    /// <summary>
+    /// Runs <c>mpirun [the test flags] <paramref name="mpirunArgs"/></c> to completion: any program, and MPMD
+    /// (<c>-np 1 prog a : -np 1 prog b</c>) launches where ranks get different arguments.
+    /// </summary>
+    public static MpiJob RunRaw(TimeSpan timeout, params string[] mpirunArgs)
+    {
+        var start = new ProcessStartInfo(MpiRun ?? throw new InvalidOperationException("mpirun not found"))
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in new[] { "--oversubscribe", "--allow-run-as-root", "--bind-to", "none" }) start.ArgumentList.Add(a);
+        foreach (var a in mpirunArgs) start.ArgumentList.Add(a);
+        return Wait(Process.Start(start) ?? throw new InvalidOperationException("mpirun did not start"), timeout, mpirunArgs);
+    }
+
+    private static MpiJob Wait(Process started, TimeSpan timeout, string[] args)
     {
         var clock = Stopwatch.StartNew();
-        using var p = Start(ranks, args);
+        using var p = started;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         if (!p.WaitForExit(timeout))

@@ -85,6 +85,27 @@ public sealed class SingleProcessTests
     }
 
     [Fact]
+    public void ShardedDataLoader_Indices_ConcatenateToGlobalIndicesAndMatchTheRanksSamples()
+    {
+        // The offline teacher cache is keyed by dataset index: a rank's indices must name exactly its samples.
+        var settings = new TinyTrainingSettings { Samples = 20, GlobalBatch = 7 };
+        var global = TinyTask.Loader(settings);
+        var views = Enumerable.Range(0, 3).Select(r => new ShardedDataLoader(TinyTask.Loader(settings), r, 3)).ToList();
+        for (var b = 0; b < global.BatchesPerEpoch; b++)
+        {
+            Assert.Equal(global.Indices(1, b), views.SelectMany(v => v.Indices(1, b)));
+            foreach (var v in views)
+            {
+                var samples = v.Samples(1, b);
+                var indices = v.Indices(1, b);
+                Assert.Equal(samples.Count, indices.Count);
+                for (var i = 0; i < samples.Count; i++)
+                    Assert.Equal(global.Samples(1, b)[global.Indices(1, b).ToList().IndexOf(indices[i])].Tokens, samples[i].Tokens);
+            }
+        }
+    }
+
+    [Fact]
     public void ShardedDataLoader_ResumedWithAnotherWorldSize_SameRemainingGlobalBatches()
     {
         // A run checkpointed after global batch 2 of epoch 1 by 2 ranks resumes on 3 ranks.
@@ -171,6 +192,21 @@ public sealed class SingleProcessTests
         Assert.Single(reported);
         Assert.Contains("rank 0 of 1 failed", reported[0]);
         Assert.Contains("boom", reported[0]);
+    }
+
+    [Fact]
+    public void Current_InsideAndAfterRun_IsTheRunsContextThenNull()
+    {
+        DistributedContext? seen = null;
+        var local = DistributedContext.CurrentOrLocal;
+
+        var code = DistributedContext.Run(ctx => { seen = DistributedContext.Current; return ReferenceEquals(ctx, DistributedContext.CurrentOrLocal) ? 0 : 2; },
+            _ => { }, new DistributedOptions { ThreadsPerRank = torch.get_num_threads() });
+
+        Assert.Equal(0, code);
+        Assert.NotNull(seen);
+        Assert.Null(DistributedContext.Current);
+        Assert.Equal((0, 1, false), (local.Rank, local.WorldSize, local.UsesMpi));
     }
 
     [Theory]

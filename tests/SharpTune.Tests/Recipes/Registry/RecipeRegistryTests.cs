@@ -60,6 +60,22 @@ public sealed class RecipeRegistryTests
         }
     }
 
+    [Theory]
+    [InlineData("knowledge_distillation_distributed", "knowledge_distillation_single_device")]
+    [InlineData("lora_finetune_distributed", "lora_finetune_single_device")]
+    [InlineData("full_finetune_distributed", "full_finetune_single_device")]
+    public void CreateDefault_DistributedName_IsTheSingleDeviceClassWithItsKeys(string distributed, string singleDevice)
+    {
+        var all = RecipeRegistry.CreateDefault();
+
+        var d = all.Get(distributed);
+        var s = all.Get(singleDevice);
+
+        Assert.Same(s.Type, d.Type);
+        Assert.Equal(s.Keys!.Select(k => k.Name), d.Keys!.Select(k => k.Name));
+        Assert.Contains("mpirun", d.Description, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Run_Success_CallsStagesInOrder() =>
         Assert.Equal(["setup", "step0", "step1", "cleanup"], RunWith("steps: 2\n"));

@@ -1,0 +1,122 @@
+// The distributed recipes end to end: `mpirun -np 2 sharptune run knowledge_distillation_distributed` on the tiny
+// config (and lora_finetune_distributed on the tiny LoRA config) against the one-process recipe on the same global batches (the reference we compare to is the plain
+// single-device run, in-process), resume of a 2-rank run on 1 process, rank-0-only writes, and a rank failing at
+// setup ending the whole job with its error. Skipped with a clear message where mpirun is absent.
+using SharpTune.Checkpointing;
+using SharpTune.Tests.Recipes;
+using static TorchSharp.torch;
+
+namespace SharpTune.Tests.Distributed;
+
+[Collection(RecipeCollection.Name)]
+public sealed class DistributedRecipeTests
+{
+    private static readonly TimeSpan Generous = TimeSpan.FromSeconds(240);
+
+    private static string CliDll => Path.Combine(AppContext.BaseDirectory, "SharpTune.Cli.dll");
+
+    // The tiny full-student KD run, made small: 4 optimizer steps per epoch of a global batch of 4, constant lr (a
+    // schedule would depend on the total steps, which differ between the 1-epoch run and the 2-epoch reference).
+    private static string[] KdOverrides(string dir, string name, string teacher, int epochs) =>
+    [
+        .. RecipeRunner.Fast, $"output_dir={dir}/{name}", $"checkpointer.checkpoint_dir={dir}/{name}_init",
+        $"teacher_checkpointer.checkpoint_dir={teacher}", "max_steps_per_epoch=4", "lr_scheduler=null", $"epochs={epochs}",
+    ];
+
+    [MpiFact]
+    public void KnowledgeDistillation_TwoRanksThenResumedOnOneProcess_EqualsOneProcessRun()
+    {
+        using var tmp = new Checkpointing.TempDir();
+        var teacher = RecipeRunner.TrainTeacher(tmp.Path, steps: 2);
+        // Given the one-process reference over 2 epochs (epoch_0 and epoch_1 are both kept)
+        RecipeRunner.Run("knowledge_distillation_single_device", "tiny/kd_full_single_device", KdOverrides(tmp.Path, "reference", teacher, epochs: 2));
+
+        // When 2 ranks run the first epoch
+        var job = MpiLauncher.RunRaw(Generous, ["-np", "2", "dotnet", CliDll, "run", "knowledge_distillation_distributed", "--config", "tiny/kd_full_distributed",
+            .. KdOverrides(tmp.Path, "dist", teacher, epochs: 1), "metric_logger.tensorboard=true"]);
+
+        // Then its weights and logged global losses are the one-process run's
+        Assert.True(job.ExitCode == 0, job.Output);
+        var reference = Path.Combine(tmp.Path, "reference");
+        var dist = Path.Combine(tmp.Path, "dist");
+        AssertSameWeights(Path.Combine(reference, "epoch_0"), Path.Combine(dist, "epoch_0"), "2 ranks, epoch 0");
+        var referenceLog = RecipeRunner.Log(reference);
+        var distLog = RecipeRunner.Log(dist);
+        Assert.Equal(4, distLog.Count); // one writer: two ranks appending would give 8 lines
+        foreach (var key in new[] { "loss", "class_loss", "kd_loss", "grad_norm" })
+            for (var i = 0; i < 4; i++)
+                Assert.True(Math.Abs(distLog[i][key] - referenceLog[i][key]) < 1e-6, $"step {i + 1} {key}: 2 ranks {distLog[i][key]} vs 1 process {referenceLog[i][key]}");
+        // and only rank 0 wrote: one TensorBoard event file (each logger creates its own), no temp files left
+        Assert.Single(Directory.GetFiles(Path.Combine(dist, "logs", "tensorboard"), "*", SearchOption.AllDirectories));
+        Assert.Empty(Directory.GetFiles(tmp.Path, "*.tmp*", SearchOption.AllDirectories));
+        Assert.DoesNotContain("rank 1", job.Output);
+
+        // When the 2-rank run is resumed on 1 process for the second epoch
+        RecipeRunner.Run("knowledge_distillation_single_device", "tiny/kd_full_single_device",
+            [.. KdOverrides(tmp.Path, "dist", teacher, epochs: 2), "resume_from_checkpoint=true"]);
+
+        // Then it ends where the uninterrupted one-process run ended
+        AssertSameWeights(Path.Combine(reference, "epoch_1"), Path.Combine(dist, "epoch_1"), "resumed on 1 process, epoch 1");
+        var resumedLog = RecipeRunner.Log(dist);
+        Assert.Equal(referenceLog.Count, resumedLog.Count);
+        for (var i = 0; i < resumedLog.Count; i++)
+            Assert.True(Math.Abs(resumedLog[i]["loss"] - referenceLog[i]["loss"]) < 1e-6, $"step {i + 1}: resumed {resumedLog[i]["loss"]} vs {referenceLog[i]["loss"]}");
+    }
+
+    [MpiFact]
+    public void KnowledgeDistillation_OneRankFailsAtSetup_JobEndsPromptlyWithThatRanksError()
+    {
+        using var tmp = new Checkpointing.TempDir();
+        var teacher = RecipeRunner.TrainTeacher(tmp.Path, steps: 1);
+        var missing = Path.Combine(tmp.Path, "no_such_teacher");
+        string[] Rank(params string[] extra) =>
+            ["-np", "1", "dotnet", CliDll, "run", "knowledge_distillation_distributed", "--config", "tiny/kd_full_distributed",
+             .. KdOverrides(tmp.Path, "dist", teacher, epochs: 1), .. extra];
+
+        // Given rank 1 alone points at a teacher folder that does not exist (MPMD launch: rank 0's args : rank 1's)
+        var job = MpiLauncher.RunRaw(Generous, [.. Rank(), ":", .. Rank($"teacher_checkpointer.checkpoint_dir={missing}")]);
+
+        // Then the job ends non-zero, soon, with rank 1's error, and rank 0 (blocked in a collective) did not hang
+        Assert.NotEqual(0, job.ExitCode);
+        Assert.Contains("rank 1 of 2 failed", job.Output);
+        Assert.Contains("no_such_teacher", job.Output);
+        Assert.DoesNotContain("rank 0 of 2 failed", job.Output);
+        Assert.True(job.Elapsed < TimeSpan.FromSeconds(60), $"the job took {job.Elapsed.TotalSeconds:F1} s to end:\n{job.Output}");
+        Assert.False(Directory.Exists(Path.Combine(tmp.Path, "dist", "epoch_0")), "no checkpoint may be written by an aborted job");
+    }
+
+    [MpiFact]
+    public void LoraFinetune_TwoRanks_EqualsOneProcessRun()
+    {
+        using var tmp = new Checkpointing.TempDir();
+        var baseModel = RecipeRunner.TrainTeacher(tmp.Path, steps: 1);
+        string[] Overrides(string name) =>
+            [.. RecipeRunner.Fast, $"output_dir={tmp.Path}/{name}", $"checkpointer.checkpoint_dir={baseModel}", "max_steps_per_epoch=4"];
+        RecipeRunner.Run("lora_finetune_single_device", "tiny/lora_single_device", Overrides("reference"));
+
+        var job = MpiLauncher.RunRaw(Generous, ["-np", "2", "dotnet", CliDll, "run", "lora_finetune_distributed", "--config", "tiny/lora_distributed", .. Overrides("dist")]);
+
+        Assert.True(job.ExitCode == 0, job.Output);
+        var reference = RecipeRunner.Log(Path.Combine(tmp.Path, "reference"));
+        var dist = RecipeRunner.Log(Path.Combine(tmp.Path, "dist"));
+        Assert.Equal(reference.Count, dist.Count);
+        for (var i = 0; i < dist.Count; i++)
+            Assert.True(Math.Abs(dist[i]["loss"] - reference[i]["loss"]) < 1e-6, $"step {i + 1}: 2 ranks {dist[i]["loss"]} vs 1 process {reference[i]["loss"]}");
+        AssertSameWeights(Path.Combine(tmp.Path, "reference", "epoch_0"), Path.Combine(tmp.Path, "dist", "epoch_0"), "LoRA merged weights", untrainedFolder: baseModel);
+    }
+
+    private static void AssertSameWeights(string expectedFolder, string actualFolder, string what, string? untrainedFolder = null)
+    {
+        using var scope = NewDisposeScope();
+        using var expected = SafetensorsFile.Open(Path.Combine(expectedFolder, "model.safetensors"));
+        using var actual = SafetensorsFile.Open(Path.Combine(actualFolder, "model.safetensors"));
+        Assert.Equal(expected.Keys, actual.Keys);
+        var worst = 0.0;
+        foreach (var key in expected.Keys)
+            worst = Math.Max(worst, (expected.Load(key) - actual.Load(key)).abs().max().item<float>());
+        Assert.True(worst < 1e-6, $"{what}: max |w - w_reference| = {worst:E2}");
+        using var untrained = SafetensorsFile.Open(Path.Combine(untrainedFolder ?? Path.GetDirectoryName(actualFolder)! + "_init", "model.safetensors"));
+        var moved = expected.Keys.Max(k => (expected.Load(k) - untrained.Load(k)).abs().max().item<float>());
+        Assert.True(moved > 1e-4, $"{what}: training must move the weights (moved {moved:E2})");
+    }
+}
