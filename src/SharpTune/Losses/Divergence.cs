@@ -148,17 +148,19 @@ internal static class DivergenceMath
         var notFinite = NonFiniteMask(s, t);
         var logq = (temp == 1 ? s : s / temp).log_softmax(-1);           // [n, v]
         var logp = (temp == 1 ? t : t / temp).log_softmax(-1);           // [n, v]
-        var q = logq.exp();
         var lq = Masked(logq, notFinite);
         var lp = Masked(logp, notFinite);
         var pm = Masked(logp.exp(), notFinite);
         if (kind is DivergenceKind.ForwardKl or DivergenceKind.ForwardKlCrossEntropy)
         {
-            // The hot path of distillation: value and gradient from the same few [n, v] buffers.
-            var fkl = kind == DivergenceKind.ForwardKl ? (lp - lq).mul_(pm).sum(-1) : -(pm * lq).sum(-1);
-            var g = q.mul_(pm.sum(-1, keepdim: true)).sub_(pm);          // q * sum(p) - p
+            // The hot path of distillation, in three [n, v] buffers (logq, logp, p): values as row dot products,
+            // then q overwrites logq.
+            var cross = RowDot(pm, lq);                                  // sum p log q, [n]
+            var fkl = kind == DivergenceKind.ForwardKl ? RowDot(pm, lp) - cross : -cross;
+            var g = logq.exp_().mul_(pm.sum(-1, keepdim: true)).sub_(pm); // q * sum(p) - p
             return Out(temp == 1 ? fkl : fkl * (temp * temp), temp == 1 ? g : g.mul_(temp));
         }
+        var q = logq.exp();
         var value = PerToken(s, t, o);
         var qm = Masked(q, notFinite);
         Tensor h = kind switch
@@ -198,9 +200,12 @@ internal static class DivergenceMath
         var logq = logits.log_softmax(-1);                               // [n, v]
         var value = (-logq.gather(-1, safe).squeeze(-1)).masked_fill(invalid, 0);
         var minusOne = torch.full(new long[] { safe.shape[0], 1 }, -1, dtype: logits.dtype, device: logits.device);
-        var grad = logq.exp().scatter_add_(-1, safe, minusOne).masked_fill_(invalid.unsqueeze(-1), 0);
+        var grad = logq.exp_().scatter_add_(-1, safe, minusOne).masked_fill_(invalid.unsqueeze(-1), 0);   // in place
         return Out(value, grad);
     }
+
+    // Per-row dot product of two [n, v] tensors without an [n, v] product buffer: [n, 1, v] @ [n, v, 1] -> [n].
+    private static Tensor RowDot(Tensor a, Tensor b) => a.unsqueeze(1).bmm(b.unsqueeze(2)).reshape(-1);
 
     internal static (Tensor, Tensor) Out(Tensor value, Tensor grad) =>
         (value.MoveToOuterDisposeScope(), grad.MoveToOuterDisposeScope());

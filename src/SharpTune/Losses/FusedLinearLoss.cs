@@ -71,7 +71,7 @@ public sealed class FusedLinearDistillationLoss
 {
     /// <param name="options">Divergence and temperature of the distillation term.</param>
     /// <param name="kdRatio">Weight of the distillation term; the class (CE) term gets 1 - kd_ratio.</param>
-    /// <param name="chunkSize">Tokens per chunk; 0 picks about 16M logits per chunk.</param>
+    /// <param name="chunkSize">Tokens per chunk; 0 picks about 64M logits per chunk (~523 tokens at v = 128,256).</param>
     /// <param name="ignoreIndex">Label value that marks a position without a target.</param>
     /// <param name="missingMass">Missing-mass handling for a sparse teacher.</param>
     public FusedLinearDistillationLoss(DivergenceOptions options, double kdRatio = 0.5, int chunkSize = 0,
@@ -112,6 +112,12 @@ public sealed class FusedLinearDistillationLoss
             Beta = beta, SkewAlpha = skewAlpha,
         }, kdRatio, chunkSize, ignoreIndex, KdLoss.ParseMissingMass(missingMass));
 
+    /// <summary>Convenience form of <see cref="Forward(Tensor, Tensor, TeacherOutput, Tensor, bool)"/> for a teacher
+    /// given as final hidden states [..., d_t] and output weight [v, d_t].</summary>
+    public DistillationLoss Forward(Tensor studentHidden, Tensor studentWeight, Tensor teacherHidden, Tensor teacherWeight,
+        Tensor labels, bool normalize = true) =>
+        Forward(studentHidden, studentWeight, TeacherOutput.FromLinear(teacherHidden, teacherWeight), labels, normalize);
+
     /// <summary>Computes the combined loss; <paramref name="normalize"/> false returns sums (divide by the step's
     /// total <see cref="DistillationLoss.ValidCount"/> once).</summary>
     public DistillationLoss Forward(Tensor studentHidden, Tensor studentWeight, TeacherOutput teacher, Tensor labels, bool normalize = true)
@@ -130,7 +136,7 @@ public sealed class FusedLinearDistillationLoss
 /// </summary>
 public sealed class FusedLinearCrossEntropyLoss
 {
-    /// <param name="chunkSize">Tokens per chunk; 0 picks about 16M logits per chunk.</param>
+    /// <param name="chunkSize">Tokens per chunk; 0 picks about 64M logits per chunk (~523 tokens at v = 128,256).</param>
     /// <param name="ignoreIndex">Label value that marks a position without a target.</param>
     public FusedLinearCrossEntropyLoss(int chunkSize = 0, long ignoreIndex = -100)
     {
@@ -148,6 +154,7 @@ public sealed class FusedLinearCrossEntropyLoss
     /// <summary>Registered under torchtune's <c>LinearCrossEntropyLoss</c> name; <paramref name="numOutputChunks"/>
     /// is accepted for config compatibility and ignored (chunking here is by tokens, see <paramref name="chunkSize"/>).</summary>
     [Component("sharptune.modules.loss.LinearCrossEntropyLoss")]
+    [Component("sharptune.losses.FusedLinearCrossEntropyLoss")]
     public static FusedLinearCrossEntropyLoss Create(int numOutputChunks = 8, int chunkSize = 0, long ignoreIndex = -100)
     {
         if (numOutputChunks < 1) throw new ArgumentOutOfRangeException(nameof(numOutputChunks), numOutputChunks, "must be >= 1");

@@ -47,7 +47,8 @@ public sealed class FusedLinearLossTests
     public void FusedDistillation_EveryDivergenceTeacherFromLinear_EqualsPlain()
     {
         var x = Make(21);
-        foreach (var o in AllDivergences(1.6))
+        // T = 1 forward KL takes the shared-softmax hot path; other temperatures and divergences the general one.
+        foreach (var o in AllDivergences(1.6).Concat(AllDivergences(1.0)))
         {
             const double ratio = 0.4;
             var (h, w) = Leaves(x);
@@ -98,7 +99,7 @@ public sealed class FusedLinearLossTests
         var plain = new KdLoss(o).Sum(h.matmul(x.W.t()), x.Ht.matmul(x.Wt.t()), Labels);
         (plain.Sum / 5.0).backward();
         var hf = x.H.detach().requires_grad_(true);
-        var fused = new FusedLinearDistillationLoss(o, kdRatio: 1).Forward(hf, x.W, TeacherOutput.FromLinear(x.Ht, x.Wt), Labels, normalize: false);
+        var fused = new FusedLinearDistillationLoss(o, kdRatio: 1).Forward(hf, x.W, x.Ht, x.Wt, Labels, normalize: false);
         Assert.Equal(7L, fused.ValidCount.item<long>());
         (fused.Loss / 5.0).backward();
         Close(plain.Sum.detach(), fused.Loss.detach(), 1e-5, "sum");
@@ -114,6 +115,29 @@ public sealed class FusedLinearLossTests
         var fused = new FusedLinearDistillationLoss(new DivergenceOptions(), kdRatio: 1).Forward(hf, wf, TeacherOutput.FromLinear(x.Ht, x.Wt), Labels);
         Close(new CrossEntropyLoss().Forward(x.H.matmul(x.W.t()), Labels), fused.ClassLoss, 1e-5, "class loss");
         Close(fused.KdLoss, fused.Loss.detach(), 1e-6, "loss is the KD part only");
+    }
+
+    [Fact]
+    public void FusedDistillation_BFloat16Model_MatchesPlainOnSameLogitsToBf16Precision()
+    {
+        var x = Make(28);
+        var bf = ScalarType.BFloat16;
+        var h = x.H.to(bf).requires_grad_(true);
+        var w = x.W.to(bf).requires_grad_(true);
+        var o = new DivergenceOptions();
+        var logits = h.matmul(w.t());                                      // bf16 logits, as a bf16 model emits
+        var plain = 0.5 * new CrossEntropyLoss().Forward(logits, Labels) +
+                    0.5 * new KdLoss(o).Forward(logits, x.Ht.to(bf).matmul(x.Wt.to(bf).t()), Labels);
+        plain.backward();
+        var hf = x.H.to(bf).requires_grad_(true);
+        var wf = x.W.to(bf).requires_grad_(true);
+        var fused = new FusedLinearDistillationLoss(o).Forward(hf, wf, TeacherOutput.FromLinear(x.Ht.to(bf), x.Wt.to(bf)), Labels);
+        fused.Loss.backward();
+        Assert.Equal(ScalarType.Float32, fused.Loss.dtype);
+        Assert.Equal(bf, hf.grad!.dtype);
+        Close(plain.detach(), fused.Loss.detach(), 1e-5, "value from the same bf16 logits");
+        Close(h.grad!, hf.grad!, 2e-2, "hidden grad");
+        Close(w.grad!, wf.grad!, 2e-2, "weight grad");
     }
 
     [Fact]

@@ -1,18 +1,17 @@
 using System.Text.Json;
 using SharpTune.Cli.Commands;
+using SharpTune.Tokenizers;
 using static SharpTune.Tests.Tokenizers.TokenizerFiles;
 
 namespace SharpTune.Tests.Tokenizers;
 
-public sealed class TokenizeCommandTests
+public sealed class TokenizeReportTests
 {
     [SharedDataFact(Llama3Json)]
-    public void Run_PlainText_PrintsPublishedIdsAsJson()
+    public void ToJson_PlainText_PrintsPublishedIdsAsJson()
     {
-        var json = TokenizeCommand.Run(new TokenizeCommand.Settings
-        {
-            Tokenizer = SharedData.PathOf("tokenizers/llama3"), Text = "Hello world! Below is an instruction that describes a task.",
-        });
+        var json = TokenizeReport.ToJson(TokenizerLoader.Load(SharedData.PathOf("tokenizers/llama3")),
+            "Hello world! Below is an instruction that describes a task.", chat: false, addBos: true, addEos: false);
         using var doc = JsonDocument.Parse(json);
         Assert.Equal([128_000, 9906, 1917, 0, 21883, 374, 459, 7754, 430, 16964, 264, 3465, 13],
             doc.RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()));
@@ -20,13 +19,10 @@ public sealed class TokenizeCommandTests
     }
 
     [SharedDataFact(Qwen3Json)]
-    public void Run_ChatJson_PrintsChatMlIdsAndMask()
+    public void ToJson_ChatJson_PrintsChatMlIdsAndMask()
     {
-        var json = TokenizeCommand.Run(new TokenizeCommand.Settings
-        {
-            Tokenizer = SharedData.PathOf(Qwen3Json), Chat = true,
-            Text = """[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"}]""",
-        });
+        var json = TokenizeReport.ToJson(TokenizerLoader.Load(SharedData.PathOf(Qwen3Json)),
+            """[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"}]""", chat: true, addBos: true, addEos: false);
         using var doc = JsonDocument.Parse(json);
         var ids = doc.RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
         Assert.Equal(151_644, ids[0]);
