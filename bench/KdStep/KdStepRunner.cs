@@ -49,8 +49,9 @@ internal sealed record BenchOptions(
         }
         int Int(string name, int fallback) => int.Parse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture);
         var variant = Get("--variant", "recipe");
-        if (variant is not ("recipe" or "nonorm" or "inference" or "fused" or "all"))
-            throw new ArgumentException($"--variant {variant}: expected recipe, nonorm, inference, fused or all");
+        foreach (var v in variant.Split(','))
+            if (v is not ("recipe" or "nonorm" or "inference" or "fused" or "all"))
+                throw new ArgumentException($"--variant {v}: expected a comma-separated list of recipe, nonorm, inference, fused, or all");
         return new BenchOptions(
             ModelShape.Parse(Get("--teacher", quick ? "256,4,4,2,768" : "768,12,12,4,2048")),
             ModelShape.Parse(Get("--student", quick ? "128,2,2,1,384" : "384,6,6,2,1024")),
