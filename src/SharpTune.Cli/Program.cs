@@ -41,8 +41,11 @@ internal static class Program
             config.AddCommand<CatCommand>("cat").WithDescription("Print a shipped config");
             config.AddCommand<ValidateCommand>("validate").WithDescription("Check a config (with overrides) and report every problem");
             config.AddCommand<RunCommand>("run").WithDescription("Validate a config, then run a recipe with it");
+            config.AddCommand<AblateCommand>("ablate").WithDescription("Run an ablation study: arms through the recipes, resume, report");
+            config.AddCommand<DemoCommand>("demo").WithDescription("Run the built-in demo study (synthetic task, teacher from scratch, KD) in minutes");
             config.AddCommand<DownloadCommand>("download").WithDescription("Download a model or dataset repo from the Hugging Face Hub");
             config.AddCommand<EvalCompareCommand>("eval").WithDescription("Show a saved results.json, or compare several side by side (--compare)");
+            config.AddCommand<CacheInfoCommand>("cache-info").WithDescription("Describe a teacher top-k cache folder (tokens, k, bytes/token, teacher, hashes)");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Print the token ids of a text (--chat: as a user message)");
             config.AddBranch("convert", convert =>
             {

@@ -32,7 +32,13 @@ internal sealed class LsCommand(CliServices services) : Command<LsCommand.Settin
                 table.AddRow(row.Select(Markup.Escape).ToArray());
             }
         }
-        var orphans = configs.Where(c => c.Recipe is null || !services.Recipes.TryGet(c.Recipe, out _)).ToList();
+        foreach (var c in configs.Where(c => Recipes.Study.StudySpec.IsStudyFile(c.Path)))
+        {
+            var row = new List<string> { "(study: sharptune ablate)", c.Name };
+            if (settings.Descriptions) row.Add("");
+            table.AddRow(row.Select(Markup.Escape).ToArray());
+        }
+        var orphans = configs.Where(c => (c.Recipe is null || !services.Recipes.TryGet(c.Recipe, out _)) && !Recipes.Study.StudySpec.IsStudyFile(c.Path)).ToList();
         foreach (var c in orphans)
         {
             var row = new List<string> { c.Recipe is null ? "(no '# recipe:' line)" : $"{c.Recipe} (unknown recipe)", c.Name };

@@ -42,7 +42,8 @@ internal sealed class RunCommand(CliServices services) : Command<RunCommand.Sett
             services.WriteErrLine($"error: {result.Problems.Count} config problem{(result.Problems.Count == 1 ? "" : "s")}; nothing was run");
             return 1;
         }
-        RecipeRegistry.Run(recipe, result.Config!, new ConsoleReporter(services), cancellationToken);
+        var reporter = new ConsoleReporter(services);
+        reporter.RunWithProgress(() => RecipeRegistry.Run(recipe, result.Config!, reporter, cancellationToken));
         return 0;
     }
 }

@@ -3,6 +3,7 @@
 // at the first). The recipe whose declared keys are checked is the config's `# recipe:` line, or --recipe.
 using System.ComponentModel;
 using SharpTune.Recipes;
+using SharpTune.Recipes.Study;
 using Spectre.Console.Cli;
 
 namespace SharpTune.Cli.Commands;
@@ -29,6 +30,7 @@ internal sealed class ValidateCommand(CliServices services) : Command<ValidateCo
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
     {
         var path = services.Configs.Resolve(settings.Config);
+        if (StudySpec.IsStudyFile(path)) return ValidateStudy(path, settings);
         var recipeName = settings.Recipe ?? ConfigCatalog.ReadRecipeHeader(path);
         RecipeInfo? recipe = null;
         if (recipeName is not null)
@@ -45,6 +47,23 @@ internal sealed class ValidateCommand(CliServices services) : Command<ValidateCo
         }
         foreach (var p in result.Problems) services.WriteErrLine(p.ToString());
         services.WriteErrLine($"error: {result.Problems.Count} problem{(result.Problems.Count == 1 ? "" : "s")} in {settings.Config}");
+        return 1;
+    }
+
+    // A study file (`# study:` header): the study's own shape, its plan (references, cycles, baseline), and every
+    // arm's training and eval config with the arm's overrides, as `ablate` would run them.
+    private int ValidateStudy(string path, Settings settings)
+    {
+        var study = StudySpec.Load(path, settings.Overrides);
+        var plan = StudyPlan.Create(study, services.Configs.Resolve);
+        var problems = new StudyRunner(services.Recipes, new ConsoleReporter(services)).Validate(plan);
+        if (problems.Count == 0)
+        {
+            services.WriteOut($"Study is well-formed: {settings.Config} ({plan.Arms.Count} arms, every training and eval config validates)\n");
+            return 0;
+        }
+        foreach (var p in problems) services.WriteErrLine(p);
+        services.WriteErrLine($"error: {problems.Count} problem{(problems.Count == 1 ? "" : "s")} in study {settings.Config}");
         return 1;
     }
 }

@@ -90,6 +90,20 @@ public sealed class DataLoader
         return Take(order, batch);
     }
 
+    /// <summary>The dataset indices of batch <paramref name="batch"/> of <paramref name="epoch"/> (to look up per-sample
+    /// side data such as a teacher cache in the shuffled order).</summary>
+    public IReadOnlyList<int> Indices(int epoch, int batch)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(batch);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(batch, BatchesPerEpoch);
+        var order = Sampler.Order(epoch);
+        var start = batch * BatchSize;
+        return order[start..Math.Min(start + BatchSize, order.Length)];
+    }
+
+    /// <summary>Collates <paramref name="samples"/> the way this loader collates its batches (used by sharded views).</summary>
+    public Batch CollateSamples(IReadOnlyList<Sample> samples) => _collate(samples);
+
     /// <summary>Collated batches of <paramref name="epoch"/>, starting at batch <paramref name="startBatch"/> (to resume).</summary>
     public IEnumerable<Batch> Batches(int epoch, int startBatch = 0)
     {

@@ -77,10 +77,10 @@ public static class LrSchedulers
     [Component("torchtune.training.lr_schedulers.get_cosine_schedule_with_warmup")]
     [Component("torchtune.modules.get_cosine_schedule_with_warmup")]
     public static LrScheduler GetCosineScheduleWithWarmup(
-        torch.optim.Optimizer optimizer, int numWarmupSteps, int numTrainingSteps, double numCycles = 0.5, int lastEpoch = -1)
+        torch.optim.Optimizer optimizer, int numWarmupSteps, int? numTrainingSteps = null, double numCycles = 0.5, int lastEpoch = -1)
     {
-        Validate(numWarmupSteps, numTrainingSteps);
-        return new LrScheduler(optimizer, s => CosineWithWarmup(s, numWarmupSteps, numTrainingSteps, numCycles), "cosine_with_warmup", lastEpoch);
+        var total = Validate(numWarmupSteps, numTrainingSteps);
+        return new LrScheduler(optimizer, s => CosineWithWarmup(s, numWarmupSteps, total, numCycles), "cosine_with_warmup", lastEpoch);
     }
 
     /// <summary>
@@ -89,10 +89,10 @@ public static class LrSchedulers
     /// </summary>
     [Component("sharptune.training.lr_schedulers.get_linear_schedule_with_warmup")]
     public static LrScheduler GetLinearScheduleWithWarmup(
-        torch.optim.Optimizer optimizer, int numWarmupSteps, int numTrainingSteps, int lastEpoch = -1)
+        torch.optim.Optimizer optimizer, int numWarmupSteps, int? numTrainingSteps = null, int lastEpoch = -1)
     {
-        Validate(numWarmupSteps, numTrainingSteps);
-        return new LrScheduler(optimizer, s => LinearWithWarmup(s, numWarmupSteps, numTrainingSteps), "linear_with_warmup", lastEpoch);
+        var total = Validate(numWarmupSteps, numTrainingSteps);
+        return new LrScheduler(optimizer, s => LinearWithWarmup(s, numWarmupSteps, total), "linear_with_warmup", lastEpoch);
     }
 
     /// <summary>Linear warmup over <paramref name="numWarmupSteps"/> (0 for none), then the base rate.</summary>
@@ -118,9 +118,14 @@ public static class LrSchedulers
         return Math.Max(0.0, (double)(numTrainingSteps - step) / Math.Max(1, numTrainingSteps - numWarmupSteps));
     }
 
-    private static void Validate(int numWarmupSteps, int numTrainingSteps)
+    // num_training_steps is optional in configs (torchtune's recipes compute it from epochs and steps per epoch and
+    // pass it), but a schedule cannot be built without it.
+    private static int Validate(int numWarmupSteps, int? numTrainingSteps)
     {
         if (numWarmupSteps < 0) throw new ArgumentOutOfRangeException(nameof(numWarmupSteps), numWarmupSteps, "num_warmup_steps must be >= 0");
-        if (numTrainingSteps <= 0) throw new ArgumentOutOfRangeException(nameof(numTrainingSteps), numTrainingSteps, "num_training_steps must be > 0");
+        if (numTrainingSteps is not { } total)
+            throw new ArgumentException("num_training_steps is missing: set it in the config or let the recipe supply it", nameof(numTrainingSteps));
+        if (total <= 0) throw new ArgumentOutOfRangeException(nameof(numTrainingSteps), numTrainingSteps, "num_training_steps must be > 0");
+        return total;
     }
 }

@@ -32,16 +32,11 @@ public static class Optimizers
 
     private static string IdentityKey(Parameter p)
     {
-        var data = p.dtype switch
-        {
-            ScalarType.Float32 => p.storage<float>().data_ptr(),
-            ScalarType.Float64 => p.storage<double>().data_ptr(),
-            ScalarType.BFloat16 => p.storage<BFloat16>().data_ptr(),
-            ScalarType.Float16 => p.storage<Half>().data_ptr(),
-            _ => IntPtr.Zero,
-        };
-        if (data == IntPtr.Zero) return $"handle:{p.Handle}";
-        return $"{p.device}:{data}:{p.storage_offset()}:{string.Join(',', p.shape)}:{string.Join(',', p.stride())}";
+        // The data pointer already includes the storage offset; it works for every dtype (Tensor.storage<T>() does
+        // not support bf16, which made bf16 runs throw here).
+        var data = SharpTune.Modules.Peft.Adapters.DataAddress(p);
+        if (data == 0) return $"handle:{p.Handle}";
+        return $"{p.device}:{p.dtype}:{data}:{string.Join(',', p.shape)}:{string.Join(',', p.stride())}";
     }
 
     /// <summary>The parameters of <paramref name="module"/> that require gradients, each listed once.</summary>

@@ -1,0 +1,349 @@
+// Recipe `full_finetune_single_device`: every weight of the decoder trains, on one device. Each micro-batch
+// contributes the SUM of its per-token cross-entropies; the gradients of an optimizer step are divided once by the
+// step's valid tokens, so k micro-batches give exactly the update of one batch of the same tokens. Checkpoints hold
+// the model in HF layout. With random_init_checkpoint it also trains from scratch (the tiny configs' teacher).
+// Lifecycle and keys follow torchtune recipes/full_finetune_single_device.py and its configs.
+using System.Diagnostics;
+using SharpTune.Checkpointing;
+using SharpTune.Config;
+using SharpTune.Data;
+using SharpTune.Losses;
+using SharpTune.Modules;
+using SharpTune.Native;
+using SharpTune.Recipes.Plotting;
+using SharpTune.Recipes.Support;
+using SharpTune.Tokenizers;
+using SharpTune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+using OptimizerHelper = TorchSharp.Modules.OptimizerHelper;
+
+namespace SharpTune.Recipes;
+
+/// <summary>Full fine-tuning on one device.</summary>
+/// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
+[Recipe("full_finetune_single_device", Description = "Full fine-tune of every weight of a decoder on one device")]
+[RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
+[RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "a base (non-LoRA) builder")]
+[RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
+[RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "weights in, checkpoints out")]
+[RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
+[RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
+[RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
+[RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved)")]
+[RecipeKey("shuffle", typeof(bool))]
+[RecipeKey("batch_size", typeof(int), Required = true)]
+[RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
+[RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
+[RecipeKey("loss", typeof(object), Required = true, Description = "CEWithChunkedOutputLoss, CrossEntropyLoss or LinearCrossEntropyLoss")]
+[RecipeKey("epochs", typeof(int), Required = true)]
+[RecipeKey("max_steps_per_epoch", typeof(int?))]
+[RecipeKey("gradient_accumulation_steps", typeof(int))]
+[RecipeKey("clip_grad_norm", typeof(double?))]
+[RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
+[RecipeKey("device", typeof(string), Description = "cpu | cuda")]
+[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16")]
+[RecipeKey("threads", typeof(int?), Description = "intra-op threads (fix it for bit-reproducible CPU runs)")]
+[RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute layer activations in backward")]
+[RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
+[RecipeKey("log_every_n_steps", typeof(int))]
+[RecipeKey("log_peak_memory_stats", typeof(bool))]
+public sealed class FullFinetuneSingleDevice : IRecipe
+{
+    private readonly SharpTuneConfig _config;
+    private readonly IRecipeReporter _reporter;
+    private readonly string _outputDir;
+    private readonly int _batchSize;
+    private readonly int _epochs;
+    private readonly int? _maxStepsPerEpoch;
+    private readonly int _gradientAccumulationSteps;
+    private readonly double? _clipGradNorm;
+    private readonly int? _saveEveryNSteps;
+    private readonly bool _shuffle;
+    private readonly bool _resume;
+    private readonly bool _randomInit;
+    private readonly bool _activationCheckpointing;
+    private readonly int _logEveryNSteps;
+    private readonly bool _logPeakMemory;
+    private readonly MetricLoggerOptions _loggerOptions;
+    private readonly long? _configuredSeed;
+
+    private Device _device = CPU;
+    private long _seed;
+    private TransformerDecoder? _model;
+    private ITokenizer? _tokenizer;
+    private HfCheckpointer? _checkpointer;
+    private ISampleDataset? _dataset;
+    private OptimizerHelper? _optimizer;
+    private LrScheduler? _scheduler;
+    private GradientAccumulator? _accumulator;
+    private CrossEntropyLoss? _classLoss;
+    private FusedLinearCrossEntropyLoss? _fusedLoss;
+    private IMetricLogger? _metrics;
+    private string? _jsonlPath;
+    private int _stepsPerEpoch;
+    private int _epochsRun;
+    private long _stepsRun;
+    private int _resumeBatch;
+    private long _totalTokens;
+
+    /// <summary>Reads the config; nothing heavy happens here.</summary>
+    public FullFinetuneSingleDevice(SharpTuneConfig config, IRecipeReporter reporter)
+    {
+        _config = config;
+        _reporter = reporter;
+        _outputDir = config.Get<string>("output_dir");
+        _batchSize = config.Get<int>("batch_size");
+        _epochs = config.Get<int>("epochs");
+        _maxStepsPerEpoch = config.Get<int?>("max_steps_per_epoch", null);
+        _gradientAccumulationSteps = config.Get("gradient_accumulation_steps", 1);
+        _clipGradNorm = config.Get<double?>("clip_grad_norm", null);
+        _saveEveryNSteps = config.Get<int?>("save_every_n_steps", null);
+        _shuffle = config.Get("shuffle", true);
+        _resume = config.Get("resume_from_checkpoint", false);
+        _randomInit = config.Get("random_init_checkpoint", false);
+        _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
+        _logEveryNSteps = config.Get("log_every_n_steps", 1);
+        _logPeakMemory = config.Get("log_peak_memory_stats", true);
+        _loggerOptions = config.Get("metric_logger", new MetricLoggerOptions());
+        _configuredSeed = config.Get<long?>("seed", null);
+        Check(_batchSize >= 1, "batch_size", $"must be at least 1, got {_batchSize}");
+        Check(_epochs >= 1, "epochs", $"must be at least 1, got {_epochs}");
+        Check(_gradientAccumulationSteps >= 1, "gradient_accumulation_steps", $"must be at least 1, got {_gradientAccumulationSteps}");
+        Check(_maxStepsPerEpoch is null or >= 1, "max_steps_per_epoch", $"must be at least 1 or null, got {_maxStepsPerEpoch}");
+        Check(_saveEveryNSteps is null or >= 1, "save_every_n_steps", $"must be at least 1 or null, got {_saveEveryNSteps}");
+        Check(_logEveryNSteps >= 1, "log_every_n_steps", $"must be at least 1, got {_logEveryNSteps}");
+    }
+
+    /// <inheritdoc/>
+    public void Setup(CancellationToken cancellationToken)
+    {
+        TorchRuntime.EnsureLoaded();
+        _reporter.Info(NativeHeap.Configure());
+        if (_config.Get<int?>("threads", null) is { } threads) TorchRuntime.SetThreads(threads);
+        _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
+        var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
+        _seed = Determinism.Seed(_configuredSeed);
+        Directory.CreateDirectory(_outputDir);
+        _config.Save(Path.Combine(_outputDir, "sharptune_config.yaml"));
+
+        _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
+        _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
+        _model = SetupModel(dtype);
+        SetupLoss();
+        if (_tokenizer.VocabSize > _model.VocabSize)
+            throw new ConfigException(_config.Find("tokenizer")!.Location, "tokenizer",
+                $"the tokenizer has {_tokenizer.VocabSize} tokens but the model's vocabulary is {_model.VocabSize}");
+        _dataset = SetupData();
+
+        var trainable = Optimizers.TrainableParameters(_model);
+        _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
+        _accumulator = new GradientAccumulator(trainable, _clipGradNorm);
+        var batches = _dataset.Count / _batchSize;
+        _stepsPerEpoch = batches / _gradientAccumulationSteps;
+        if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
+        if (_stepsPerEpoch == 0)
+            throw new ConfigException(new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), "batch_size",
+                $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
+        _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
+            ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, (long)_epochs * _stepsPerEpoch)
+            : null;
+        if (_resume) Resume();
+        SetupLogging();
+        _reporter.Info($"model: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
+                       $"seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs");
+    }
+
+    /// <inheritdoc/>
+    public void Train(CancellationToken cancellationToken)
+    {
+        var model = _model!;
+        var totalSteps = (long)_epochs * _stepsPerEpoch;
+        var padId = _tokenizer!.PadId;
+        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId);
+        model.train();
+        for (var epoch = _epochsRun; epoch < _epochs; epoch++)
+        {
+            var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
+            var step = startBatch / _gradientAccumulationSteps;
+            var watch = Stopwatch.StartNew();
+            long stepTokens = 0;
+            for (var b = startBatch; step < _stepsPerEpoch; b++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                using (var scope = NewDisposeScope())
+                {
+                    var batch = Collated(loader.Samples(epoch, b));
+                    var (sum, count) = LossStep(batch);
+                    _accumulator!.Backward(sum, count);
+                    stepTokens += count;
+                }
+                if ((b + 1) % _gradientAccumulationSteps != 0) continue;
+
+                AccumulatedStep result;
+                using (NewDisposeScope()) // the norm/clip and optimizer temporaries are freed now, not by the GC later
+                {
+                    result = _accumulator!.Finish(computeNorm: true);
+                    _optimizer!.step();
+                    _optimizer.zero_grad();
+                    _scheduler?.Step();
+                }
+                step++;
+                _stepsRun++;
+                RecipeRuntime.CollectGarbage(_stepsRun);
+                NativeHeap.AfterStep();
+                _totalTokens += stepTokens;
+                if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
+                    Log(result, stepTokens / Math.Max(1e-9, watch.Elapsed.TotalSeconds));
+                _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
+                stepTokens = 0;
+                watch.Restart();
+                if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
+                    Save(CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+            }
+            Save(CheckpointTag.Epoch(epoch), epoch + 1, 0);
+        }
+        _metrics?.Dispose();
+        _metrics = null;
+        if (_jsonlPath is not null && File.Exists(_jsonlPath))
+        {
+            var png = Path.Combine(_outputDir, "loss_curves.png");
+            var drawn = LossCurves.Plot(_jsonlPath, png);
+            _reporter.Info($"wrote {png} ({string.Join(", ", drawn)}; raw and smoothed)");
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Cleanup()
+    {
+        _metrics?.Dispose();
+        _model?.Dispose();
+        _optimizer?.Dispose();
+    }
+
+    private TransformerDecoder SetupModel(ScalarType dtype)
+    {
+        var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
+        if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+            _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
+        RecipeCheckpoints.LoadBase(model, _checkpointer);
+        if (RecipeCheckpoints.IsLora(model))
+            throw new ConfigException(_config.Find("model")!.Location, "model",
+                "full_finetune_single_device trains every weight: use a base builder, or lora_finetune_single_device for a lora_* model");
+        _reporter.Info($"model loaded from {_checkpointer.CheckpointDir}");
+        return model;
+    }
+
+    // Plain/chunked cross-entropy on logits, or the fused-linear form on hidden states (no [tokens, v] logits).
+    private void SetupLoss()
+    {
+        var loss = _config.Instantiate<object>("loss");
+        switch (loss)
+        {
+            case FusedLinearCrossEntropyLoss fused: _fusedLoss = fused; break;
+            case CrossEntropyLoss ce: _classLoss = ce; break;
+            default:
+                throw new ConfigException(_config.Find("loss")!.Location, "loss",
+                    $"expected CEWithChunkedOutputLoss, CrossEntropyLoss or LinearCrossEntropyLoss, got {loss.GetType().Name}");
+        }
+    }
+
+    private ISampleDataset SetupData() =>
+        _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
+
+    private Batch Collated(IReadOnlyList<Sample> samples)
+    {
+        var batch = _dataset is PackedDataset ? Collate.Packed(samples) : Collate.PadSft(samples, _tokenizer!.PadId);
+        return _device.type == DeviceType.CPU ? batch
+            : new Batch(batch.Tokens.to(_device), batch.Labels.to(_device), batch.Mask?.to(_device), batch.InputPos?.to(_device));
+    }
+
+    // One micro-batch: the SUM of its per-token cross-entropies (normalised later, once per step) and its valid tokens.
+    private (Tensor Sum, long Count) LossStep(Batch batch)
+    {
+        var model = _model!;
+        var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
+        LossSum sum;
+        if (_fusedLoss is { } fused) sum = fused.Sum(hidden, model.OutputWeight, batch.Labels);
+        else
+        {
+            var chunks = _classLoss!.NumOutputChunks;
+            var logits = RecipeRuntime.Logits(model, hidden, chunks); // n x [b, s_i, v]
+            sum = chunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
+        }
+        return (sum.Sum, sum.Count.item<long>());
+    }
+
+    private void Log(AccumulatedStep result, double tokensPerSecond)
+    {
+        var metrics = new StepMetrics
+        {
+            Loss = result.Loss,
+            Lr = Optimizers.LearningRate(_optimizer!),
+            GradNorm = double.IsNaN(result.GradNorm) ? null : result.GradNorm,
+            TokensPerSecond = tokensPerSecond,
+            PeakMemoryGib = _logPeakMemory ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
+        }.ToDictionary();
+        _metrics?.Log(_stepsRun, metrics);
+        _reporter.Metrics(_stepsRun, metrics);
+    }
+
+    private void Save(CheckpointTag tag, int epochsRun, int dataloaderPosition)
+    {
+        var state = new RecipeState
+        {
+            Seed = _seed,
+            EpochsRun = epochsRun,
+            TotalEpochs = _epochs,
+            StepsRun = _stepsRun,
+            MaxStepsPerEpoch = _maxStepsPerEpoch,
+            DataLoaderPosition = dataloaderPosition,
+            SchedulerLastEpoch = _scheduler?.LastEpoch ?? 0,
+            TotalTokens = _totalTokens,
+        };
+        var folder = RecipeCheckpoints.Save(_model!, _checkpointer!, tag, state, _optimizer!, adapterOnly: false);
+        _reporter.Info($"saved {folder}");
+    }
+
+    // Restores optimizer, scheduler, RNG, counters and the data position from recipe_state, and the trained weights
+    // from the checkpoint folder it names.
+    private void Resume()
+    {
+        var dir = _checkpointer!.OutputDir;
+        var state = RecipeStateStore.Load(dir, _optimizer!);
+        if (!state.Extra.TryGetValue(RecipeCheckpoints.CheckpointKey, out var folderName))
+            throw new InvalidDataException($"'{dir}/recipe_state' does not name its checkpoint folder");
+        RecipeCheckpoints.LoadResumeWeights(_model!, Path.Combine(dir, folderName));
+        if (_configuredSeed is { } s && s != state.Seed)
+            _reporter.Warning($"seed {s} in the config differs from the saved run's seed {state.Seed}; continuing with the saved seed");
+        if (state.TotalEpochs != _epochs || state.MaxStepsPerEpoch != _maxStepsPerEpoch)
+            _reporter.Warning($"the saved run had epochs {state.TotalEpochs}, max_steps_per_epoch {state.MaxStepsPerEpoch}; now {_epochs}, {_maxStepsPerEpoch}");
+        _seed = state.Seed;
+        _epochsRun = state.EpochsRun;
+        _stepsRun = state.StepsRun;
+        _resumeBatch = (int)state.DataLoaderPosition;
+        _totalTokens = state.TotalTokens;
+        if (_scheduler is not null && state.SchedulerLastEpoch > 0) _scheduler.Restore(state.SchedulerLastEpoch);
+        _reporter.Info($"resumed from {Path.Combine(dir, folderName)}: epoch {_epochsRun}, step {_stepsRun}, batch {_resumeBatch}");
+    }
+
+    private void SetupLogging()
+    {
+        var logDir = _loggerOptions.LogDir ?? Path.Combine(_outputDir, "logs");
+        var loggers = new List<IMetricLogger>();
+        if (_loggerOptions.Jsonl)
+        {
+            _jsonlPath = Path.Combine(logDir, "metrics.jsonl");
+            if (!_resume && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
+            if (_resume) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
+            loggers.Add(new JsonlMetricLogger(_jsonlPath));
+        }
+        if (_loggerOptions.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
+        _metrics = new CompositeMetricLogger([.. loggers]);
+    }
+
+    private void Check(bool ok, string key, string message)
+    {
+        if (!ok) throw new ConfigException(_config.Find(key)?.Location ?? new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), key, message);
+    }
+}

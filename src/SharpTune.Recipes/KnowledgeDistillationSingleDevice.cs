@@ -1,0 +1,508 @@
+// Recipe `knowledge_distillation_single_device`: distil a frozen teacher into a student (LoRA-adapted, the seed's
+// default, or fully trainable) on one device. Per micro-batch the loss is
+//   (1 - kd_ratio) * sum_tokens CE(student, labels) + kd_ratio * sum_tokens KD(student || teacher)
+// with any loss of the loss issue (plain, chunked, or fused-linear; any divergence and temperature); the sums of all
+// micro-batches of an optimizer step are backpropagated and the gradients divided ONCE by the step's valid tokens.
+// torchtune's KD recipe backprops per-micro-batch means and divides again by the token count (double
+// normalisation); we do not reproduce that: k micro-batches give exactly the update of one batch of the same tokens.
+// Lifecycle and keys follow torchtune recipes/knowledge_distillation_single_device.py and its configs.
+using System.Diagnostics;
+using SharpTune.Checkpointing;
+using SharpTune.Config;
+using SharpTune.Data;
+using SharpTune.Distillation;
+using SharpTune.Losses;
+using SharpTune.Modules;
+using SharpTune.Native;
+using SharpTune.Recipes.Plotting;
+using SharpTune.Recipes.Support;
+using SharpTune.Tokenizers;
+using SharpTune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+using OptimizerHelper = TorchSharp.Modules.OptimizerHelper;
+
+namespace SharpTune.Recipes;
+
+/// <summary>Knowledge distillation from a frozen teacher into a LoRA or fully trained student, one device.</summary>
+/// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
+[Recipe("knowledge_distillation_single_device", Description = "Distil a frozen teacher into a LoRA or fully trained student (1 device)")]
+[RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
+[RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
+[RecipeKey("teacher_model", typeof(TransformerDecoder), Description = "the teacher architecture (unless teacher.cache is set)")]
+[RecipeKey("teacher", typeof(TeacherSource), Description = "{cache: <dir>}: read the teacher's top-k log-probs from a teacher_logits cache instead of running a teacher")]
+[RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
+[RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
+[RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Description = "teacher weights (HF folder; unless teacher.cache is set)")]
+[RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
+[RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
+[RecipeKey("save_adapter_weights_only", typeof(bool), Description = "LoRA: save only the adapter, not merged weights")]
+[RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
+[RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved)")]
+[RecipeKey("shuffle", typeof(bool))]
+[RecipeKey("batch_size", typeof(int), Required = true)]
+[RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
+[RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
+[RecipeKey("loss", typeof(object), Required = true, Description = "class loss: CEWithChunkedOutputLoss, CrossEntropyLoss, LinearCrossEntropyLoss")]
+[RecipeKey("kd_loss", typeof(object), Required = true, Description = "KD loss: a KdLoss component or FusedLinearKdLoss")]
+[RecipeKey("kd_ratio", typeof(double), Description = "weight of the KD term; (1 - kd_ratio) weighs the class loss")]
+[RecipeKey("epochs", typeof(int), Required = true)]
+[RecipeKey("max_steps_per_epoch", typeof(int?))]
+[RecipeKey("gradient_accumulation_steps", typeof(int))]
+[RecipeKey("clip_grad_norm", typeof(double?))]
+[RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
+[RecipeKey("device", typeof(string), Description = "cpu | cuda")]
+[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16")]
+[RecipeKey("threads", typeof(int?), Description = "intra-op threads (fix it for bit-reproducible CPU runs)")]
+[RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute student layer activations in backward")]
+[RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
+[RecipeKey("log_every_n_steps", typeof(int))]
+[RecipeKey("log_peak_memory_stats", typeof(bool))]
+public sealed class KnowledgeDistillationSingleDevice : IRecipe
+{
+    private readonly SharpTuneConfig _config;
+    private readonly IRecipeReporter _reporter;
+    private readonly string _outputDir;
+    private readonly int _batchSize;
+    private readonly int _epochs;
+    private readonly int? _maxStepsPerEpoch;
+    private readonly int _gradientAccumulationSteps;
+    private readonly double? _clipGradNorm;
+    private readonly int? _saveEveryNSteps;
+    private readonly double _kdRatio;
+    private readonly bool _shuffle;
+    private readonly bool _resume;
+    private readonly bool _randomInit;
+    private readonly bool _adapterOnly;
+    private readonly bool _activationCheckpointing;
+    private readonly int _logEveryNSteps;
+    private readonly bool _logPeakMemory;
+    private readonly MetricLoggerOptions _loggerOptions;
+    private readonly long? _configuredSeed;
+
+    private Device _device = CPU;
+    private long _seed;
+    private TransformerDecoder? _model;
+    private TransformerDecoder? _teacher;
+    private TeacherCache? _teacherCache;
+    private readonly string? _cacheDir;
+    private ITokenizer? _tokenizer;
+    private HfCheckpointer? _checkpointer;
+    private ISampleDataset? _dataset;
+    private OptimizerHelper? _optimizer;
+    private LrScheduler? _scheduler;
+    private GradientAccumulator? _accumulator;
+    private CrossEntropyLoss? _classLoss;
+    private KdLoss? _kdLoss;
+    private FusedLinearDistillationLoss? _fusedLoss;
+    private long _truncateTeacherTo;
+    private IMetricLogger? _metrics;
+    private string? _jsonlPath;
+    private int _stepsPerEpoch;
+    private int _epochsRun;
+    private long _stepsRun;
+    private int _resumeBatch;
+    private long _totalTokens;
+
+    /// <summary>Reads the config; nothing heavy happens here.</summary>
+    public KnowledgeDistillationSingleDevice(SharpTuneConfig config, IRecipeReporter reporter)
+    {
+        _config = config;
+        _reporter = reporter;
+        _outputDir = config.Get<string>("output_dir");
+        _batchSize = config.Get<int>("batch_size");
+        _epochs = config.Get<int>("epochs");
+        _maxStepsPerEpoch = config.Get<int?>("max_steps_per_epoch", null);
+        _gradientAccumulationSteps = config.Get("gradient_accumulation_steps", 1);
+        _clipGradNorm = config.Get<double?>("clip_grad_norm", null);
+        _saveEveryNSteps = config.Get<int?>("save_every_n_steps", null);
+        _kdRatio = config.Get("kd_ratio", 0.5);
+        _shuffle = config.Get("shuffle", true);
+        _resume = config.Get("resume_from_checkpoint", false);
+        _randomInit = config.Get("random_init_checkpoint", false);
+        _adapterOnly = config.Get("save_adapter_weights_only", false);
+        _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
+        _logEveryNSteps = config.Get("log_every_n_steps", 1);
+        _logPeakMemory = config.Get("log_peak_memory_stats", true);
+        _loggerOptions = config.Get("metric_logger", new MetricLoggerOptions());
+        _configuredSeed = config.Get<long?>("seed", null);
+        _cacheDir = config.Has("teacher") && config.Find("teacher")!.Kind != ConfigNodeKind.Null ? config.Get<TeacherSource>("teacher").Cache : null;
+        var hasModel = config.Has("teacher_model") && config.Find("teacher_model")!.Kind != ConfigNodeKind.Null;
+        var hasCheckpointer = config.Has("teacher_checkpointer") && config.Find("teacher_checkpointer")!.Kind != ConfigNodeKind.Null;
+        Check(_cacheDir is null ? hasModel && hasCheckpointer : !hasModel && !hasCheckpointer, _cacheDir is null ? "teacher_model" : "teacher",
+            _cacheDir is null ? "set teacher_model and teacher_checkpointer, or teacher: {cache: <dir>}"
+                : "teacher.cache replaces teacher_model and teacher_checkpointer: remove them (or set them to null)");
+        Check(_batchSize >= 1, "batch_size", $"must be at least 1, got {_batchSize}");
+        Check(_epochs >= 1, "epochs", $"must be at least 1, got {_epochs}");
+        Check(_gradientAccumulationSteps >= 1, "gradient_accumulation_steps", $"must be at least 1, got {_gradientAccumulationSteps}");
+        Check(_maxStepsPerEpoch is null or >= 1, "max_steps_per_epoch", $"must be at least 1 or null, got {_maxStepsPerEpoch}");
+        Check(_saveEveryNSteps is null or >= 1, "save_every_n_steps", $"must be at least 1 or null, got {_saveEveryNSteps}");
+        Check(_logEveryNSteps >= 1, "log_every_n_steps", $"must be at least 1, got {_logEveryNSteps}");
+        Check(_kdRatio is >= 0 and <= 1, "kd_ratio", $"must be in [0, 1], got {_kdRatio}");
+    }
+
+    /// <inheritdoc/>
+    public void Setup(CancellationToken cancellationToken)
+    {
+        TorchRuntime.EnsureLoaded();
+        _reporter.Info(NativeHeap.Configure());
+        if (_config.Get<int?>("threads", null) is { } threads) TorchRuntime.SetThreads(threads);
+        _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
+        var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
+        _seed = Determinism.Seed(_configuredSeed);
+        Directory.CreateDirectory(_outputDir);
+        _config.Save(Path.Combine(_outputDir, "sharptune_config.yaml"));
+
+        _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
+        _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
+        _model = SetupModel(dtype);
+        SetupLoss();
+        if (_cacheDir is null)
+        {
+            _teacher = SetupTeacher(dtype);
+            CheckCompatibility();
+            _dataset = SetupData();
+        }
+        else
+        {
+            _dataset = SetupData();
+            _teacherCache = SetupTeacherCache(_cacheDir);
+        }
+
+        var trainable = Optimizers.TrainableParameters(_model);
+        _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
+        _accumulator = new GradientAccumulator(trainable, _clipGradNorm);
+        var batches = _dataset.Count / _batchSize;
+        _stepsPerEpoch = batches / _gradientAccumulationSteps;
+        if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
+        if (_stepsPerEpoch == 0)
+            throw new ConfigException(new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), "batch_size",
+                $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
+        _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
+            ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, (long)_epochs * _stepsPerEpoch)
+            : null;
+        if (_resume) Resume();
+        SetupLogging();
+        _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
+                       (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen)") + $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs");
+    }
+
+    /// <inheritdoc/>
+    public void Train(CancellationToken cancellationToken)
+    {
+        var model = _model!;
+        var totalSteps = (long)_epochs * _stepsPerEpoch;
+        var padId = _tokenizer!.PadId;
+        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId);
+        model.train();
+        _teacher?.eval();
+        for (var epoch = _epochsRun; epoch < _epochs; epoch++)
+        {
+            var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
+            var step = startBatch / _gradientAccumulationSteps;
+            var watch = Stopwatch.StartNew();
+            double classSum = 0, kdSum = 0;
+            long stepTokens = 0;
+            for (var b = startBatch; step < _stepsPerEpoch; b++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                using (var scope = NewDisposeScope())
+                {
+                    var batch = Collated(loader.Samples(epoch, b));
+                    var (sum, cls, kd, count) = LossStep(batch, loader.Indices(epoch, b));
+                    _accumulator!.Backward(sum, count);
+                    classSum += cls;
+                    kdSum += kd;
+                    stepTokens += count;
+                }
+                if ((b + 1) % _gradientAccumulationSteps != 0) continue;
+
+                AccumulatedStep result;
+                using (NewDisposeScope()) // the norm/clip and optimizer temporaries are freed now, not by the GC later
+                {
+                    result = _accumulator!.Finish(computeNorm: true);
+                    _optimizer!.step();
+                    _optimizer.zero_grad();
+                    _scheduler?.Step();
+                }
+                step++;
+                _stepsRun++;
+                RecipeRuntime.CollectGarbage(_stepsRun);
+                NativeHeap.AfterStep();
+                _totalTokens += stepTokens;
+                if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
+                    Log(result, classSum / Math.Max(1, stepTokens), kdSum / Math.Max(1, stepTokens), stepTokens / Math.Max(1e-9, watch.Elapsed.TotalSeconds));
+                _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
+                classSum = kdSum = 0;
+                stepTokens = 0;
+                watch.Restart();
+                if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
+                    Save(CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+            }
+            Save(CheckpointTag.Epoch(epoch), epoch + 1, 0);
+        }
+        _metrics?.Dispose();
+        _metrics = null;
+        if (_jsonlPath is not null && File.Exists(_jsonlPath))
+        {
+            var png = Path.Combine(_outputDir, "loss_curves.png");
+            var drawn = LossCurves.Plot(_jsonlPath, png);
+            _reporter.Info($"wrote {png} ({string.Join(", ", drawn)}; raw and smoothed)");
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Cleanup()
+    {
+        _metrics?.Dispose();
+        _model?.Dispose();
+        _teacher?.Dispose();
+        _teacherCache?.Dispose();
+        _optimizer?.Dispose();
+    }
+
+    private TransformerDecoder SetupModel(ScalarType dtype)
+    {
+        var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
+        if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+            _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
+        RecipeCheckpoints.LoadBase(model, _checkpointer);
+        _reporter.Info($"student loaded from {_checkpointer.CheckpointDir} ({(RecipeCheckpoints.IsLora(model) ? "LoRA" : "full fine-tune")})");
+        return model;
+    }
+
+    // The teacher: built, loaded strictly from its own checkpointer, frozen and in eval mode (dropout off).
+    private TransformerDecoder SetupTeacher(ScalarType dtype)
+    {
+        var checkpointer = _config.Instantiate<HfCheckpointer>("teacher_checkpointer");
+        var teacher = RecipeRuntime.BuildModel(_config, "teacher_model", _device, dtype);
+        if (RecipeCheckpoints.IsLora(teacher))
+            throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model",
+                "the teacher must be a base model (merge its LoRA adapters first: a fine-tuned checkpoint folder holds merged weights)");
+        checkpointer.LoadInto(teacher, strict: true, convertDtype: true);
+        foreach (var p in teacher.parameters()) p.requires_grad = false;
+        teacher.eval();
+        _reporter.Info($"teacher loaded from {checkpointer.CheckpointDir} (frozen, eval mode)");
+        return teacher;
+    }
+
+    // The offline teacher: a teacher_logits cache made from exactly this run's tokenized dataset (same data hash) for
+    // the student's vocabulary at the KD loss's temperature, read by dataset index in the loader's shuffled order.
+    private TeacherCache SetupTeacherCache(string dir)
+    {
+        if (_kdLoss is null || _kdLoss.Options.Kind != DivergenceKind.ForwardKl)
+            throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
+                "a teacher cache holds top-k log-probs, which only forward KL (a chunked/plain KdLoss with divergence forward_kl) can use");
+        var cache = TeacherCache.Open(dir, ContentHash.OfDataset(_dataset!), (int)_model!.VocabSize);
+        if (Math.Abs(cache.Manifest.Temperature - _kdLoss.Options.Temperature) > 1e-9)
+        {
+            cache.Dispose();
+            throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
+                $"temperature {_kdLoss.Options.Temperature} but the teacher cache {dir} holds log-probs at temperature {cache.Manifest.Temperature}");
+        }
+        _reporter.Info($"teacher cache {dir}: {cache.Manifest.TeacherId}, k {cache.K}, {cache.Manifest.Tokens:N0} tokens, " +
+                       $"{(double)cache.Manifest.Bytes / Math.Max(1, cache.Manifest.Tokens):F1} bytes/token, missing mass {_kdLoss.MissingMass}");
+        return cache;
+    }
+
+    // The class loss and the KD loss: both chunked/plain, or one fused-linear KD loss computing both.
+    private void SetupLoss()
+    {
+        var kd = _config.Instantiate<object>("kd_loss");
+        var cls = _config.Instantiate<object>("loss");
+        switch (kd)
+        {
+            case FusedLinearDistillationLoss fused:
+                if (cls is not FusedLinearCrossEntropyLoss)
+                    throw new ConfigException(_config.Find("loss")!.Location, "loss",
+                        $"kd_loss is fused-linear, so loss must be sharptune.modules.loss.LinearCrossEntropyLoss (the fused KD loss computes both terms), got {cls.GetType().Name}");
+                _fusedLoss = new FusedLinearDistillationLoss(fused.Options, _kdRatio, fused.ChunkSize, fused.IgnoreIndex, fused.MissingMass);
+                break;
+            case KdLoss k:
+                _kdLoss = k;
+                _classLoss = cls as CrossEntropyLoss ?? throw new ConfigException(_config.Find("loss")!.Location, "loss",
+                    $"with a chunked/plain kd_loss the class loss must be CEWithChunkedOutputLoss or CrossEntropyLoss, got {cls.GetType().Name}");
+                if (_classLoss.NumOutputChunks != _kdLoss.NumOutputChunks)
+                    throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
+                        $"num_output_chunks {_kdLoss.NumOutputChunks} differs from loss.num_output_chunks {_classLoss.NumOutputChunks}; both split the same logits");
+                break;
+            default:
+                throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss", $"expected a KD loss component, got {kd.GetType().Name}");
+        }
+    }
+
+    // Teacher and student must share the token space: same vocabulary (or a teacher padded beyond the tokenizer's
+    // real tokens, truncated per step) and the same special ids where both checkpoints declare them.
+    private void CheckCompatibility()
+    {
+        long sv = _model!.VocabSize, tv = _teacher!.VocabSize;
+        if (tv != sv)
+        {
+            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!); }
+            catch (ArgumentException e)
+            {
+                throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model",
+                    $"teacher vocabulary {tv} vs student vocabulary {sv}: {e.Message}");
+            }
+            _truncateTeacherTo = sv;
+            _reporter.Info($"teacher vocabulary {tv} is padded beyond the student's {sv}; its extra logits are cut off (they are not real tokens)");
+        }
+        if (_tokenizer!.VocabSize > sv)
+            throw new ConfigException(_config.Find("tokenizer")!.Location, "tokenizer",
+                $"the tokenizer has {_tokenizer.VocabSize} tokens but the student's vocabulary is {sv}");
+        var teacherConfig = HfCheckpointer.ReadConfig(_config.Instantiate<HfCheckpointer>("teacher_checkpointer").CheckpointDir);
+        var studentConfig = HfCheckpointer.ReadConfig(_checkpointer!.CheckpointDir);
+        foreach (var key in new[] { "bos_token_id", "eos_token_id", "pad_token_id" })
+        {
+            var t = teacherConfig[key]?.ToJsonString();
+            var s = studentConfig[key]?.ToJsonString();
+            if (t is not null && s is not null && t != s)
+                throw new ConfigException(_config.Find("teacher_checkpointer")!.Location, "teacher_checkpointer",
+                    $"teacher config.json {key} = {t} but student config.json {key} = {s}: the models use different tokenizers");
+        }
+    }
+
+    private ISampleDataset SetupData() =>
+        _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
+
+    private Batch Collated(IReadOnlyList<Sample> samples)
+    {
+        var batch = _dataset is PackedDataset ? Collate.Packed(samples) : Collate.PadSft(samples, _tokenizer!.PadId);
+        return _device.type == DeviceType.CPU ? batch
+            : new Batch(batch.Tokens.to(_device), batch.Labels.to(_device), batch.Mask?.to(_device), batch.InputPos?.to(_device));
+    }
+
+    // One micro-batch: the weighted SUM of class and KD losses over its valid tokens (normalised later, once per
+    // step), plus the detached class and KD sums and the token count for logging.
+    private (Tensor Sum, double ClassSum, double KdSum, long Count) LossStep(Batch batch, IReadOnlyList<int> sampleIndices)
+    {
+        var model = _model!;
+        var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
+        if (_teacherCache is { } cache)
+        {
+            var logits = RecipeRuntime.Logits(model, hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
+            var sparse = cache.ReadBatch(sampleIndices, (int)batch.Tokens.shape[1]);      // [b, s, k] ids and log-probs
+            sparse = new SparseTeacher(sparse.Indices.to(_device), sparse.LogProbs.to(_device));
+            var whole = logits.Count == 1 ? logits[0] : torch.cat(logits, 1);            // [b, s, v]
+            var clsSum = _classLoss.NumOutputChunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
+            var kdSum = _kdLoss!.Sum(whole, sparse, batch.Labels);
+            return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum.Sum, clsSum.Sum.item<float>(), kdSum.Sum.item<float>(), clsSum.Count.item<long>());
+        }
+        var teacher = _teacher!;
+        if (_fusedLoss is { } fused)
+        {
+            TeacherOutput teacherOut;
+            using (no_grad())
+            {
+                var th = teacher.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
+                var tw = teacher.OutputWeight; // [v_t, d_t]
+                if (_truncateTeacherTo > 0) tw = VocabAlignment.TruncateTeacher(tw, _truncateTeacherTo, _tokenizer!, dim: 0); // [v, d_t]
+                teacherOut = TeacherOutput.FromLinear(th, tw);
+            }
+            var r = fused.Forward(hidden, model.OutputWeight, teacherOut, batch.Labels, normalize: false);
+            return (r.Loss, r.ClassLoss.item<float>(), r.KdLoss.item<float>(), r.ValidCount.item<long>());
+        }
+        var chunks = _classLoss!.NumOutputChunks;
+        var studentLogits = RecipeRuntime.Logits(model, hidden, chunks); // n x [b, s_i, v]
+        List<Tensor> teacherLogits;
+        using (no_grad())
+        {
+            var th = teacher.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
+            teacherLogits = RecipeRuntime.Logits(teacher, th, chunks); // n x [b, s_i, v_t]
+            if (_truncateTeacherTo > 0)
+                teacherLogits = teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!)).ToList(); // n x [b, s_i, v]
+        }
+        LossSum cls, kd;
+        if (chunks <= 0)
+        {
+            cls = _classLoss.Sum(studentLogits[0], batch.Labels);
+            kd = _kdLoss!.Sum(studentLogits[0], teacherLogits[0], batch.Labels);
+        }
+        else
+        {
+            cls = _classLoss.Sum(studentLogits, batch.Labels);
+            kd = _kdLoss!.Sum(studentLogits, teacherLogits, batch.Labels);
+        }
+        var sum = (1 - _kdRatio) * cls.Sum + _kdRatio * kd.Sum;
+        return (sum, cls.Sum.item<float>(), kd.Sum.item<float>(), cls.Count.item<long>());
+    }
+
+    private void Log(AccumulatedStep result, double classLoss, double kdLoss, double tokensPerSecond)
+    {
+        var metrics = new StepMetrics
+        {
+            Loss = result.Loss,
+            ClassLoss = classLoss,
+            KdLoss = kdLoss,
+            Lr = Optimizers.LearningRate(_optimizer!),
+            GradNorm = double.IsNaN(result.GradNorm) ? null : result.GradNorm,
+            TokensPerSecond = tokensPerSecond,
+            PeakMemoryGib = _logPeakMemory ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
+        }.ToDictionary();
+        _metrics?.Log(_stepsRun, metrics);
+        _reporter.Metrics(_stepsRun, metrics);
+    }
+
+    private void Save(CheckpointTag tag, int epochsRun, int dataloaderPosition)
+    {
+        var state = new RecipeState
+        {
+            Seed = _seed,
+            EpochsRun = epochsRun,
+            TotalEpochs = _epochs,
+            StepsRun = _stepsRun,
+            MaxStepsPerEpoch = _maxStepsPerEpoch,
+            DataLoaderPosition = dataloaderPosition,
+            SchedulerLastEpoch = _scheduler?.LastEpoch ?? 0,
+            TotalTokens = _totalTokens,
+        };
+        var folder = RecipeCheckpoints.Save(_model!, _checkpointer!, tag, state, _optimizer!, _adapterOnly);
+        _reporter.Info($"saved {folder}");
+    }
+
+    // Restores optimizer, scheduler, RNG, counters and the data position from recipe_state, and the trained weights
+    // from the checkpoint folder it names.
+    private void Resume()
+    {
+        var dir = _checkpointer!.OutputDir;
+        var state = RecipeStateStore.Load(dir, _optimizer!);
+        if (!state.Extra.TryGetValue(RecipeCheckpoints.CheckpointKey, out var folderName))
+            throw new InvalidDataException($"'{dir}/recipe_state' does not name its checkpoint folder");
+        RecipeCheckpoints.LoadResumeWeights(_model!, Path.Combine(dir, folderName));
+        if (_configuredSeed is { } s && s != state.Seed)
+            _reporter.Warning($"seed {s} in the config differs from the saved run's seed {state.Seed}; continuing with the saved seed");
+        if (state.TotalEpochs != _epochs || state.MaxStepsPerEpoch != _maxStepsPerEpoch)
+            _reporter.Warning($"the saved run had epochs {state.TotalEpochs}, max_steps_per_epoch {state.MaxStepsPerEpoch}; now {_epochs}, {_maxStepsPerEpoch}");
+        _seed = state.Seed;
+        _epochsRun = state.EpochsRun;
+        _stepsRun = state.StepsRun;
+        _resumeBatch = (int)state.DataLoaderPosition;
+        _totalTokens = state.TotalTokens;
+        if (_scheduler is not null && state.SchedulerLastEpoch > 0) _scheduler.Restore(state.SchedulerLastEpoch);
+        _reporter.Info($"resumed from {Path.Combine(dir, folderName)}: epoch {_epochsRun}, step {_stepsRun}, batch {_resumeBatch}");
+    }
+
+    private void SetupLogging()
+    {
+        var logDir = _loggerOptions.LogDir ?? Path.Combine(_outputDir, "logs");
+        var loggers = new List<IMetricLogger>();
+        if (_loggerOptions.Jsonl)
+        {
+            _jsonlPath = Path.Combine(logDir, "metrics.jsonl");
+            if (!_resume && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
+            if (_resume) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
+            loggers.Add(new JsonlMetricLogger(_jsonlPath));
+        }
+        if (_loggerOptions.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
+        _metrics = new CompositeMetricLogger([.. loggers]);
+    }
+
+    private void Check(bool ok, string key, string message)
+    {
+        if (!ok) throw new ConfigException(_config.Find(key)?.Location ?? new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), key, message);
+    }
+}
+
+/// <summary>The <c>teacher:</c> map of the KD config.</summary>
+/// <param name="Cache">A teacher cache folder written by the <c>teacher_logits</c> recipe.</param>
+public sealed record TeacherSource(string? Cache = null);

@@ -1,0 +1,175 @@
+// The study report folder: report.md and report.html with the eval table (one row per arm, each metric with its
+// delta against the baseline arm), the overlaid class-loss and KD-loss curves (PNG), and per arm the exact
+// command lines and the resolved configs they ran with. Built only from what finished arms left on disk
+// (done.json, eval/results.json, metrics.jsonl, resolved configs), so it can be rebuilt at any time.
+using System.Globalization;
+using System.Net;
+using System.Text;
+using SharpTune.Checkpointing;
+using SharpTune.Eval;
+
+namespace SharpTune.Recipes.Study;
+
+/// <summary>One evaluated arm's numbers in the report table.</summary>
+/// <param name="Arm">Arm name.</param>
+/// <param name="Values">Value per (task, metric) column; null where absent.</param>
+/// <param name="Deltas">Value minus the baseline's; null for the baseline itself or where either is absent.</param>
+public sealed record ReportRow(string Arm, IReadOnlyList<double?> Values, IReadOnlyList<double?> Deltas);
+
+/// <summary>The eval table of a study.</summary>
+/// <param name="Columns">(task, metric) columns.</param>
+/// <param name="Baseline">The baseline arm.</param>
+/// <param name="Rows">One row per evaluated, finished arm, in plan order.</param>
+public sealed record ReportTable(IReadOnlyList<(string Task, string Metric)> Columns, string? Baseline, IReadOnlyList<ReportRow> Rows);
+
+/// <summary>Writes a study's report folder.</summary>
+public static class StudyReport
+{
+    /// <summary>Where an arm's evaluation results are read from (the eval recipe's output_dir/results.json).</summary>
+    public static string ResultsPath(PlannedArm arm) => Path.Combine(arm.ArmDir, "eval", "results.json");
+
+    /// <summary>The arm's training metric log (the first metrics.jsonl under its folder, outside eval/), or null.</summary>
+    public static string? MetricsLog(PlannedArm arm)
+    {
+        if (!Directory.Exists(arm.ArmDir)) return null;
+        var eval = Path.Combine(arm.ArmDir, "eval") + Path.DirectorySeparatorChar;
+        return Directory.EnumerateFiles(arm.ArmDir, "metrics.jsonl", SearchOption.AllDirectories)
+            .Where(p => !p.StartsWith(eval, StringComparison.Ordinal)).Order(StringComparer.Ordinal).FirstOrDefault();
+    }
+
+    /// <summary>The eval table from the finished arms' results (baseline first in its own row).</summary>
+    public static ReportTable Table(StudyPlan plan)
+    {
+        var reports = new List<(string Arm, EvalReport Report)>();
+        foreach (var arm in plan.Arms.Where(a => a.Evaluate && ArmMarker.TryRead(a.ArmDir) is not null))
+            if (File.Exists(ResultsPath(arm))) reports.Add((arm.Name, EvalReport.Load(ResultsPath(arm))));
+        if (reports.Count == 0) return new ReportTable([], plan.Baseline, []);
+        var baselineIndex = reports.FindIndex(r => r.Arm == plan.Baseline);
+        var compare = CompareTable.Build([.. reports.Select(r => r.Report)], Math.Max(baselineIndex, 0));
+        var columns = compare.Rows.Select(r => (r.Task, r.Metric)).ToList();
+        var rows = reports.Select((r, i) => new ReportRow(r.Arm,
+            compare.Rows.Select(c => c.Values[i]).ToArray(),
+            compare.Rows.Select(c => baselineIndex < 0 || i == baselineIndex ? null : c.Deltas[i]).ToArray())).ToList();
+        return new ReportTable(columns, baselineIndex < 0 ? null : plan.Baseline, rows);
+    }
+
+    /// <summary>Writes report.md, report.html and the loss PNGs into &lt;study&gt;/report; returns that folder.</summary>
+    public static string Write(StudyPlan plan)
+    {
+        var dir = Path.Combine(plan.StudyDir, "report");
+        Directory.CreateDirectory(dir);
+        var table = Table(plan);
+        var logs = plan.Arms.Where(a => ArmMarker.TryRead(a.ArmDir) is not null)
+            .Select(a => (a.Name, Log: MetricsLog(a))).Where(x => x.Log is not null).Select(x => (x.Name, x.Log!)).ToList();
+        var plots = new List<(string File, string Title)>();
+        if (StudyPlots.Overlay(logs, "class_loss", "loss", "Class loss (cross-entropy) per arm", Path.Combine(dir, "class_loss.png")).Count > 0)
+            plots.Add(("class_loss.png", "Class loss (cross-entropy); arms without a KD term show their loss"));
+        if (StudyPlots.Overlay(logs, "kd_loss", null, "KD loss per arm", Path.Combine(dir, "kd_loss.png")).Count > 0)
+            plots.Add(("kd_loss.png", "KD loss (distillation arms)"));
+        AtomicFile.WriteAllText(Path.Combine(dir, "report.md"), Markdown(plan, table, plots));
+        AtomicFile.WriteAllText(Path.Combine(dir, "report.html"), Html(plan, table, plots));
+        return dir;
+    }
+
+    /// <summary>A value with its delta, as the tables show it: <c>0.4120 (+0.0310)</c>.</summary>
+    public static string Cell(double? value, double? delta) =>
+        value is null ? "-" : value.Value.ToString("F4", CultureInfo.InvariantCulture)
+            + (delta is { } d ? string.Create(CultureInfo.InvariantCulture, $" ({d:+0.0000;-0.0000;+0.0000})") : "");
+
+    private static string Markdown(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine(CultureInfo.InvariantCulture, $"# Study `{plan.Study.Name}`").AppendLine();
+        sb.AppendLine(CultureInfo.InvariantCulture, $"Study file: `{plan.Study.SourcePath}`; folder: `{plan.StudyDir}`.").AppendLine();
+        sb.AppendLine("## Evaluation").AppendLine();
+        if (table.Rows.Count == 0) sb.AppendLine("No arm has been evaluated yet.").AppendLine();
+        else
+        {
+            sb.AppendLine(table.Baseline is null ? "Baseline: none evaluated (no deltas)." : $"Deltas are against the baseline arm `{table.Baseline}`.").AppendLine();
+            sb.Append("| Arm |").AppendJoin("", table.Columns.Select(c => $" {c.Task} {c.Metric} |")).AppendLine();
+            sb.Append("|---|").Append(string.Concat(Enumerable.Repeat("---:|", table.Columns.Count))).AppendLine();
+            foreach (var row in table.Rows)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"| {row.Arm}{(row.Arm == table.Baseline ? " (baseline)" : "")} |");
+                for (var i = 0; i < table.Columns.Count; i++) sb.Append(' ').Append(Cell(row.Values[i], row.Deltas[i])).Append(" |");
+                sb.AppendLine();
+            }
+            sb.AppendLine();
+        }
+        sb.AppendLine("## Loss curves").AppendLine();
+        if (plots.Count == 0) sb.AppendLine("No arm logged training metrics.").AppendLine();
+        foreach (var (file, title) in plots) sb.AppendLine(CultureInfo.InvariantCulture, $"![{title}]({file})").AppendLine();
+        sb.AppendLine("## Arms").AppendLine();
+        foreach (var arm in plan.Arms)
+        {
+            var marker = ArmMarker.TryRead(arm.ArmDir);
+            sb.AppendLine(CultureInfo.InvariantCulture, $"### {arm.Name}").AppendLine();
+            sb.AppendLine(marker is null ? "Status: not finished." : string.Create(CultureInfo.InvariantCulture,
+                $"Status: finished {marker.FinishedUtc:u} (train {marker.TrainSeconds:F1} s, eval {marker.EvalSeconds:F1} s).")).AppendLine();
+            if (arm.DependsOn.Count > 0) sb.AppendLine(CultureInfo.InvariantCulture, $"Uses: {string.Join(", ", arm.DependsOn)}.").AppendLine();
+            if (arm.Command is { } cmd) sb.AppendLine("```bash").AppendLine(cmd).AppendLine("```");
+            else sb.AppendLine(CultureInfo.InvariantCulture, $"Not trained: evaluates `{arm.Checkpoint}`.").AppendLine();
+            if (plan.EvalCommand(arm) is { } ecmd) sb.AppendLine("```bash").AppendLine(ecmd).AppendLine("```");
+            foreach (var (file, label) in ResolvedConfigs(arm))
+                sb.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"<details><summary>{label}</summary>").AppendLine()
+                    .AppendLine("```yaml").Append(File.ReadAllText(file).TrimEnd()).AppendLine().AppendLine("```").AppendLine().AppendLine("</details>");
+            sb.AppendLine();
+        }
+        return sb.ToString();
+    }
+
+    private static string Html(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots)
+    {
+        static string E(string s) => WebUtility.HtmlEncode(s);
+        var sb = new StringBuilder();
+        sb.AppendLine("<!DOCTYPE html><html><head><meta charset=\"utf-8\">")
+            .AppendLine(CultureInfo.InvariantCulture, $"<title>Study {E(plan.Study.Name)}</title>")
+            .AppendLine("<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}.up{color:#080}.down{color:#b00}pre{background:#f6f6f6;padding:8px;overflow-x:auto}img{max-width:100%}</style>")
+            .AppendLine("</head><body>");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"<h1>Study {E(plan.Study.Name)}</h1><p>Study file <code>{E(plan.Study.SourcePath)}</code>; folder <code>{E(plan.StudyDir)}</code>.</p>");
+        sb.AppendLine("<h2>Evaluation</h2>");
+        if (table.Rows.Count == 0) sb.AppendLine("<p>No arm has been evaluated yet.</p>");
+        else
+        {
+            sb.AppendLine(table.Baseline is null ? "<p>Baseline: none evaluated (no deltas).</p>" : $"<p>Deltas are against the baseline arm <code>{E(table.Baseline)}</code>.</p>");
+            sb.Append("<table><tr><th>Arm</th>").AppendJoin("", table.Columns.Select(c => $"<th>{E(c.Task)} {E(c.Metric)}</th>")).AppendLine("</tr>");
+            foreach (var row in table.Rows)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"<tr><td>{E(row.Arm)}{(row.Arm == table.Baseline ? " (baseline)" : "")}</td>");
+                for (var i = 0; i < table.Columns.Count; i++)
+                {
+                    var cls = row.Deltas[i] is > 0 ? " class=\"up\"" : row.Deltas[i] is < 0 ? " class=\"down\"" : "";
+                    sb.Append(CultureInfo.InvariantCulture, $"<td{cls}>{E(Cell(row.Values[i], row.Deltas[i]))}</td>");
+                }
+                sb.AppendLine("</tr>");
+            }
+            sb.AppendLine("</table>");
+        }
+        sb.AppendLine("<h2>Loss curves</h2>");
+        if (plots.Count == 0) sb.AppendLine("<p>No arm logged training metrics.</p>");
+        foreach (var (file, title) in plots) sb.AppendLine(CultureInfo.InvariantCulture, $"<figure><img src=\"{E(file)}\" alt=\"{E(title)}\"><figcaption>{E(title)}</figcaption></figure>");
+        sb.AppendLine("<h2>Arms</h2>");
+        foreach (var arm in plan.Arms)
+        {
+            var marker = ArmMarker.TryRead(arm.ArmDir);
+            sb.AppendLine(CultureInfo.InvariantCulture, $"<h3>{E(arm.Name)}</h3>");
+            sb.AppendLine(marker is null ? "<p>Status: not finished.</p>" : string.Create(CultureInfo.InvariantCulture,
+                $"<p>Status: finished {marker.FinishedUtc:u} (train {marker.TrainSeconds:F1} s, eval {marker.EvalSeconds:F1} s).</p>"));
+            if (arm.Command is { } cmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(cmd)}</pre>");
+            else sb.AppendLine(CultureInfo.InvariantCulture, $"<p>Not trained: evaluates <code>{E(arm.Checkpoint ?? "")}</code>.</p>");
+            if (plan.EvalCommand(arm) is { } ecmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(ecmd)}</pre>");
+            foreach (var (file, label) in ResolvedConfigs(arm))
+                sb.AppendLine(CultureInfo.InvariantCulture, $"<details><summary>{E(label)}</summary><pre>{E(File.ReadAllText(file))}</pre></details>");
+        }
+        sb.AppendLine("</body></html>");
+        return sb.ToString();
+    }
+
+    private static IEnumerable<(string File, string Label)> ResolvedConfigs(PlannedArm arm)
+    {
+        var train = Path.Combine(arm.ArmDir, "resolved_config.yaml");
+        var eval = Path.Combine(arm.ArmDir, "eval_resolved_config.yaml");
+        if (File.Exists(train)) yield return (train, "resolved training config");
+        if (File.Exists(eval)) yield return (eval, "resolved eval config");
+    }
+}

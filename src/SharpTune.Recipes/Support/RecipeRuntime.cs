@@ -1,0 +1,169 @@
+// Setup helpers the training recipes share: device and dtype selection (with the CPU bf16 warning and a clear CUDA
+// error), building config components with the recipe's device/dtype when the factory accepts them, LR schedulers
+// with the recipe-supplied num_training_steps, and the student forward with optional activation checkpointing.
+// Kept to plain functions so each recipe still reads top to bottom (torchtune's recipes call training.* the same way).
+// References: torchtune training/precision.py (get_dtype, bf16 check), training/_device.py (get_device),
+// torchtune recipes/*_single_device.py (_setup_lr_scheduler passes num_training_steps and last_epoch).
+using SharpTune.Config;
+using SharpTune.Modules;
+using SharpTune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SharpTune.Recipes.Support;
+
+/// <summary>Device, dtype and component-building helpers for recipes.</summary>
+public static class RecipeRuntime
+{
+    /// <summary>
+    /// <c>cpu</c> or <c>cuda</c> (<c>cuda:N</c>). CUDA needs TorchSharp's CUDA natives (libtorch-cuda-*) instead of
+    /// the CPU package: without them this throws a message saying how to get them.
+    /// </summary>
+    public static Device ResolveDevice(string device)
+    {
+        var d = device.Trim().ToLowerInvariant();
+        if (d == "cpu") return CPU;
+        if (d == "cuda" || d.StartsWith("cuda:", StringComparison.Ordinal))
+        {
+            if (!cuda.is_available())
+                throw new InvalidOperationException(
+                    $"device '{device}': CUDA is not available to this build. SharpTune ships libtorch's CPU natives; reference a " +
+                    "CUDA natives package (libtorch-cuda-12.x-linux-x64 / TorchSharp-cuda-linux) instead of libtorch-cpu-linux-x64 " +
+                    "and run on a machine with an NVIDIA driver (see README, 'CUDA'), or set device=cpu");
+            return new Device(d);
+        }
+        throw new ArgumentException($"device must be 'cpu' or 'cuda' (or 'cuda:N'), got '{device}'", nameof(device));
+    }
+
+    /// <summary>
+    /// <c>fp32</c>/<c>float32</c> or <c>bf16</c>/<c>bfloat16</c>. bf16 on a CPU without native bf16 instructions is
+    /// allowed with a warning: libtorch emulates it, which measured ~56x slower than fp32 matmul on such a CPU.
+    /// </summary>
+    public static ScalarType ResolveDtype(string dtype, Device device, IRecipeReporter reporter)
+    {
+        var t = dtype.Trim().ToLowerInvariant() switch
+        {
+            "fp32" or "float32" or "float" => ScalarType.Float32,
+            "bf16" or "bfloat16" => ScalarType.BFloat16,
+            "fp16" or "float16" or "half" => throw new ArgumentException("dtype fp16 is not supported (no loss scaling); use fp32 or bf16", nameof(dtype)),
+            _ => throw new ArgumentException($"dtype must be fp32 or bf16, got '{dtype}'", nameof(dtype)),
+        };
+        if (t == ScalarType.BFloat16 && device.type == DeviceType.CPU && !CpuHasNativeBf16())
+            reporter.Warning("dtype bf16 on a CPU without native bf16 (no avx512_bf16/amx_bf16): libtorch emulates it and matmuls run " +
+                             "tens of times slower than fp32 (~56x measured here). Continuing; set dtype=fp32 for speed.");
+        return t;
+    }
+
+    /// <summary>True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (false when it cannot be read).</summary>
+    public static bool CpuHasNativeBf16()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/cpuinfo"))
+                if (line.StartsWith("flags", StringComparison.Ordinal))
+                    return line.Contains(" avx512_bf16", StringComparison.Ordinal) || line.Contains(" amx_bf16", StringComparison.Ordinal);
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return false;
+    }
+
+    /// <summary>
+    /// Builds the decoder at <paramref name="path"/>, passing <paramref name="device"/>/<paramref name="dtype"/> to
+    /// the factory when it takes them (no full-size fp32 copy of a bf16 model); otherwise converts afterwards.
+    /// </summary>
+    public static TransformerDecoder BuildModel(SharpTuneConfig config, string path, Device device, ScalarType dtype)
+    {
+        var named = new Dictionary<string, object?>();
+        if (Accepts(config, path, "device")) named["device"] = device;
+        if (Accepts(config, path, "dtype")) named["dtype"] = dtype;
+        var model = config.InstantiateWith<TransformerDecoder>(path, named);
+        if (!named.ContainsKey("dtype")) model.to(dtype);
+        if (!named.ContainsKey("device")) model.to(device);
+        return model;
+    }
+
+    /// <summary>
+    /// Builds the LR scheduler at <paramref name="path"/> for <paramref name="optimizer"/>, supplying
+    /// <c>num_training_steps</c> when the schedule takes it and the config leaves it out (torchtune computes it from epochs and steps per epoch).
+    /// </summary>
+    public static LrScheduler BuildScheduler(SharpTuneConfig config, string path, optim.Optimizer optimizer, long numTrainingSteps)
+    {
+        var named = new Dictionary<string, object?> { ["optimizer"] = optimizer };
+        if (Accepts(config, path, "num_training_steps") && !config.Has(path + ".num_training_steps")) named["num_training_steps"] = (int)Math.Max(1, numTrainingSteps);
+        return config.InstantiateWith<LrScheduler>(path, named);
+    }
+
+    /// <summary>True when the component at <paramref name="path"/> has a parameter called <paramref name="snakeName"/>.</summary>
+    public static bool Accepts(SharpTuneConfig config, string path, string snakeName)
+    {
+        var node = config.Find(path);
+        if (node?.ComponentName is not { } name || !config.Registry.TryGet(name, out var factory)) return false;
+        return factory.GetParameters().Any(p => Names.ToSnakeCase(p.Name!) == snakeName);
+    }
+
+    /// <summary>
+    /// Final normed hidden states [b, s, d] of <paramref name="model"/>, as <see cref="TransformerDecoder.ForwardHidden"/>,
+    /// but with each layer wrapped in activation checkpointing when <paramref name="checkpointLayers"/> (its
+    /// activations are recomputed in backward instead of kept).
+    /// </summary>
+    public static Tensor ForwardHidden(TransformerDecoder model, Tensor tokens, Tensor? mask, Tensor? inputPos, bool checkpointLayers)
+    {
+        if (!checkpointLayers) return model.ForwardHidden(tokens, mask, inputPos);
+        // No inner dispose scope here: each layer's backward re-runs its forward, so cos/sin and the saved layer
+        // inputs must live as long as the caller's (training-step) scope, not just this call.
+        var b = tokens.shape[0];
+        var s = tokens.shape[1];
+        if (s > model.MaxSeqLen) throw new ArgumentException($"sequence length {s} exceeds max_seq_len {model.MaxSeqLen}");
+        var pos = inputPos ?? arange(0, s, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0).expand(b, s); // [b, s]
+        var h = model.Model.EmbedTokens.call(tokens); // [b, s] -> [b, s, d]
+        var (cos, sin) = model.Rope.CosSin(pos, h.dtype); // [b, 1, s, h_d]
+        foreach (var layer in model.Model.Layers)
+        {
+            var l = layer;
+            h = ActivationCheckpointing.Run(x => l.Forward(x, cos, sin, mask), h, l.parameters()); // [b, s, d]
+        }
+        return model.Model.Norm.call(h);
+    }
+
+    /// <summary>The output projection applied to <paramref name="hidden"/> [b, s, d], as <paramref name="chunks"/>
+    /// pieces along s (tensor_split) or whole when <paramref name="chunks"/> is 0.</summary>
+    public static List<Tensor> Logits(TransformerDecoder model, Tensor hidden, int chunks) =>
+        chunks <= 0
+            ? [model.ApplyOutput(hidden)] // [b, s, v]
+            : hidden.tensor_split(chunks, dim: 1).Select(model.ApplyOutput).ToList(); // n x [b, s_i, v]
+
+    /// <summary>
+    /// Drops the lines of a JSONL metric log whose <c>step</c> is past <paramref name="lastStep"/> (rewritten
+    /// atomically): a resumed run logs those steps again, and the curves should not show them twice.
+    /// </summary>
+    public static void TrimMetricLog(string path, long lastStep)
+    {
+        if (!File.Exists(path)) return;
+        var kept = File.ReadAllLines(path).Where(line =>
+        {
+            if (string.IsNullOrWhiteSpace(line)) return false;
+            try
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(line);
+                return !doc.RootElement.TryGetProperty("step", out var step) || step.GetInt64() <= lastStep;
+            }
+            catch (System.Text.Json.JsonException) { return false; } // a line cut short by the kill
+        });
+        Checkpointing.AtomicFile.WriteAllText(path, string.Concat(kept.Select(l => l + "\n")));
+    }
+
+    /// <summary>
+    /// Every <paramref name="everyNSteps"/> optimizer steps, runs a full .NET collection and the finalizers. Measured
+    /// on the tiny run: without it RSS climbs ~12 MiB per 100 steps until the GC's own budget triggers (+110 MiB by
+    /// step 800), because garbage the recipe cannot dispose deterministically (managed buffers, TorchSharp wrappers
+    /// created inside libraries) waits for a collection; with it RSS stays flat. The cost is a few ms per call.
+    /// </summary>
+    public static void CollectGarbage(long step, int everyNSteps = 100)
+    {
+        if (everyNSteps <= 0 || step % everyNSteps != 0) return;
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+    }
+}

@@ -1,0 +1,191 @@
+// Writes a teacher cache folder: samples are encoded position by position (TopKCodec) and collected into shards of
+// `SamplesPerShard` consecutive samples; each shard is written atomically (temp file + rename), then the manifest is
+// rewritten atomically to name it. Opening a folder that already holds a manifest for the same cache hash resumes
+// after its last complete shard; a manifest for anything else (other data, teacher, k, temperature) is refused.
+//
+// Shard file layout (little-endian):
+//   "STKC" | u32 version | i32 first_sample | i32 samples | 32-byte cache hash | u64 payload bytes
+//   samples x (u64 payload offset, i32 tokens)                 -- the sample index
+//   payload: per sample, its position records bit-packed and padded to a byte
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using SharpTune.Checkpointing;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SharpTune.Distillation;
+
+/// <summary>Appends samples to a teacher cache, shard by shard, resumably.</summary>
+public sealed class TeacherCacheWriter
+{
+    internal const uint Magic = 0x434B5453; // "STKC"
+    internal const int HeaderBytes = 4 + 4 + 4 + 4 + 32 + 8;
+    internal const int IndexEntryBytes = 12;
+
+    private readonly string _folder;
+    private readonly TopKFormat _format;
+    private readonly BitWriter _bits = new();
+    private readonly List<(long Offset, int Tokens)> _index = [];
+    private readonly uint[] _scratch;
+    private TeacherCacheManifest _manifest;
+    private int _shardFirst;
+    private long _storedEntries;
+    private long _positions;
+
+    private TeacherCacheWriter(string folder, TeacherCacheManifest manifest)
+    {
+        _folder = folder;
+        _manifest = manifest;
+        _format = manifest.Encoding;
+        _scratch = new uint[_format.K];
+        _shardFirst = manifest.Shards.Sum(s => s.Samples);
+    }
+
+    /// <summary>The manifest as of the last complete shard.</summary>
+    public TeacherCacheManifest Manifest => _manifest;
+
+    /// <summary>The next sample to append (0 for a new cache; after the last complete shard when resuming).</summary>
+    public int NextSample => _shardFirst + _index.Count;
+
+    /// <summary>Samples that were already complete when the folder was opened (skipped by a resumed run).</summary>
+    public int ResumedSamples { get; private init; }
+
+    /// <summary>Mean number of ids stored per position in samples appended by this writer.</summary>
+    public double MeanStoredK => _positions == 0 ? 0 : (double)_storedEntries / _positions;
+
+    /// <summary>
+    /// Opens <paramref name="folder"/> for writing the cache described by <paramref name="template"/> (its shard list
+    /// and completion flag are ignored). Resumes when the folder's manifest has the same <see cref="TeacherCacheManifest.CacheHash"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The folder holds a cache made from something else.</exception>
+    /// <exception cref="InvalidDataException">A shard the manifest lists is missing or has the wrong length.</exception>
+    public static TeacherCacheWriter Open(string folder, TeacherCacheManifest template)
+    {
+        template.Encoding.Validate();
+        if (template.Samples < 0 || template.SamplesPerShard < 1)
+            throw new ArgumentException($"teacher cache: samples must be >= 0 and samples_per_shard >= 1, got {template.Samples}, {template.SamplesPerShard}");
+        Directory.CreateDirectory(folder);
+        var fresh = template with { Shards = [], Complete = false };
+        var manifest = fresh;
+        if (File.Exists(Path.Combine(folder, TeacherCacheManifest.FileName)))
+        {
+            var existing = TeacherCacheManifest.Read(folder);
+            if (existing.CacheHash != fresh.CacheHash)
+                throw new InvalidOperationException(
+                    $"teacher cache: {folder} already holds a cache made from other inputs ({Differences(existing, fresh)}); " +
+                    "delete the folder or choose another output_dir");
+            foreach (var shard in existing.Shards)
+            {
+                var path = Path.Combine(folder, shard.File);
+                var length = File.Exists(path) ? new FileInfo(path).Length : -1;
+                if (length != shard.Bytes)
+                    throw new InvalidDataException($"teacher cache: {path}: {(length < 0 ? "missing" : $"{length} bytes")}, manifest says {shard.Bytes} bytes");
+            }
+            manifest = existing;
+        }
+        foreach (var stray in Directory.EnumerateFiles(folder, ".*.tmp-*")) File.Delete(stray); // left by a killed run
+        return new TeacherCacheWriter(folder, manifest) { ResumedSamples = manifest.Shards.Sum(s => s.Samples) };
+    }
+
+    /// <summary>
+    /// Appends sample <paramref name="sampleIndex"/> (must equal <see cref="NextSample"/>): for each of its
+    /// <paramref name="tokens"/> positions, <paramref name="width"/> ids and log-probs in descending order
+    /// (row-major [tokens, width], width &lt;= K). Writes a shard when it is full or the dataset ends.
+    /// </summary>
+    public void Append(int sampleIndex, int tokens, int width, ReadOnlySpan<long> ids, ReadOnlySpan<float> logProbs)
+    {
+        if (_manifest.Complete) throw new InvalidOperationException("teacher cache: already complete");
+        if (sampleIndex != NextSample) throw new ArgumentException($"teacher cache: expected sample {NextSample}, got {sampleIndex}");
+        if (sampleIndex >= _manifest.Samples) throw new ArgumentException($"teacher cache: sample {sampleIndex} beyond the dataset's {_manifest.Samples} samples");
+        if (ids.Length != (long)tokens * width || logProbs.Length != ids.Length)
+            throw new ArgumentException($"teacher cache: expected {tokens} x {width} ids and log-probs, got {ids.Length} and {logProbs.Length}");
+        var start = (_bits.BitLength + 7) >> 3;
+        _bits.Write(0, (int)(start * 8 - _bits.BitLength)); // byte-align each sample
+        _index.Add((start, tokens));
+        for (var t = 0; t < tokens; t++)
+        {
+            _storedEntries += TopKCodec.Encode(_bits, _format, ids.Slice(t * width, width), logProbs.Slice(t * width, width), _scratch);
+            _positions++;
+        }
+        if (_index.Count == _manifest.SamplesPerShard || NextSample == _manifest.Samples) FlushShard();
+    }
+
+    /// <summary>
+    /// Appends sample <paramref name="sampleIndex"/> from the teacher's logits [s, v] over its positions: the top-K of
+    /// log_softmax(logits / temperature) with the manifest's temperature.
+    /// </summary>
+    public void AppendLogits(int sampleIndex, Tensor logits)
+    {
+        if (logits.dim() != 2 || logits.shape[1] != _manifest.Vocab)
+            throw new ArgumentException($"teacher cache: logits must be [tokens, {_manifest.Vocab}], got [{string.Join(", ", logits.shape)}]");
+        using var scope = torch.NewDisposeScope();
+        var scaled = logits.detach().to(ScalarType.Float32);
+        if (_manifest.Temperature != 1) scaled = scaled / _manifest.Temperature;
+        var (values, indices) = scaled.log_softmax(-1).topk(_format.K); // [s, K] each, descending
+        var tokens = (int)logits.shape[0];
+        Append(sampleIndex, tokens, _format.K, indices.cpu().data<long>().ToArray(), values.cpu().data<float>().ToArray());
+    }
+
+    /// <summary>Marks the cache complete (every sample appended) and rewrites the manifest.</summary>
+    public TeacherCacheManifest Complete()
+    {
+        if (NextSample != _manifest.Samples)
+            throw new InvalidOperationException($"teacher cache: {NextSample} of {_manifest.Samples} samples written");
+        if (!_manifest.Complete)
+        {
+            _manifest = _manifest with { Complete = true };
+            _manifest.Write(_folder);
+        }
+        return _manifest;
+    }
+
+    private void FlushShard()
+    {
+        var payload = _bits.ToArray();
+        var samples = _index.Count;
+        var name = $"shard-{_manifest.Shards.Count:D5}.tkc";
+        var header = new byte[HeaderBytes + samples * IndexEntryBytes];
+        BinaryPrimitives.WriteUInt32LittleEndian(header, Magic);
+        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(4), 1);
+        BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(8), _shardFirst);
+        BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(12), samples);
+        Convert.FromHexString(_manifest.CacheHash).CopyTo(header.AsSpan(16));
+        BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(48), payload.Length);
+        long tokens = 0;
+        for (var i = 0; i < samples; i++)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(HeaderBytes + i * IndexEntryBytes), _index[i].Offset);
+            BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(HeaderBytes + i * IndexEntryBytes + 8), _index[i].Tokens);
+            tokens += _index[i].Tokens;
+        }
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        sha.AppendData(header);
+        sha.AppendData(payload);
+        AtomicFile.Write(Path.Combine(_folder, name), fs => { fs.Write(header); fs.Write(payload); });
+        var shard = new TeacherCacheShard(name, _shardFirst, samples, tokens, header.Length + payload.LongLength,
+            Convert.ToHexStringLower(sha.GetHashAndReset()));
+        _manifest = _manifest with { Shards = [.. _manifest.Shards, shard] };
+        _manifest.Write(_folder);
+        _shardFirst += samples;
+        _index.Clear();
+        _bits.Clear();
+    }
+
+    internal static string Differences(TeacherCacheManifest a, TeacherCacheManifest b)
+    {
+        var diffs = new List<string>();
+        void Check(string key, object x, object y) { if (!Equals(x, y)) diffs.Add($"{key} {x} vs {y}"); }
+        Check("data_hash", a.DataHash, b.DataHash);
+        Check("tokenizer_hash", a.TokenizerHash, b.TokenizerHash);
+        Check("teacher_hash", a.TeacherHash, b.TeacherHash);
+        Check("k", a.K, b.K);
+        Check("vocab", a.Vocab, b.Vocab);
+        Check("temperature", a.Temperature, b.Temperature);
+        Check("log_prob_step", a.LogProbStep, b.LogProbStep);
+        Check("max_log_ratio", a.MaxLogRatio, b.MaxLogRatio);
+        Check("max_bytes_per_token", a.MaxBytesPerToken, b.MaxBytesPerToken);
+        Check("samples", a.Samples, b.Samples);
+        Check("samples_per_shard", a.SamplesPerShard, b.SamplesPerShard);
+        return diffs.Count == 0 ? "format differs" : string.Join(", ", diffs) + " (existing vs requested)";
+    }
+}

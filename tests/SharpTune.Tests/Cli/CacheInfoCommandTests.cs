@@ -1,0 +1,57 @@
+// `sharptune cache-info`: reports a cache's figures from its manifest, and fails with a one-line error on a damaged one.
+using System.Text.Json;
+using SharpTune.Distillation;
+using SharpTune.Native;
+using TorchSharp;
+
+namespace SharpTune.Tests.Cli;
+
+public sealed class CacheInfoCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("sharptune-cacheinfo-").FullName;
+
+    public CacheInfoCommandTests() => TorchRuntime.EnsureLoaded();
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string MakeCache()
+    {
+        var writer = TeacherCacheWriter.Open(_dir, new TeacherCacheManifest
+        {
+            K = 4, Vocab = 20, LogProbStep = 1.0 / 64, MaxLogRatio = 20, MaxBytesPerToken = 200, Temperature = 1,
+            TeacherId = "tiny-teacher", DataHash = "feed", TokenizerHash = "t", TeacherHash = "w", Samples = 3, SamplesPerShard = 2,
+        });
+        var g = new torch.Generator(1);
+        for (var i = 0; i < 3; i++) writer.AppendLogits(i, torch.randn(10, 20, generator: g));
+        writer.Complete();
+        return _dir;
+    }
+
+    [Fact]
+    public void CacheInfo_Json_ReportsTokensKBytesPerTokenTeacherAndHash()
+    {
+        var dir = MakeCache();
+        var r = CliHarness.Run("cache-info", dir, "--json", "--verify");
+        Assert.Equal(0, r.ExitCode);
+        using var doc = JsonDocument.Parse(r.Out);
+        var root = doc.RootElement;
+        Assert.Equal(30, root.GetProperty("tokens").GetInt64());
+        Assert.Equal(4, root.GetProperty("k").GetInt32());
+        Assert.Equal("tiny-teacher", root.GetProperty("teacher").GetString());
+        Assert.Equal("feed", root.GetProperty("data_hash").GetString());
+        var bytes = Directory.EnumerateFiles(dir, "*.tkc").Sum(f => new FileInfo(f).Length);
+        Assert.Equal(Math.Round(bytes / 30.0, 2), root.GetProperty("bytes_per_token").GetDouble(), 2);
+    }
+
+    [Fact]
+    public void CacheInfo_TruncatedShard_FailsWithOneLineError()
+    {
+        var dir = MakeCache();
+        var shard = Path.Combine(dir, "shard-00000.tkc");
+        using (var fs = new FileStream(shard, FileMode.Open)) fs.SetLength(fs.Length - 1);
+        var r = CliHarness.Run("cache-info", dir);
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("shard-00000.tkc", r.Err);
+        Assert.Contains("truncated", r.Err);
+    }
+}
