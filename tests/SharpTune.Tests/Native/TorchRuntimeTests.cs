@@ -25,4 +25,15 @@ public sealed class TorchRuntimeTests
         Assert.True(need.Weak, "GLIBCXX_3.4.32 must be marked VER_FLG_WEAK so the shim loads on Debian 12");
         Assert.Contains(needs, n => n.Name == "GLIBCXX_3.4.30" && !n.Weak);
     }
+
+    [Fact]
+    public void EnsureLoaded_UserSetNoWaitPolicy_NativeEnvironmentAsksForPassive()
+    {
+        // Given the process's starting environment (the user's choice, if any, is kept)
+        var userChoice = Environment.GetEnvironmentVariable("OMP_WAIT_POLICY");
+        // When libtorch is initialised
+        TorchRuntime.EnsureLoaded();
+        // Then the native environment libgomp reads holds the user's policy, else PASSIVE
+        Assert.Equal(userChoice ?? "PASSIVE", TorchRuntime.OpenMpWaitPolicy);
+    }
 }

@@ -1,0 +1,200 @@
+// The SharpTune side of the KD step benchmark: options, model shapes, the FLOP count and the step itself, written
+// as knowledge_distillation_single_device's training loop writes it (one dispose scope per micro-batch, LossStep,
+// GradientAccumulator.Backward/Finish, optimizer step, zero_grad, NativeHeap.AfterStep).
+using System.Diagnostics;
+using System.Globalization;
+using SharpTune.Losses;
+using SharpTune.Models;
+using SharpTune.Modules;
+using SharpTune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace SharpTune.Bench.KdStep;
+
+/// <summary>A Llama shape: model dim, layers, heads, KV heads, SwiGLU hidden size.</summary>
+internal sealed record ModelShape(int Dim, int Layers, int Heads, int KvHeads, int Hidden)
+{
+    public static ModelShape Parse(string s)
+    {
+        var p = s.Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+        if (p.Length != 5) throw new ArgumentException($"model shape '{s}': expected dim,layers,heads,kv_heads,hidden");
+        return new ModelShape(p[0], p[1], p[2], p[3], p[4]);
+    }
+
+    public string ToArg() => $"{Dim},{Layers},{Heads},{KvHeads},{Hidden}";
+
+    public override string ToString() => $"d{Dim}/L{Layers}/h{Heads}/kv{KvHeads}/f{Hidden}";
+
+    /// <summary>Parameters that enter a matmul per token: the layers' projections plus the output projection.</summary>
+    public double MatmulParams(int vocab)
+    {
+        var hd = Dim / Heads;
+        double attn = (double)Dim * Heads * hd * 2 + 2.0 * Dim * KvHeads * hd;
+        return Layers * (attn + 3.0 * Dim * Hidden) + (double)Dim * vocab;
+    }
+}
+
+internal sealed record BenchOptions(
+    ModelShape Teacher, ModelShape Student, int Vocab, int Seq, int Batch, int Rounds, int Steps, int Warmup,
+    int Threads, string? Python, string Variant)
+{
+    public static BenchOptions Parse(string[] args)
+    {
+        var quick = args.Contains("--quick");
+        string Get(string name, string fallback)
+        {
+            var i = Array.IndexOf(args, name);
+            return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+        }
+        int Int(string name, int fallback) => int.Parse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture);
+        var variant = Get("--variant", "recipe");
+        foreach (var v in variant.Split(','))
+            if (v is not ("recipe" or "nonorm" or "inference" or "fused" or "all"))
+                throw new ArgumentException($"--variant {v}: expected a comma-separated list of recipe, nonorm, inference, fused, or all");
+        return new BenchOptions(
+            ModelShape.Parse(Get("--teacher", quick ? "256,4,4,2,768" : "768,12,12,4,2048")),
+            ModelShape.Parse(Get("--student", quick ? "128,2,2,1,384" : "384,6,6,2,1024")),
+            Int("--vocab", quick ? 8000 : 32_000), Int("--seq", quick ? 128 : 512), Int("--batch", quick ? 2 : 4),
+            Int("--rounds", quick ? 2 : 3), Int("--steps", quick ? 3 : 3), Int("--warmup", 1), Int("--threads", 0),
+            args.Contains("--no-python") ? null : Get("--python", "/usr/bin/python3"), variant);
+    }
+}
+
+internal static class Flops
+{
+    /// <summary>PaLM-style model FLOPs of one KD step: student 6N + 12·L·d·s per token, teacher 2N + 4·L·d·s.</summary>
+    public static double KdStep(BenchOptions o)
+    {
+        double tokens = (double)o.Batch * o.Seq;
+        var student = 6 * o.Student.MatmulParams(o.Vocab) + 12.0 * o.Student.Layers * o.Student.Dim * o.Seq;
+        var teacher = 2 * o.Teacher.MatmulParams(o.Vocab) + 4.0 * o.Teacher.Layers * o.Teacher.Dim * o.Seq;
+        return tokens * (student + teacher);
+    }
+
+    /// <summary>Median fp32 GFLOP/s of a 1024³ matmul (what libtorch's BLAS reaches on this machine now).</summary>
+    public static double MatmulPeakGflops(int n = 1024, int reps = 9)
+    {
+        using var scope = NewDisposeScope();
+        var a = randn(n, n);
+        var b = randn(n, n);
+        matmul(a, b).Dispose(); // warm-up
+        var times = new double[reps];
+        for (var i = 0; i < reps; i++)
+        {
+            var w = Stopwatch.StartNew();
+            matmul(a, b).Dispose();
+            times[i] = w.Elapsed.TotalSeconds;
+        }
+        Array.Sort(times);
+        return 2.0 * n * n * n / times[reps / 2] / 1e9;
+    }
+}
+
+/// <summary>Teacher + student and their optimizer; <see cref="Run"/> times KD steps of one variant.</summary>
+internal sealed class KdStepRunner : IDisposable
+{
+    private readonly BenchOptions _o;
+    private readonly TransformerDecoder _teacher;
+    private readonly TransformerDecoder _student;
+    private readonly optim.Optimizer _optimizer;
+    private readonly GradientAccumulator _accumulator;
+    private readonly CrossEntropyLoss _classLoss = CrossEntropyLoss.WithChunkedOutput(8);
+    private readonly KdLoss _kdLoss = KdLoss.TorchtuneForwardKlChunked(8);
+    private readonly FusedLinearDistillationLoss _fused = FusedLinearDistillationLoss.Create("forward_kl_ce", kdRatio: 0.5);
+    private const double KdRatio = 0.5;
+    private readonly Generator _data = new Generator(1234);
+
+    public KdStepRunner(BenchOptions o, string variant)
+    {
+        _o = o;
+        Variant = variant;
+        Determinism.Seed(0);
+        // teacher untied like Llama 3.1 8B, student tied like Llama 3.2 1B
+        _teacher = DecoderBuilder.Build(Args(o.Teacher, tie: false));
+        _student = DecoderBuilder.Build(Args(o.Student, tie: true));
+        foreach (var p in _teacher.parameters()) p.requires_grad = false;
+        _teacher.eval();
+        _student.train();
+        var trainable = Optimizers.TrainableParameters(_student);
+        _optimizer = Optimizers.AdamW(trainable, lr: 3e-4, weightDecay: 0.01);
+        _accumulator = new GradientAccumulator(trainable);
+    }
+
+    public string Variant { get; }
+
+    public double LastLoss { get; private set; }
+
+    private DecoderArgs Args(ModelShape m, bool tie) => new()
+    {
+        VocabSize = _o.Vocab, NumLayers = m.Layers, NumHeads = m.Heads, NumKvHeads = m.KvHeads, EmbedDim = m.Dim,
+        IntermediateDim = m.Hidden, MaxSeqLen = _o.Seq, TieEmbeddings = tie,
+    };
+
+    /// <summary>Runs warm-up then timed steps; returns tokens/s of each timed step.</summary>
+    public List<double> Run(int warmup, int steps)
+    {
+        var result = new List<double>();
+        for (var i = 0; i < warmup + steps; i++)
+        {
+            var tokens = randint(0, _o.Vocab, [_o.Batch, _o.Seq], generator: _data); // [b, s]
+            var labels = cat([tokens[.., 1..], full(_o.Batch, 1, -100L, ScalarType.Int64)], 1); // [b, s]
+            var watch = Stopwatch.StartNew();
+            using (var scope = NewDisposeScope())
+            {
+                var (sum, count) = LossStep(tokens, labels);
+                _accumulator.Backward(sum, count);
+            }
+            var r = _accumulator.Finish(computeNorm: Variant != "nonorm");
+            _optimizer.step();
+            _optimizer.zero_grad();
+            NativeHeap.AfterStep();
+            var dt = watch.Elapsed.TotalSeconds;
+            LastLoss = r.Loss;
+            tokens.Dispose();
+            labels.Dispose();
+            if (i >= warmup) result.Add(_o.Batch * _o.Seq / dt);
+        }
+        return result;
+    }
+
+    // The recipe's LossStep: the weighted sum of class and KD losses over valid tokens (normalised once per step).
+    private (Tensor Sum, long Count) LossStep(Tensor tokens, Tensor labels)
+    {
+        var hidden = _student.ForwardHidden(tokens); // [b, s, d]
+        if (Variant == "fused")
+        {
+            TeacherOutput teacherOut;
+            using (no_grad())
+            {
+                var th = _teacher.ForwardHidden(tokens); // [b, s, d_t]
+                teacherOut = TeacherOutput.FromLinear(th, _teacher.OutputWeight);
+            }
+            var r = _fused.Forward(hidden, _student.OutputWeight, teacherOut, labels, normalize: false);
+            _ = r.ClassLoss.item<float>();
+            _ = r.KdLoss.item<float>();
+            return (r.Loss, r.ValidCount.item<long>());
+        }
+        var studentLogits = hidden.tensor_split(8, dim: 1).Select(_student.ApplyOutput).ToList(); // 8 x [b, s_i, v]
+        List<Tensor> teacherLogits;
+        using (Variant == "inference" ? inference_mode() : no_grad())
+        {
+            var th = _teacher.ForwardHidden(tokens); // [b, s, d_t]
+            teacherLogits = th.tensor_split(8, dim: 1).Select(_teacher.ApplyOutput).ToList(); // 8 x [b, s_i, v]
+        }
+        var cls = _classLoss.Sum(studentLogits, labels);
+        var kd = _kdLoss.Sum(studentLogits, teacherLogits, labels);
+        var sum = (1 - KdRatio) * cls.Sum + KdRatio * kd.Sum;
+        _ = cls.Sum.item<float>(); // the recipe logs both terms
+        _ = kd.Sum.item<float>();
+        return (sum, cls.Count.item<long>());
+    }
+
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        _teacher.Dispose();
+        _student.Dispose();
+        _data.Dispose();
+    }
+}

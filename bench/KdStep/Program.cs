@@ -1,0 +1,100 @@
+// Knowledge-distillation training-step throughput: SharpTune vs an eager PyTorch reference on the same machine.
+// The SharpTune step is knowledge_distillation_single_device's LossStep + optimizer step built from the same library
+// pieces (TransformerDecoder.ForwardHidden, chunked output projection, CrossEntropyLoss + KdLoss sums over 8 output
+// chunks, GradientAccumulator, AdamW, NativeHeap.AfterStep); the reference is bench/reference/kd_step.py. Rounds
+// alternate SharpTune and PyTorch so both see the same background load; each reports median tokens/s after warm-up.
+// Model FLOPs utilisation counts matmul FLOPs as PaLM (Chowdhery et al. 2022, appendix B): 6N + 12·L·d·s per
+// trained token and 2N + 4·L·d·s per teacher token, against an fp32 GEMM peak measured in each round.
+// Usage: dotnet run -c Release --project bench/KdStep -- [--quick] [--rounds 3] [--steps 3] [--warmup 1]
+//        [--threads 0] [--python /usr/bin/python3] [--no-python] [--variant recipe,nonorm,inference,fused|all]
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using SharpTune.Bench.KdStep;
+using SharpTune.Native;
+using SharpTune.Training;
+using static TorchSharp.torch;
+
+var o = BenchOptions.Parse(args);
+TorchRuntime.SetThreads(o.Threads);
+NativeHeap.Configure();
+Console.WriteLine($"KD step: teacher {o.Teacher}, student {o.Student}, vocab {o.Vocab}, seq {o.Seq}, batch {o.Batch}, fp32, " +
+                  $"{get_num_threads()} threads, {o.Rounds} rounds x {o.Steps} steps (+{o.Warmup} warm-up)");
+var flopsPerStep = Flops.KdStep(o);
+Console.WriteLine($"model FLOPs per step: {flopsPerStep / 1e9:F1} GFLOP (student fwd+bwd, teacher fwd, matmuls only)");
+
+var variants = o.Variant == "all" ? new[] { "recipe", "nonorm", "inference", "fused" } : o.Variant.Split(',');
+var runners = variants.Select(v => new KdStepRunner(o, v)).ToList();
+var results = variants.ToDictionary(v => v, _ => new List<double>());
+var torchResults = new List<double>();
+var peaks = new List<double>();
+string? torchVersion = null;
+for (var round = 1; round <= o.Rounds; round++)
+{
+    var peak = Flops.MatmulPeakGflops();
+    peaks.Add(peak);
+    Console.WriteLine($"round {round}: fp32 GEMM peak {peak:F1} GFLOP/s, load average {LoadAverage()}");
+    foreach (var r in runners)
+    {
+        var tps = r.Run(o.Warmup, o.Steps);
+        results[r.Variant].AddRange(tps);
+        Console.WriteLine($"  sharptune[{r.Variant}]: {string.Join(" ", tps.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)))} tokens/s (loss {r.LastLoss:F4})");
+    }
+    if (o.Python is not null)
+    {
+        var (tps, version) = RunPython(o);
+        torchVersion = version;
+        torchResults.AddRange(tps);
+        Console.WriteLine($"  pytorch {version}: {string.Join(" ", tps.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)))} tokens/s");
+    }
+}
+
+var medPeak = Median(peaks);
+var medTorch = torchResults.Count > 0 ? Median(torchResults) : double.NaN;
+Console.WriteLine();
+Console.WriteLine($"median fp32 GEMM peak {medPeak:F1} GFLOP/s; tokens per step {o.Batch * o.Seq}");
+Console.WriteLine($"{"implementation",-24} {"tokens/s",10} {"MFU",7} {"vs PyTorch",11}");
+foreach (var (v, list) in results)
+    Row($"sharptune [{v}]", Median(list));
+if (torchResults.Count > 0) Row($"pytorch {torchVersion}", medTorch);
+foreach (var r in runners) r.Dispose();
+
+void Row(string name, double tps)
+{
+    var mfu = tps / (o.Batch * o.Seq) * flopsPerStep / (medPeak * 1e9);
+    var ratio = double.IsNaN(medTorch) ? "n/a" : (tps / medTorch).ToString("F2", CultureInfo.InvariantCulture);
+    Console.WriteLine($"{name,-24} {tps,10:F0} {mfu,7:P0} {ratio,11}");
+}
+
+static double Median(List<double> xs)
+{
+    var s = xs.OrderBy(x => x).ToArray();
+    return s.Length == 0 ? double.NaN : s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+}
+
+static string LoadAverage() =>
+    File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
+
+static (List<double> Tps, string Version) RunPython(BenchOptions o)
+{
+    var script = Path.Combine(AppContext.BaseDirectory, "kd_step.py");
+    var psi = new ProcessStartInfo(o.Python!) { RedirectStandardOutput = true, RedirectStandardError = true };
+    psi.ArgumentList.Add(script);
+    foreach (var a in new[]
+             {
+                 "--vocab", $"{o.Vocab}", "--seq", $"{o.Seq}", "--batch", $"{o.Batch}", "--teacher", o.Teacher.ToArg(),
+                 "--student", o.Student.ToArg(), "--steps", $"{o.Steps}", "--warmup", $"{o.Warmup}", "--threads", $"{get_num_threads()}",
+             })
+        psi.ArgumentList.Add(a);
+    psi.Environment["OMP_WAIT_POLICY"] = "PASSIVE";
+    using var p = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {o.Python}");
+    var stderr = p.StandardError.ReadToEndAsync();
+    var stdout = p.StandardOutput.ReadToEnd();
+    p.WaitForExit();
+    if (p.ExitCode != 0)
+        throw new InvalidOperationException($"{o.Python} {script} exited with {p.ExitCode}: {stderr.Result}");
+    var line = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Last();
+    using var doc = JsonDocument.Parse(line);
+    var tps = doc.RootElement.GetProperty("tokens_per_s").EnumerateArray().Select(e => e.GetDouble()).ToList();
+    return (tps, doc.RootElement.GetProperty("torch").GetString() ?? "?");
+}
