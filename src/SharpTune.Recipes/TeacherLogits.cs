@@ -2,6 +2,8 @@
 // components, so the same packing and truncation) and writes its top-k log-probabilities per token position into a
 // teacher cache folder (src/SharpTune/Distillation), keyed by sample index so a shuffled KD DataLoader can look entries
 // up. Each shard is written atomically and the manifest after it, so an interrupted run continues where it stopped.
+// Under mpirun the shards still to write are split into contiguous runs, one per rank; each rank writes its own shard
+// files (the same names and bytes as a one-process run) and, after a barrier, rank 0 checks them and writes the manifest.
 // References: torchtune issue #2007 (precomputed teacher logits), Arcee DistillKit (offline top-k logits).
 using System.Security.Cryptography;
 using System.Text;
@@ -9,6 +11,7 @@ using SharpTune.Checkpointing;
 using SharpTune.Config;
 using SharpTune.Data;
 using SharpTune.Distillation;
+using SharpTune.Distributed;
 using SharpTune.Modules;
 using SharpTune.Native;
 using SharpTune.Recipes.Support;
@@ -50,6 +53,8 @@ public sealed class TeacherLogits : IRecipe
     private ISampleDataset? _dataset;
     private TransformerDecoder? _teacher;
     private TeacherCacheWriter? _writer;
+    private TeacherCacheManifest? _template;
+    private DistributedContext _dist = DistributedContext.CurrentOrLocal;
 
     /// <summary>Reads the config; nothing heavy happens here.</summary>
     public TeacherLogits(SharpTuneConfig config, IRecipeReporter reporter)
@@ -71,6 +76,7 @@ public sealed class TeacherLogits : IRecipe
     public void Setup(CancellationToken cancellationToken)
     {
         TorchRuntime.EnsureLoaded();
+        _dist = DistributedContext.CurrentOrLocal;
         if (_config.Get<int?>("threads", null) is { } t) TorchRuntime.SetThreads(t);
         _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
@@ -90,7 +96,20 @@ public sealed class TeacherLogits : IRecipe
             DataHash = ContentHash.OfDataset(_dataset), TokenizerHash = TokenizerHash(_tokenizer), TeacherHash = ContentHash.OfWeights(_teacher),
             Samples = _dataset.Count, SamplesPerShard = _samplesPerShard,
         };
-        _writer = TeacherCacheWriter.Open(_outputDir, template);
+        _template = template;
+        if (_dist.WorldSize == 1) _writer = TeacherCacheWriter.Open(_outputDir, template);
+        else
+        {
+            // Rank 0 alone checks the folder (a cache of other inputs is refused), drops a killed run's temp files and
+            // finds the complete shards; the shards after them are split into one contiguous run per rank.
+            var done = 0;
+            _dist.OnMain(() => done = TeacherCacheWriter.Open(_outputDir, template).Manifest.Shards.Count);
+            done = (int)_dist.AllReduceSum(_dist.IsMain ? done : 0L);
+            var (start, count) = Sharding.Range(TeacherCacheWriter.ShardCount(template) - done, _dist.Rank, _dist.WorldSize);
+            _writer = TeacherCacheWriter.OpenPart(_outputDir, template, done + start, count);
+            if (done > 0) _reporter.Info($"resuming: {done} shards already cached in {_outputDir}");
+            _reporter.Info($"{_dist.WorldSize} ranks: rank 0 writes samples {_writer.NextSample}..{_writer.EndSample - 1}");
+        }
         if (_writer.ResumedSamples > 0)
             _reporter.Info($"resuming: {_writer.ResumedSamples} of {template.Samples} samples already cached in {_outputDir}");
         _reporter.Info($"teacher vocab {vocab}, k {format.K}, T {_temperature}, data hash {template.DataHash[..12]}");
@@ -105,11 +124,12 @@ public sealed class TeacherLogits : IRecipe
         var stopwatch = System.Diagnostics.Stopwatch.StartNew();
         long tokens = 0;
         using var noGrad = torch.no_grad();
-        for (var first = writer.NextSample; first < dataset.Count; first += _batchSize)
+        var end = writer.EndSample;
+        for (var first = writer.NextSample; first < end; first += _batchSize)
         {
             cancellationToken.ThrowIfCancellationRequested();
             using var scope = torch.NewDisposeScope();
-            var samples = Enumerable.Range(first, Math.Min(_batchSize, dataset.Count - first)).Select(i => dataset[i]).ToArray();
+            var samples = Enumerable.Range(first, Math.Min(_batchSize, end - first)).Select(i => dataset[i]).ToArray();
             // Packs keep their block-causal mask and per-document positions, as in KD; other samples are right-padded,
             // which a causal teacher never attends to from the real positions.
             var batch = samples[0].SeqLens is not null && samples[0].InputPos is not null
@@ -121,9 +141,20 @@ public sealed class TeacherLogits : IRecipe
                 writer.AppendLogits(first + j, logits[j, ..len]);                                                        // [len, v]
                 tokens += len;
             }
-            _reporter.Progress("teacher_logits", first + samples.Length, dataset.Count);
+            _reporter.Progress("teacher_logits", first + samples.Length, end);
         }
-        var manifest = writer.Complete();
+        TeacherCacheManifest manifest;
+        if (_dist.WorldSize == 1) manifest = writer.Complete();
+        else
+        {
+            // Every rank's shards are on disk once all reach the barrier; rank 0 then writes the manifest (the others
+            // wait for it in OnMain's barrier, so the job ends with a complete cache).
+            _dist.Barrier();
+            TeacherCacheManifest? assembled = null;
+            _dist.OnMain(() => assembled = TeacherCacheWriter.Assemble(_outputDir, _template!));
+            manifest = assembled ?? _template!;
+            tokens = _dist.AllReduceSum(tokens);
+        }
         var seconds = stopwatch.Elapsed.TotalSeconds;
         _reporter.Metrics(dataset.Count, new Dictionary<string, double>
         {

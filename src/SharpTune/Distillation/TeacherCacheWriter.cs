@@ -28,18 +28,30 @@ public sealed class TeacherCacheWriter
     private readonly List<(long Offset, int Tokens)> _index = [];
     private readonly uint[] _scratch;
     private TeacherCacheManifest _manifest;
+    private readonly bool _part;
+    private readonly int _end;
     private int _shardFirst;
+    private int _shardIndex;
     private long _storedEntries;
     private long _positions;
 
-    private TeacherCacheWriter(string folder, TeacherCacheManifest manifest)
+    private TeacherCacheWriter(string folder, TeacherCacheManifest manifest, int firstShard = -1, int shardCount = 0)
     {
         _folder = folder;
         _manifest = manifest;
         _format = manifest.Encoding;
         _scratch = new uint[_format.K];
-        _shardFirst = manifest.Shards.Sum(s => s.Samples);
+        _part = firstShard >= 0;
+        _shardIndex = _part ? firstShard : manifest.Shards.Count;
+        _shardFirst = _part ? firstShard * manifest.SamplesPerShard : manifest.Shards.Sum(s => s.Samples);
+        _end = _part ? (int)Math.Min(manifest.Samples, (long)(firstShard + shardCount) * manifest.SamplesPerShard) : manifest.Samples;
     }
+
+    /// <summary>Number of shards a complete cache of <paramref name="manifest"/> has.</summary>
+    public static int ShardCount(TeacherCacheManifest manifest) => (manifest.Samples + manifest.SamplesPerShard - 1) / manifest.SamplesPerShard;
+
+    /// <summary>One past the last sample this writer appends (the dataset's end, or the end of its part).</summary>
+    public int EndSample => _end;
 
     /// <summary>The manifest as of the last complete shard.</summary>
     public TeacherCacheManifest Manifest => _manifest;
@@ -88,6 +100,60 @@ public sealed class TeacherCacheWriter
     }
 
     /// <summary>
+    /// Opens a writer for shards <paramref name="firstShard"/> .. <paramref name="firstShard"/> + <paramref name="shardCount"/> - 1
+    /// of the cache described by <paramref name="template"/>, for one rank of a distributed generation. Its shard files
+    /// are the ones a one-process run writes (same names, same bytes), each atomically; it never writes the manifest:
+    /// once every part is written, one process calls <see cref="Assemble"/>.
+    /// </summary>
+    public static TeacherCacheWriter OpenPart(string folder, TeacherCacheManifest template, int firstShard, int shardCount)
+    {
+        template.Encoding.Validate();
+        var total = template.SamplesPerShard < 1 ? 0 : ShardCount(template);
+        if (firstShard < 0 || shardCount < 0 || firstShard + shardCount > total)
+            throw new ArgumentException($"teacher cache: shards {firstShard}..{firstShard + shardCount - 1} outside the cache's {total} shards");
+        Directory.CreateDirectory(folder);
+        return new TeacherCacheWriter(folder, template with { Shards = [], Complete = false }, firstShard, shardCount);
+    }
+
+    /// <summary>
+    /// Writes the complete manifest of <paramref name="folder"/> from its shard files (written by <see cref="OpenPart"/>
+    /// writers, or listed by an earlier manifest): every shard of <paramref name="template"/> must be present with the
+    /// expected header (first sample, sample count, cache hash) and length.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A shard is missing, truncated or belongs to another cache.</exception>
+    public static TeacherCacheManifest Assemble(string folder, TeacherCacheManifest template)
+    {
+        var shards = new List<TeacherCacheShard>();
+        var hash = Convert.FromHexString(template.CacheHash);
+        for (var i = 0; i < ShardCount(template); i++)
+        {
+            var name = ShardName(i);
+            var path = Path.Combine(folder, name);
+            if (!File.Exists(path)) throw new InvalidDataException($"teacher cache: {path} missing (shard {i} of {ShardCount(template)})");
+            var bytes = File.ReadAllBytes(path);
+            var first = i * template.SamplesPerShard;
+            var samples = Math.Min(template.SamplesPerShard, template.Samples - first);
+            if (bytes.Length < HeaderBytes + (long)samples * IndexEntryBytes
+                || BinaryPrimitives.ReadUInt32LittleEndian(bytes) != Magic
+                || BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(8)) != first
+                || BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(12)) != samples
+                || !bytes.AsSpan(16, 32).SequenceEqual(hash))
+                throw new InvalidDataException($"teacher cache: {path} is not shard {i} (samples {first}..{first + samples - 1}) of this cache");
+            var payload = BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(48));
+            if (bytes.Length != HeaderBytes + (long)samples * IndexEntryBytes + payload)
+                throw new InvalidDataException($"teacher cache: {path}: {bytes.Length} bytes, header says {HeaderBytes + (long)samples * IndexEntryBytes + payload}");
+            long tokens = 0;
+            for (var s = 0; s < samples; s++) tokens += BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(HeaderBytes + s * IndexEntryBytes + 8));
+            shards.Add(new TeacherCacheShard(name, first, samples, tokens, bytes.Length, Convert.ToHexStringLower(SHA256.HashData(bytes))));
+        }
+        var manifest = template with { Shards = shards, Complete = true };
+        manifest.Write(folder);
+        return manifest;
+    }
+
+    private static string ShardName(int index) => $"shard-{index:D5}.tkc";
+
+    /// <summary>
     /// Appends sample <paramref name="sampleIndex"/> (must equal <see cref="NextSample"/>): for each of its
     /// <paramref name="tokens"/> positions, <paramref name="width"/> ids and log-probs in descending order
     /// (row-major [tokens, width], width &lt;= K). Writes a shard when it is full or the dataset ends.
@@ -96,7 +162,7 @@ public sealed class TeacherCacheWriter
     {
         if (_manifest.Complete) throw new InvalidOperationException("teacher cache: already complete");
         if (sampleIndex != NextSample) throw new ArgumentException($"teacher cache: expected sample {NextSample}, got {sampleIndex}");
-        if (sampleIndex >= _manifest.Samples) throw new ArgumentException($"teacher cache: sample {sampleIndex} beyond the dataset's {_manifest.Samples} samples");
+        if (sampleIndex >= _end) throw new ArgumentException($"teacher cache: sample {sampleIndex} beyond the {(_part ? "part's" : "dataset's")} {_end} samples");
         if (ids.Length != (long)tokens * width || logProbs.Length != ids.Length)
             throw new ArgumentException($"teacher cache: expected {tokens} x {width} ids and log-probs, got {ids.Length} and {logProbs.Length}");
         var start = (_bits.BitLength + 7) >> 3;
@@ -107,7 +173,7 @@ public sealed class TeacherCacheWriter
             _storedEntries += TopKCodec.Encode(_bits, _format, ids.Slice(t * width, width), logProbs.Slice(t * width, width), _scratch);
             _positions++;
         }
-        if (_index.Count == _manifest.SamplesPerShard || NextSample == _manifest.Samples) FlushShard();
+        if (_index.Count == _manifest.SamplesPerShard || NextSample == _end) FlushShard();
     }
 
     /// <summary>
@@ -129,6 +195,7 @@ public sealed class TeacherCacheWriter
     /// <summary>Marks the cache complete (every sample appended) and rewrites the manifest.</summary>
     public TeacherCacheManifest Complete()
     {
+        if (_part) throw new InvalidOperationException("teacher cache: a part writer does not complete the cache; call Assemble once every part is written");
         if (NextSample != _manifest.Samples)
             throw new InvalidOperationException($"teacher cache: {NextSample} of {_manifest.Samples} samples written");
         if (!_manifest.Complete)
@@ -143,7 +210,7 @@ public sealed class TeacherCacheWriter
     {
         var payload = _bits.ToArray();
         var samples = _index.Count;
-        var name = $"shard-{_manifest.Shards.Count:D5}.tkc";
+        var name = ShardName(_shardIndex);
         var header = new byte[HeaderBytes + samples * IndexEntryBytes];
         BinaryPrimitives.WriteUInt32LittleEndian(header, Magic);
         BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(4), 1);
@@ -164,9 +231,13 @@ public sealed class TeacherCacheWriter
         AtomicFile.Write(Path.Combine(_folder, name), fs => { fs.Write(header); fs.Write(payload); });
         var shard = new TeacherCacheShard(name, _shardFirst, samples, tokens, header.Length + payload.LongLength,
             Convert.ToHexStringLower(sha.GetHashAndReset()));
-        _manifest = _manifest with { Shards = [.. _manifest.Shards, shard] };
-        _manifest.Write(_folder);
+        if (!_part)
+        {
+            _manifest = _manifest with { Shards = [.. _manifest.Shards, shard] };
+            _manifest.Write(_folder);
+        }
         _shardFirst += samples;
+        _shardIndex++;
         _index.Clear();
         _bits.Clear();
     }

@@ -105,7 +105,7 @@ public sealed class DistributedRecipeTests
         AssertSameWeights(Path.Combine(tmp.Path, "reference", "epoch_0"), Path.Combine(tmp.Path, "dist", "epoch_0"), "LoRA merged weights", untrainedFolder: baseModel);
     }
 
-    private static void AssertSameWeights(string expectedFolder, string actualFolder, string what, string? untrainedFolder = null)
+    internal static void AssertSameWeights(string expectedFolder, string actualFolder, string what, string? untrainedFolder = null)
     {
         using var scope = NewDisposeScope();
         using var expected = SafetensorsFile.Open(Path.Combine(expectedFolder, "model.safetensors"));
