@@ -125,11 +125,16 @@ public sealed class TeacherLogits : IRecipe
         long tokens = 0;
         using var noGrad = torch.no_grad();
         var end = writer.EndSample;
-        for (var first = writer.NextSample; first < end; first += _batchSize)
+        // Batches never cross a shard boundary and start at each shard's first sample, so a shard's bytes depend on that
+        // shard alone (a batch's padding changes the teacher's float results in the last bits): a resumed run, or any
+        // number of ranks, writes the shards an uninterrupted one-process run writes.
+        for (var first = writer.NextSample; first < end;)
         {
             cancellationToken.ThrowIfCancellationRequested();
             using var scope = torch.NewDisposeScope();
-            var samples = Enumerable.Range(first, Math.Min(_batchSize, end - first)).Select(i => dataset[i]).ToArray();
+            var shardEnd = (first / _samplesPerShard + 1) * _samplesPerShard;
+            var count = Math.Min(_batchSize, Math.Min(end, shardEnd) - first);
+            var samples = Enumerable.Range(first, count).Select(i => dataset[i]).ToArray();
             // Packs keep their block-causal mask and per-document positions, as in KD; other samples are right-padded,
             // which a causal teacher never attends to from the real positions.
             var batch = samples[0].SeqLens is not null && samples[0].InputPos is not null
@@ -141,7 +146,8 @@ public sealed class TeacherLogits : IRecipe
                 writer.AppendLogits(first + j, logits[j, ..len]);                                                        // [len, v]
                 tokens += len;
             }
-            _reporter.Progress("teacher_logits", first + samples.Length, end);
+            first += count;
+            _reporter.Progress("teacher_logits", first, end);
         }
         TeacherCacheManifest manifest;
         if (_dist.WorldSize == 1) manifest = writer.Complete();

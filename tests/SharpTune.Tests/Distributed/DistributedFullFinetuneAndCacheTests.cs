@@ -60,7 +60,8 @@ public sealed class DistributedFullFinetuneAndCacheTests
         Assert.Empty(Directory.GetFiles(tmp.Path, "*.tmp*", SearchOption.AllDirectories));
     }
 
-    // A teacher_logits config on the tiny KD data and teacher: 40 samples in shards of 8 (5 shards: 3 for rank 0, 2 for rank 1).
+    // A teacher_logits config on the tiny KD data and teacher: 40 samples in shards of 8 (5 shards: 3 for rank 0, 2 for rank 1),
+    // teacher batches of 3 (not a divisor of 8: batches must restart at each shard for a shard's bytes not to depend on where a run began).
     private static string CacheConfig(string dir, string name, string teacher)
     {
         var path = Path.Combine(dir, $"{name}.yaml");
@@ -122,5 +123,21 @@ public sealed class DistributedFullFinetuneAndCacheTests
         Assert.True(manifest.Complete);
         Assert.Equal(40, manifest.Shards.Sum(s => s.Samples));
         Assert.Contains("rank 0 writes samples 0..23", job.Output);
+
+        // When a one-process generation stopped after 3 shards is continued on 2 ranks (one remaining shard each)
+        var partial = Path.Combine(tmp.Path, "partial");
+        Directory.CreateDirectory(partial);
+        foreach (var name in expected.Where(n => n!.StartsWith("shard-0000", StringComparison.Ordinal) && string.CompareOrdinal(n, "shard-00003") < 0))
+            File.Copy(Path.Combine(tmp.Path, "single", name!), Path.Combine(partial, name!));
+        var stopped = SharpTune.Distillation.TeacherCacheManifest.Read(Path.Combine(tmp.Path, "single"));
+        (stopped with { Shards = [.. stopped.Shards.Take(3)], Complete = false }).Write(partial);
+        var resumed = MpiLauncher.RunRaw(Generous, ["-np", "2", "dotnet", CliDll, "run", "teacher_logits", "--config", CacheConfig(tmp.Path, "partial", teacher)]);
+
+        // Then it writes only shards 3 and 4 and ends with the one-process cache
+        Assert.True(resumed.ExitCode == 0, resumed.Output);
+        Assert.Contains("rank 0 writes samples 24..31", resumed.Output);
+        foreach (var name in expected)
+            Assert.True(File.ReadAllBytes(Path.Combine(tmp.Path, "single", name!)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(partial, name!))),
+                $"{name}: the resumed 2-rank file differs from the 1-process file" + (name!.EndsWith(".json", StringComparison.Ordinal) ? File.ReadAllText(Path.Combine(tmp.Path, "single", name!)) + File.ReadAllText(Path.Combine(partial, name!)) : ""));
     }
 }
