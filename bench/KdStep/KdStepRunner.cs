@@ -1,11 +1,16 @@
 // The SharpTune side of the KD step benchmark: options, model shapes, the FLOP count and the step itself, written
-// as knowledge_distillation_single_device's training loop writes it (one dispose scope per micro-batch, LossStep,
-// GradientAccumulator.Backward/Finish, optimizer step, zero_grad, NativeHeap.AfterStep).
+// as KnowledgeDistillationSingleDevice.Train writes it: one dispose scope per micro-batch around LossStep and
+// DataParallelGradients.Backward (one-process context, as the recipe builds it), then Finish(computeNorm: true),
+// optimizer step and zero_grad inside one dispose scope, RecipeRuntime.CollectGarbage and NativeHeap.AfterStep.
+// LossStep calls the recipe's own RecipeRuntime.ForwardHidden/Logits and the same loss Sum calls; it cannot call
+// the recipe's private LossStep itself (that needs a config), so it mirrors its unfused and fused branches.
 using System.Diagnostics;
 using System.Globalization;
+using SharpTune.Distributed;
 using SharpTune.Losses;
 using SharpTune.Models;
 using SharpTune.Modules;
+using SharpTune.Recipes.Support;
 using SharpTune.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -98,7 +103,8 @@ internal sealed class KdStepRunner : IDisposable
     private readonly TransformerDecoder _teacher;
     private readonly TransformerDecoder _student;
     private readonly optim.Optimizer _optimizer;
-    private readonly GradientAccumulator _accumulator;
+    private readonly DataParallelGradients _accumulator;
+    private long _stepsRun;
     private readonly CrossEntropyLoss _classLoss = CrossEntropyLoss.WithChunkedOutput(8);
     private readonly KdLoss _kdLoss = KdLoss.TorchtuneForwardKlChunked(8);
     private readonly FusedLinearDistillationLoss _fused = FusedLinearDistillationLoss.Create("forward_kl_ce", kdRatio: 0.5);
@@ -118,7 +124,7 @@ internal sealed class KdStepRunner : IDisposable
         _student.train();
         var trainable = Optimizers.TrainableParameters(_student);
         _optimizer = Optimizers.AdamW(trainable, lr: 3e-4, weightDecay: 0.01);
-        _accumulator = new GradientAccumulator(trainable);
+        _accumulator = new DataParallelGradients(DistributedContext.CurrentOrLocal, trainable, maxGradNorm: null); // as the recipe, clip_grad_norm unset
     }
 
     public string Variant { get; }
@@ -145,9 +151,15 @@ internal sealed class KdStepRunner : IDisposable
                 var (sum, count) = LossStep(tokens, labels);
                 _accumulator.Backward(sum, count);
             }
-            var r = _accumulator.Finish(computeNorm: Variant != "nonorm");
-            _optimizer.step();
-            _optimizer.zero_grad();
+            AccumulatedStep r;
+            using (NewDisposeScope())
+            {
+                r = _accumulator.Finish(computeNorm: Variant != "nonorm");
+                _optimizer.step();
+                _optimizer.zero_grad();
+            }
+            _stepsRun++;
+            RecipeRuntime.CollectGarbage(_stepsRun);
             NativeHeap.AfterStep();
             var dt = watch.Elapsed.TotalSeconds;
             LastLoss = r.Loss;
@@ -161,7 +173,7 @@ internal sealed class KdStepRunner : IDisposable
     // The recipe's LossStep: the weighted sum of class and KD losses over valid tokens (normalised once per step).
     private (Tensor Sum, long Count) LossStep(Tensor tokens, Tensor labels)
     {
-        var hidden = _student.ForwardHidden(tokens); // [b, s, d]
+        var hidden = RecipeRuntime.ForwardHidden(_student, tokens, null, null, checkpointLayers: false); // [b, s, d]
         if (Variant == "fused")
         {
             TeacherOutput teacherOut;
@@ -175,12 +187,12 @@ internal sealed class KdStepRunner : IDisposable
             _ = r.KdLoss.item<float>();
             return (r.Loss, r.ValidCount.item<long>());
         }
-        var studentLogits = hidden.tensor_split(8, dim: 1).Select(_student.ApplyOutput).ToList(); // 8 x [b, s_i, v]
+        var studentLogits = RecipeRuntime.Logits(_student, hidden, 8); // 8 x [b, s_i, v]
         List<Tensor> teacherLogits;
         using (Variant == "inference" ? inference_mode() : no_grad())
         {
             var th = _teacher.ForwardHidden(tokens); // [b, s, d_t]
-            teacherLogits = th.tensor_split(8, dim: 1).Select(_teacher.ApplyOutput).ToList(); // 8 x [b, s_i, v]
+            teacherLogits = RecipeRuntime.Logits(_teacher, th, 8); // 8 x [b, s_i, v]
         }
         var cls = _classLoss.Sum(studentLogits, labels);
         var kd = _kdLoss.Sum(studentLogits, teacherLogits, labels);
@@ -193,6 +205,7 @@ internal sealed class KdStepRunner : IDisposable
     public void Dispose()
     {
         _optimizer.Dispose();
+        _accumulator.Dispose();
         _teacher.Dispose();
         _student.Dispose();
         _data.Dispose();
