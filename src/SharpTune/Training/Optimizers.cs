@@ -43,7 +43,8 @@ public static class Optimizers
     public static IReadOnlyList<Parameter> TrainableParameters(nn.Module module)
     {
         ArgumentNullException.ThrowIfNull(module);
-        return Deduplicate(module.parameters().Where(p => p.requires_grad));
+        // One deduplication rule for the whole library: the model layer's (same storage address, shape, strides).
+        return SharpTune.Modules.Peft.Adapters.TrainableParameters(module);
     }
 
     /// <summary>
