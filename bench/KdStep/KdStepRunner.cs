@@ -42,7 +42,7 @@ internal sealed record ModelShape(int Dim, int Layers, int Heads, int KvHeads, i
 
 internal sealed record BenchOptions(
     ModelShape Teacher, ModelShape Student, int Vocab, int Seq, int Batch, int Rounds, int Steps, int Warmup,
-    int Threads, string? Python, string Variant)
+    int Threads, string? Python, string Variant, bool Profile)
 {
     public static BenchOptions Parse(string[] args)
     {
@@ -62,7 +62,7 @@ internal sealed record BenchOptions(
             ModelShape.Parse(Get("--student", quick ? "128,2,2,1,384" : "384,6,6,2,1024")),
             Int("--vocab", quick ? 8000 : 32_000), Int("--seq", quick ? 128 : 512), Int("--batch", quick ? 2 : 4),
             Int("--rounds", quick ? 2 : 3), Int("--steps", quick ? 3 : 3), Int("--warmup", 1), Int("--threads", 0),
-            args.Contains("--no-python") ? null : Get("--python", "/usr/bin/python3"), variant);
+            args.Contains("--no-python") ? null : Get("--python", "/usr/bin/python3"), variant, args.Contains("--profile"));
     }
 }
 
@@ -131,6 +131,18 @@ internal sealed class KdStepRunner : IDisposable
 
     public double LastLoss { get; private set; }
 
+    /// <summary>Seconds spent in each phase of the timed steps (filled when <c>--profile</c> is given).</summary>
+    public Dictionary<string, double> Phases { get; } = new();
+
+    private Stopwatch? _lap;
+
+    private void Lap(string phase)
+    {
+        if (_lap is null) return;
+        Phases[phase] = Phases.GetValueOrDefault(phase) + _lap.Elapsed.TotalSeconds;
+        _lap.Restart();
+    }
+
     private DecoderArgs Args(ModelShape m, bool tie) => new()
     {
         VocabSize = _o.Vocab, NumLayers = m.Layers, NumHeads = m.Heads, NumKvHeads = m.KvHeads, EmbedDim = m.Dim,
@@ -146,21 +158,28 @@ internal sealed class KdStepRunner : IDisposable
             var tokens = randint(0, _o.Vocab, [_o.Batch, _o.Seq], generator: _data); // [b, s]
             var labels = cat([tokens[.., 1..], full(_o.Batch, 1, -100L, ScalarType.Int64)], 1); // [b, s]
             var watch = Stopwatch.StartNew();
+            _lap = _o.Profile && i >= warmup ? Stopwatch.StartNew() : null;
             using (var scope = NewDisposeScope())
             {
                 var (sum, count) = LossStep(tokens, labels);
                 _accumulator.Backward(sum, count);
+                Lap("backward");
             }
+            Lap("free step tensors");
             AccumulatedStep r;
             using (NewDisposeScope())
             {
                 r = _accumulator.Finish(computeNorm: Variant != "nonorm");
+                Lap("finish (scale, grad norm)");
                 _optimizer.step();
+                Lap("adamw step");
                 _optimizer.zero_grad();
             }
+            Lap("zero_grad");
             _stepsRun++;
             RecipeRuntime.CollectGarbage(_stepsRun);
             NativeHeap.AfterStep();
+            Lap("gc + heap trim");
             var dt = watch.Elapsed.TotalSeconds;
             LastLoss = r.Loss;
             tokens.Dispose();
@@ -187,15 +206,21 @@ internal sealed class KdStepRunner : IDisposable
             _ = r.KdLoss.item<float>();
             return (r.Loss, r.ValidCount.item<long>());
         }
+        Lap("student forward");
         var studentLogits = RecipeRuntime.Logits(_student, hidden, 8); // 8 x [b, s_i, v]
+        Lap("student logits");
         List<Tensor> teacherLogits;
         using (Variant == "inference" ? inference_mode() : no_grad())
         {
             var th = _teacher.ForwardHidden(tokens); // [b, s, d_t]
+            Lap("teacher forward");
             teacherLogits = RecipeRuntime.Logits(_teacher, th, 8); // 8 x [b, s_i, v]
+            Lap("teacher logits");
         }
         var cls = _classLoss.Sum(studentLogits, labels);
+        Lap("ce loss");
         var kd = _kdLoss.Sum(studentLogits, teacherLogits, labels);
+        Lap("kd loss");
         var sum = (1 - KdRatio) * cls.Sum + KdRatio * kd.Sum;
         _ = cls.Sum.item<float>(); // the recipe logs both terms
         _ = kd.Sum.item<float>();

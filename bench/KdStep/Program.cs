@@ -6,7 +6,8 @@
 // Model FLOPs utilisation counts matmul FLOPs as PaLM (Chowdhery et al. 2022, appendix B): 6N + 12·L·d·s per
 // trained token and 2N + 4·L·d·s per teacher token, against an fp32 GEMM peak measured in each round.
 // Usage: dotnet run -c Release --project bench/KdStep -- [--quick] [--rounds 3] [--steps 3] [--warmup 1]
-//        [--threads 0] [--python /usr/bin/python3] [--no-python] [--variant recipe,nonorm,inference,fused|all]
+//        [--threads 0] [--python /usr/bin/python3] [--no-python] [--variant recipe,nonorm,inference,fused|all] [--profile]
+//        [--thp] [--mmap-threshold BYTES|none] [--trim-threshold BYTES] [--trim-every N]
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -16,8 +17,16 @@ using SharpTune.Training;
 using static TorchSharp.torch;
 
 var o = BenchOptions.Parse(args);
+if (args.Contains("--thp")) setenv("THP_MEM_ALLOC_ENABLE", "1", 1); // before libtorch loads: c10 reads it once
 TorchRuntime.SetThreads(o.Threads);
-NativeHeap.Configure();
+// Allocator settings (NativeHeapOptions; the recipes' defaults when not given): --mmap-threshold BYTES|none (none
+// leaves glibc as it is), --trim-threshold BYTES, --trim-every N.
+string? Arg(string name) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+var heap = new NativeHeapOptions();
+if (Arg("--mmap-threshold") is { } mt && mt != "none") heap = heap with { MmapThresholdBytes = int.Parse(mt, CultureInfo.InvariantCulture) };
+if (Arg("--trim-threshold") is { } tt) heap = heap with { TrimThresholdBytes = int.Parse(tt, CultureInfo.InvariantCulture) };
+if (Arg("--trim-every") is { } te) heap = heap with { TrimEveryNSteps = int.Parse(te, CultureInfo.InvariantCulture) };
+Console.WriteLine(Arg("--mmap-threshold") == "none" ? "allocator left at glibc defaults" : NativeHeap.Configure(heap));
 Console.WriteLine($"KD step: teacher {o.Teacher}, student {o.Student}, vocab {o.Vocab}, seq {o.Seq}, batch {o.Batch}, fp32, " +
                   $"{get_num_threads()} threads, {o.Rounds} rounds x {o.Steps} steps (+{o.Warmup} warm-up)");
 var flopsPerStep = Flops.KdStep(o);
@@ -57,6 +66,13 @@ Console.WriteLine($"{"implementation",-24} {"tokens/s",10} {"MFU",7} {"vs PyTorc
 foreach (var (v, list) in results)
     Row($"sharptune [{v}]", Median(list));
 if (torchResults.Count > 0) Row($"pytorch {torchVersion}", medTorch);
+foreach (var r in runners.Where(r => r.Phases.Count > 0))
+{
+    var total = r.Phases.Values.Sum();
+    Console.WriteLine($"\nphases of sharptune [{r.Variant}] over its timed steps (share of {total:F1} s):");
+    foreach (var (phase, seconds) in r.Phases)
+        Console.WriteLine($"  {phase,-28} {seconds,8:F2} s {seconds / total,7:P1}");
+}
 foreach (var r in runners) r.Dispose();
 
 void Row(string name, double tps)
@@ -71,6 +87,8 @@ static double Median(List<double> xs)
     var s = xs.OrderBy(x => x).ToArray();
     return s.Length == 0 ? double.NaN : s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
 }
+
+[System.Runtime.InteropServices.DllImport("libc.so.6")] static extern int setenv(string name, string value, int overwrite);
 
 static string LoadAverage() =>
     File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";

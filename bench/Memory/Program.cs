@@ -1,7 +1,9 @@
 // RSS of a tiny language-model training loop over many steps, under glibc malloc as it is ("off") and with
 // SharpTune's NativeHeap: malloc_trim after each step ("trim"), mallopt settings only ("tune"), or both ("both").
 // Batches have random sequence lengths, as padded real data does, so tensor sizes vary from step to step.
-// Prints RSS at a few steps, the ratio RSS(last)/RSS(100), and the mean step time.
+// Prints RSS at a few steps, the ratio RSS(last)/RSS(100), the peak RSS (VmHWM, reset per window) over steps 81-100
+// and over the last 20 steps with its ratio (a trim schedule cannot hide growth from it), and the mean step time.
+// Usage: Memory [steps=1000] [off|trim|tune|both] [threads=1] [mmap_threshold_bytes] [trim_every_n_steps] [trim_threshold_bytes] [arena_max]
 using System.Diagnostics;
 using SharpTune.Native;
 using SharpTune.Training;
@@ -11,9 +13,15 @@ using static TorchSharp.torch;
 var steps = args.Length > 0 ? int.Parse(args[0]) : 1000;
 var mode = args.Length > 1 ? args[1] : "both";
 var threads = args.Length > 2 ? int.Parse(args[2]) : 1;
-var configured = mode is "tune" or "both"
-    ? NativeHeap.Configure(new NativeHeapOptions { TrimEveryNSteps = mode == "both" ? 1 : 0 })
-    : "glibc defaults";
+var defaults = new NativeHeapOptions();
+var options = defaults with
+{
+    MmapThresholdBytes = args.Length > 3 ? int.Parse(args[3]) : defaults.MmapThresholdBytes,
+    TrimEveryNSteps = mode == "tune" ? 0 : args.Length > 4 ? int.Parse(args[4]) : defaults.TrimEveryNSteps,
+    TrimThresholdBytes = args.Length > 5 ? int.Parse(args[5]) : defaults.TrimThresholdBytes,
+    ArenaMax = args.Length > 6 ? int.Parse(args[6]) : defaults.ArenaMax,
+};
+var configured = mode is "tune" or "both" ? NativeHeap.Configure(options) : "glibc defaults";
 TorchRuntime.SetThreads(threads);
 Determinism.Seed(0);
 
@@ -29,8 +37,10 @@ var report = new SortedDictionary<int, long>();
 Console.WriteLine($"mode={mode} ({configured}), allocator={NativeHeap.Allocator}, threads={threads}, steps={steps}");
 var marks = new HashSet<int> { 1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, steps };
 var watch = Stopwatch.StartNew();
+long early = 0, late = 0;
 for (var step = 1; step <= steps; step++)
 {
+    if (step == 81 || step == steps - 19) ProcessMemory.TryResetPeak();
     using (var scope = NewDisposeScope())
     {
         var seq = rng.Next(16, 129);
@@ -43,6 +53,8 @@ for (var step = 1; step <= steps; step++)
     }
     if (mode is "trim") NativeHeap.Trim();
     else NativeHeap.AfterStep();
+    if (step == 100) early = ProcessMemory.Read().PeakRssBytes;
+    if (step == steps) late = ProcessMemory.Read().PeakRssBytes;
     if (marks.Contains(step))
     {
         report[step] = ProcessMemory.Read().RssBytes;
@@ -56,3 +68,5 @@ var msPerStep = watch.Elapsed.TotalMilliseconds / steps;
 Console.WriteLine($"  {msPerStep:F1} ms/step");
 if (report.TryGetValue(100, out var at100))
     Console.WriteLine($"  RSS(step {steps}) / RSS(step 100) = {report[steps] / (double)at100:F3}");
+if (early > 0)
+    Console.WriteLine($"  peak RSS steps 81-100 {early / 1048576.0:F1} MiB, steps {steps - 19}-{steps} {late / 1048576.0:F1} MiB: ratio {late / (double)early:F3}");

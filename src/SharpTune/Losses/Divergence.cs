@@ -243,10 +243,21 @@ internal static class DivergenceMath
     }
 
     // Entries where either logit is +-inf or NaN, or null when there are none (the common case: no mask pass).
+    // The common case is decided by two reductions per tensor (max/min propagate NaN and see +-inf) instead of four
+    // elementwise bool passes over [n, v]: at vocabulary 32,000 the bool passes cost ~10% of a KD step on CPU.
     internal static Tensor? NonFiniteMask(Tensor s, Tensor t)
     {
+        if (AllFinite(s) && AllFinite(t)) return null;
         var notFinite = s.isfinite().logical_and_(t.isfinite()).logical_not_();
         return notFinite.any().item<bool>() ? notFinite : null;
+    }
+
+    private static bool AllFinite(Tensor x)
+    {
+        if (x.numel() == 0) return true;
+        using var max = x.max();
+        using var min = x.min();
+        return double.IsFinite(max.to(ScalarType.Float64).item<double>()) && double.IsFinite(min.to(ScalarType.Float64).item<double>());
     }
 
     internal static Tensor Masked(Tensor x, Tensor? notFinite) => notFinite is null ? x : x.masked_fill(notFinite, 0);

@@ -1,12 +1,19 @@
-// Keeps a long training run's resident memory flat under glibc's allocator. libtorch frees every step's
-// activations and gradients, but glibc keeps the freed memory: (1) its dynamic mmap threshold climbs after the
-// first large free (up to 32 MiB on 64-bit), so later large tensors come from the heap instead of fresh mmaps and
-// are never handed back; (2) each thread that allocates can get its own arena (up to 8 x cores), each keeping its
-// own free lists; (3) freed chunks in the middle of a heap are returned only by malloc_trim. RSS then grows for
-// hundreds of steps with constant live tensors (issue 6 measured 1.4 -> 3.5 GB in 50 steps).
-// The fix needs nothing installed: at startup fix the mmap threshold (which also turns off its dynamic climb) so
-// tensor-sized blocks are mmapped and unmapped on free, cap the arenas, and call malloc_trim(0) after each optimizer
-// step to return freed heap pages, after a .NET GC that runs the finalizers of undisposed TorchSharp objects. With jemalloc/tcmalloc preloaded (LD_PRELOAD) we leave the allocator alone.
+// Keeps a long training run's resident memory flat under glibc's allocator without slowing the step. libtorch frees
+// every step's activations and gradients, but glibc keeps the freed memory: (1) its dynamic mmap threshold climbs
+// after the first large free (up to 32 MiB on 64-bit), so later large tensors come from the heap, and with batch
+// shapes that vary from step to step the heap fragments and grows; (2) each thread that allocates can get its own
+// arena (up to 8 x cores), each keeping its own free lists; (3) freed chunks in the middle of a heap are returned
+// only by malloc_trim. RSS then grows for hundreds of steps with constant live tensors (issue 6 measured
+// 1.4 -> 3.5 GB in 50 steps).
+// The fix needs nothing installed: at startup fix the mmap threshold at glibc's maximum (32 MiB; fixing it turns
+// off the dynamic climb), raise the automatic trim threshold so free() does not hand the heap top back mid-step,
+// cap the arenas, and every 16 optimizer steps run a .NET GC (finalizers of undisposed TorchSharp objects free
+// their native memory) and malloc_trim(0). Between trims the step reuses heap memory that is already resident.
+// Both cheaper-looking extremes were measured and rejected (bench/KdStep --profile, bench/Memory): a 256 KiB mmap
+// threshold with a trim every step kept RSS flat but made every tensor a fresh mmap, so every step page-faulted its
+// whole working set again (-21% KD-step throughput at vocabulary 32,000, elementwise ops 4-5x slower); no trimming
+// let peak RSS grow 17% over 1,000 varied-shape steps. With jemalloc/tcmalloc preloaded (LD_PRELOAD) we leave the
+// allocator alone.
 // References: mallopt(3), malloc_trim(3), glibc malloc/malloc.c (M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD_MAX),
 // glibc manual "Memory Allocation Tunables".
 using System.Runtime.InteropServices;
@@ -36,17 +43,21 @@ public readonly record struct NativeHeapStatistics(long ArenaBytes, long InUseBy
 /// <summary>Settings for <see cref="NativeHeap.Configure"/>.</summary>
 public sealed record NativeHeapOptions
 {
-    /// <summary>Blocks at least this large are mmapped and unmapped on free (glibc's default is a dynamic 128 KiB..32 MiB).</summary>
-    public int MmapThresholdBytes { get; init; } = 256 * 1024;
+    /// <summary>Blocks at least this large are mmapped and unmapped on free (glibc's default is a dynamic 128 KiB..32 MiB;
+    /// 32 MiB is glibc's maximum). Smaller blocks are reused from the heap without page faults.</summary>
+    public int MmapThresholdBytes { get; init; } = 32 * 1024 * 1024;
 
-    /// <summary>Free memory at the top of a heap beyond this is returned to the OS on free.</summary>
-    public int TrimThresholdBytes { get; init; } = 1024 * 1024;
+    /// <summary>Free memory at the top of a heap beyond this is returned to the OS on free (the periodic
+    /// <see cref="TrimEveryNSteps"/> returns the rest).</summary>
+    public int TrimThresholdBytes { get; init; } = 1024 * 1024 * 1024;
 
     /// <summary>Maximum malloc arenas (0 keeps glibc's 8 x cores).</summary>
     public int ArenaMax { get; init; } = 2;
 
-    /// <summary>Call malloc_trim(0) every this many <see cref="NativeHeap.AfterStep"/> calls (0 never).</summary>
-    public int TrimEveryNSteps { get; init; } = 1;
+    /// <summary>Call malloc_trim(0) every this many <see cref="NativeHeap.AfterStep"/> calls (0 never). Each trim
+    /// hands the free heap back, and the next step faults its working set in again (about 1.4 s on the KD benchmark
+    /// step), so trimming every step costs far more than it keeps.</summary>
+    public int TrimEveryNSteps { get; init; } = 16;
 
     /// <summary>
     /// Run a .NET garbage collection and the finalizers every this many steps (0 never). TorchSharp objects that are
@@ -54,7 +65,7 @@ public sealed record NativeHeapOptions
     /// their finalizer runs, and a training loop allocates so little managed memory that the GC may not run for
     /// thousands of steps; their native memory then shows up as steady RSS growth.
     /// </summary>
-    public int CollectEveryNSteps { get; init; } = 1;
+    public int CollectEveryNSteps { get; init; } = 16;
 }
 
 /// <summary>Allocator settings and periodic trimming that keep training RSS flat. Recipes call

@@ -13,6 +13,26 @@ public sealed class DivergenceTests
     private static readonly float[] TwoS = [0f, 0f];
     private static readonly float[] TwoT = [(float)Math.Log(3), 0f];
 
+    /// <summary>The fast all-finite check (max/min reductions) must still see every kind of non-finite entry, in
+    /// either tensor and at any position, and the mask must mark exactly those entries.</summary>
+    [Theory]
+    [InlineData(float.NaN, false, 0)]
+    [InlineData(float.PositiveInfinity, false, 7)]
+    [InlineData(float.NegativeInfinity, true, 13)]
+    [InlineData(float.NaN, true, 19)]
+    public void NonFiniteMask_AnyNonFiniteEntry_IsMaskedExactly(float bad, bool inTeacher, int at)
+    {
+        using var scope = torch.NewDisposeScope();
+        var s = torch.randn(4, 5);
+        var t = torch.randn(4, 5);
+        Assert.Null(DivergenceMath.NonFiniteMask(s, t));
+        (inTeacher ? t : s).view(-1)[at] = torch.tensor(bad);
+        var mask = DivergenceMath.NonFiniteMask(s, t);
+        Assert.NotNull(mask);
+        Assert.Equal(1, mask!.sum().item<long>());
+        Assert.True(mask.view(-1)[at].item<bool>());
+    }
+
     [Theory]
     [InlineData(DivergenceKind.ForwardKl, 0.75 * 0.4054651081081644 + 0.25 * -0.6931471805599453)]       // 3/4 ln(3/2) + 1/4 ln(1/2)
     [InlineData(DivergenceKind.ForwardKlCrossEntropy, 0.6931471805599453)]                                  // -(3/4 + 1/4) ln(1/2) = ln 2

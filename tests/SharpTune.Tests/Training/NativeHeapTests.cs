@@ -20,13 +20,16 @@ public sealed class NativeHeapTests
 
     /// <summary>
     /// Issue 6's acceptance check: a 1,000-step tiny training run (batches of random length, so tensor sizes vary
-    /// like padded real data) keeps RSS at step 1000 within 10% of step 100 with the recipes' allocator settings.
-    /// bench/Memory runs the same loop with and without them (without: +21% on the development machine).
+    /// like padded real data) keeps peak RSS over its last 20 steps within 10% of the peak over steps 81-100 with the
+    /// recipes' allocator settings. Peaks (VmHWM, reset at the start of each window) rather than single readings, so
+    /// a trim that happens to land just before a reading cannot hide growth. bench/Memory runs the same loop with and
+    /// without the settings (without: +17% on the development machine).
     /// </summary>
     [Fact]
     [Trait("Category", "Slow")]
-    public void TrainingLoop_1000Steps_RssWithinTenPercentOfStep100()
+    public void TrainingLoop_1000Steps_PeakRssWithinTenPercentOfSteps81To100()
     {
+        if (!OperatingSystem.IsLinux()) return;
         NativeHeap.Configure();
         var threads = get_num_threads();
         set_num_threads(1);
@@ -40,9 +43,10 @@ public sealed class NativeHeapTests
                 ("head", nn.Linear(dim, vocab)));
             using var opt = Optimizers.AdamW(model.parameters(), lr: 1e-3);
             var rng = new Random(0);
-            long at100 = 0, at1000 = 0;
+            long early = 0, late = 0;
             for (var step = 1; step <= 1000; step++)
             {
+                if (step is 81 or 981) Assert.True(ProcessMemory.TryResetPeak(), "cannot reset VmHWM via /proc/self/clear_refs");
                 using (var scope = NewDisposeScope())
                 {
                     var seq = rng.Next(16, 129);
@@ -54,11 +58,11 @@ public sealed class NativeHeapTests
                     opt.step();
                 }
                 NativeHeap.AfterStep();
-                if (step == 100) at100 = ProcessMemory.Read().RssBytes;
-                if (step == 1000) at1000 = ProcessMemory.Read().RssBytes;
+                if (step == 100) early = ProcessMemory.Read().PeakRssBytes;
+                if (step == 1000) late = ProcessMemory.Read().PeakRssBytes;
             }
-            var ratio = at1000 / (double)at100;
-            Assert.True(ratio <= 1.10, $"RSS grew from {at100 / 1048576.0:F1} MiB at step 100 to {at1000 / 1048576.0:F1} MiB at step 1000 ({ratio:F3}x)");
+            var ratio = late / (double)early;
+            Assert.True(ratio <= 1.10, $"peak RSS grew from {early / 1048576.0:F1} MiB (steps 81-100) to {late / 1048576.0:F1} MiB (steps 981-1000): {ratio:F3}x");
         }
         finally
         {
