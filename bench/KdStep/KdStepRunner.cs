@@ -55,8 +55,8 @@ internal sealed record BenchOptions(
         int Int(string name, int fallback) => int.Parse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture);
         var variant = Get("--variant", "recipe");
         foreach (var v in variant.Split(','))
-            if (v is not ("recipe" or "nonorm" or "inference" or "fused" or "all"))
-                throw new ArgumentException($"--variant {v}: expected a comma-separated list of recipe, nonorm, inference, fused, or all");
+            if (v is not ("recipe" or "twoloss" or "nonorm" or "inference" or "fused" or "all"))
+                throw new ArgumentException($"--variant {v}: expected a comma-separated list of recipe, twoloss, nonorm, inference, fused, or all");
         return new BenchOptions(
             ModelShape.Parse(Get("--teacher", quick ? "256,4,4,2,768" : "768,12,12,4,2048")),
             ModelShape.Parse(Get("--student", quick ? "128,2,2,1,384" : "384,6,6,2,1024")),
@@ -217,14 +217,22 @@ internal sealed class KdStepRunner : IDisposable
             teacherLogits = RecipeRuntime.Logits(_teacher, th, 8); // 8 x [b, s_i, v]
             Lap("teacher logits");
         }
-        var cls = _classLoss.Sum(studentLogits, labels);
-        Lap("ce loss");
-        var kd = _kdLoss.Sum(studentLogits, teacherLogits, labels);
-        Lap("kd loss");
-        var sum = (1 - KdRatio) * cls.Sum + KdRatio * kd.Sum;
-        _ = cls.Sum.item<float>(); // the recipe logs both terms
-        _ = kd.Sum.item<float>();
-        return (sum, cls.Count.item<long>());
+        if (Variant == "twoloss")
+        {
+            // the recipe before ClassAndKdSum: two autograd losses over the same student logits
+            var cls = _classLoss.Sum(studentLogits, labels);
+            Lap("ce loss");
+            var kd = _kdLoss.Sum(studentLogits, teacherLogits, labels);
+            Lap("kd loss");
+            _ = cls.Sum.item<float>();
+            _ = kd.Sum.item<float>();
+            return ((1 - KdRatio) * cls.Sum + KdRatio * kd.Sum, cls.Count.item<long>());
+        }
+        var sums = ClassAndKdSum.Compute(_classLoss, _kdLoss, KdRatio, studentLogits, teacherLogits, labels);
+        Lap("ce + kd loss");
+        _ = sums.Class.Sum.item<float>(); // the recipe logs both terms
+        _ = sums.Kd.Sum.item<float>();
+        return (sums.Weighted, sums.Class.Count.item<long>());
     }
 
     public void Dispose()

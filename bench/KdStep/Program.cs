@@ -6,7 +6,7 @@
 // Model FLOPs utilisation counts matmul FLOPs as PaLM (Chowdhery et al. 2022, appendix B): 6N + 12·L·d·s per
 // trained token and 2N + 4·L·d·s per teacher token, against an fp32 GEMM peak measured in each round.
 // Usage: dotnet run -c Release --project bench/KdStep -- [--quick] [--rounds 3] [--steps 3] [--warmup 1]
-//        [--threads 0] [--python /usr/bin/python3] [--no-python] [--variant recipe,nonorm,inference,fused|all] [--profile]
+//        [--threads 0] [--python /usr/bin/python3] [--no-python] [--variant recipe,twoloss,nonorm,inference,fused|all] [--profile]
 //        [--thp] [--mmap-threshold BYTES|none] [--trim-threshold BYTES] [--trim-every N]
 using System.Diagnostics;
 using System.Globalization;
@@ -32,7 +32,7 @@ Console.WriteLine($"KD step: teacher {o.Teacher}, student {o.Student}, vocab {o.
 var flopsPerStep = Flops.KdStep(o);
 Console.WriteLine($"model FLOPs per step: {flopsPerStep / 1e9:F1} GFLOP (student fwd+bwd, teacher fwd, matmuls only)");
 
-var variants = o.Variant == "all" ? new[] { "recipe", "nonorm", "inference", "fused" } : o.Variant.Split(',');
+var variants = o.Variant == "all" ? new[] { "recipe", "twoloss", "nonorm", "inference", "fused" } : o.Variant.Split(',');
 var runners = variants.Select(v => new KdStepRunner(o, v)).ToList();
 var results = variants.ToDictionary(v => v, _ => new List<double>());
 var torchResults = new List<double>();

@@ -436,19 +436,9 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             if (_truncateTeacherTo > 0)
                 teacherLogits = teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!)).ToList(); // n x [b, s_i, v]
         }
-        LossSum cls, kd;
-        if (chunks <= 0)
-        {
-            cls = _classLoss.Sum(studentLogits[0], batch.Labels);
-            kd = _kdLoss!.Sum(studentLogits[0], teacherLogits[0], batch.Labels);
-        }
-        else
-        {
-            cls = _classLoss.Sum(studentLogits, batch.Labels);
-            kd = _kdLoss!.Sum(studentLogits, teacherLogits, batch.Labels);
-        }
-        var sum = (1 - _kdRatio) * cls.Sum + _kdRatio * kd.Sum;
-        return (sum, cls.Sum.item<float>(), kd.Sum.item<float>(), cls.Count.item<long>());
+        // (1 - r) * CE + r * KD; one student softmax for both terms where the divergence allows (ClassAndKdSum).
+        var sums = ClassAndKdSum.Compute(_classLoss, _kdLoss!, _kdRatio, studentLogits, teacherLogits, batch.Labels);
+        return (sums.Weighted, sums.Class.Sum.item<float>(), sums.Kd.Sum.item<float>(), sums.Class.Count.item<long>());
     }
 
     private void Log(AccumulatedStep result, double classLoss, double kdLoss, double tokensPerSecond)
