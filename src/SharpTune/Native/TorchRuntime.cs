@@ -5,6 +5,12 @@
 // and processes need. On a loaded 2-core machine that made a KD training step up to 30x slower (docs/performance.md),
 // so unless the user chose a policy, EnsureLoaded asks for PASSIVE before libtorch loads, as PyTorch's CPU tuning
 // guide suggests for shared machines (https://pytorch.org/tutorials/recipes/recipes/tuning_guide.html).
+// Denormal floats: x86 arithmetic on subnormal operands takes a microcode assist that costs ~10x; softmax rows of
+// badly calibrated logits (random initialisation, large logit scales) are millions of subnormal probabilities, and
+// the KD step's loss ran 2-2.5x slower on them. EnsureLoaded turns on flush-to-zero/denormals-are-zero through
+// libtorch's own switch (at::Context::setFlushDenormal, torch.set_flush_denormal in Python; TorchSharp does not
+// expose it), as TensorFlow does by default on CPU. The switch is per thread (MXCSR): it covers the loading thread
+// and the OpenMP workers that thread creates afterwards, which is why it runs before the first torch call.
 using System.Runtime.InteropServices;
 using TorchSharp;
 
@@ -28,7 +34,8 @@ public static class TorchRuntime
             PreferPassiveOpenMpWaiting();
             try
             {
-                using var probe = torch.zeros(1);
+                using var probe = torch.zeros(1); // loads libtorch; too small to start the OpenMP workers
+                SetFlushDenormal(Environment.GetEnvironmentVariable("SHARPTUNE_FLUSH_DENORMAL") != "0");
             }
             catch (TypeInitializationException e)
             {
@@ -49,6 +56,24 @@ public static class TorchRuntime
     }
 
     /// <summary>
+    /// Turns flush-to-zero and denormals-are-zero on or off for the calling thread (and the OpenMP worker threads it
+    /// creates later). Returns false where the CPU has no such mode (then nothing changes). <see cref="EnsureLoaded"/>
+    /// turns it on for the loading thread unless <c>SHARPTUNE_FLUSH_DENORMAL=0</c>.
+    /// </summary>
+    public static bool SetFlushDenormal(bool on)
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        try
+        {
+            return setFlushDenormal(globalContext(), on);
+        }
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
+        {
+            return false; // a libtorch build without the symbol: keep IEEE subnormals
+        }
+    }
+
+    /// <summary>
     /// The OpenMP wait policy in the native environment (what libgomp reads), or null when unset. SharpTune sets
     /// PASSIVE when the user set nothing and libtorch was not yet loaded; set OMP_WAIT_POLICY=ACTIVE to opt out.
     /// </summary>
@@ -66,6 +91,11 @@ public static class TorchRuntime
     }
 
     [DllImport("libc.so.6", CharSet = CharSet.Ansi)] private static extern IntPtr getenv(string name);
+    // at::globalContext() and at::Context::setFlushDenormal(bool) (Itanium C++ ABI: the object is the first argument).
+    [DllImport("libtorch_cpu.so", EntryPoint = "_ZN2at13globalContextEv")] private static extern IntPtr globalContext();
+    [DllImport("libtorch_cpu.so", EntryPoint = "_ZN2at7Context16setFlushDenormalEb")]
+    [return: MarshalAs(UnmanagedType.U1)]
+    private static extern bool setFlushDenormal(IntPtr context, [MarshalAs(UnmanagedType.U1)] bool on);
     [DllImport("libc.so.6", CharSet = CharSet.Ansi)] private static extern int setenv(string name, string value, int overwrite);
 
     private static Exception Innermost(Exception e)

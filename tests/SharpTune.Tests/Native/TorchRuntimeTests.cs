@@ -36,4 +36,34 @@ public sealed class TorchRuntimeTests
         // Then the native environment libgomp reads holds the user's policy, else PASSIVE
         Assert.Equal(userChoice ?? "PASSIVE", TorchRuntime.OpenMpWaitPolicy);
     }
+
+    [Fact]
+    public void SetFlushDenormal_OnAndOff_SubnormalProductsFlushedOrKept()
+    {
+        TorchRuntime.EnsureLoaded();
+        const float subnormal = 1e-40f; // below float.MinNormal (1.18e-38)
+        Exception? failure = null;
+        // A fresh thread, so the setting cannot leak into other tests that run on this one.
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                Assert.True(TorchRuntime.SetFlushDenormal(true), "this x86-64 CPU should support flush-to-zero");
+                using (var x = torch.tensor(new[] { subnormal, 1f }))
+                using (var y = x * 1f)
+                    Assert.Equal(new[] { 0f, 1f }, y.data<float>().ToArray());
+                Assert.True(TorchRuntime.SetFlushDenormal(false));
+                using (var x = torch.tensor(new[] { subnormal, 1f }))
+                using (var y = x * 1f)
+                    Assert.Equal(new[] { subnormal, 1f }, y.data<float>().ToArray());
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        });
+        thread.Start();
+        thread.Join();
+        if (failure is not null) throw failure;
+    }
 }
