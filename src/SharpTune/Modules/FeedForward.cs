@@ -24,7 +24,11 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = nn.functional.silu(_gateProj.call(x)) * _upProj.call(x); // [b, s, f]
+        Tensor h;
+        if (is_grad_enabled())
+            h = nn.functional.silu(_gateProj.call(x)) * _upProj.call(x); // [b, s, f]
+        else
+            h = nn.functional.silu(_gateProj.call(x), inplace: true).mul_(_upProj.call(x)); // no graph: reuse the gate buffer
         return _downProj.call(h).MoveToOuterDisposeScope(); // [b, s, d]
     }
 }

@@ -253,6 +253,28 @@ public sealed class SingleProcessTests
         if (clip is { } c) Assert.Contains(norms, n => n > c); // the clip actually bit at least once
     }
 
+    /// <summary>The reported norm against a float64 sum of squares of the token-normalised gradients; parameter sizes
+    /// give whole 4,096-element rows and a ragged tail, and values of very different scales.</summary>
+    [Fact]
+    public void Finish_GradNorm_EqualsFloat64Reference()
+    {
+        using var ctx = DistributedContext.Initialize(new DistributedOptions { ThreadsPerRank = torch.get_num_threads() });
+        Determinism.Seed(3);
+        var parameters = new[] { 10_000L, 4_096, 7, 123_457 }.Select(n => new TorchSharp.Modules.Parameter(zeros(n))).ToList();
+        using var grads = new DataParallelGradients(ctx, parameters);
+        using (var scope = NewDisposeScope())
+        {
+            var loss = parameters.Select((p, i) => (p * (randn(p.shape) * Math.Pow(10, i - 2))).sum()).Aggregate((a, b) => a + b);
+            grads.Backward(loss, 7);
+        }
+        var expected = Math.Sqrt(parameters.Sum(p => p.grad!.to_type(ScalarType.Float64).square().sum().item<double>())) / 7; // Finish divides by the tokens
+
+        var step = grads.Finish();
+
+        Assert.Equal(expected, step.GradNorm, expected * 1e-6);
+        foreach (var p in parameters) p.Dispose();
+    }
+
     [Fact]
     public void Finish_ParameterWithoutGradient_StaysWithoutGradient()
     {
