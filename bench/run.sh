@@ -49,7 +49,7 @@ fi
 if want losses; then
   banner "Loss memory/time at Llama 3.1 8B -> 3.2 1B shapes (baseline: plain whole-logit loss)"
   LOSSES=$(exe Losses)
-  if [ $QUICK = 1 ]; then "$LOSSES" --tokens 256; else "$LOSSES" --tokens 1024; fi
+  if [ $QUICK = 1 ]; then "$LOSSES" --tokens 256; else "$LOSSES" --tokens 4096; fi # 4,096: the loss issue's size
 fi
 
 if want memory; then

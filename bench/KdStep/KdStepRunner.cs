@@ -135,6 +135,7 @@ internal sealed class KdStepRunner : IDisposable
     public Dictionary<string, double> Phases { get; } = new();
 
     private Stopwatch? _lap;
+    private readonly Dictionary<string, double> _lastPhases = new();
 
     private void Lap(string phase)
     {
@@ -149,12 +150,16 @@ internal sealed class KdStepRunner : IDisposable
         IntermediateDim = m.Hidden, MaxSeqLen = _o.Seq, TieEmbeddings = tie,
     };
 
+    /// <summary>GEMM rate (GFLOP/s) measured just before each timed step, paired with <see cref="Run"/>'s result.</summary>
+    public List<double> StepPeaks { get; } = new();
+
     /// <summary>Runs warm-up then timed steps; returns tokens/s of each timed step.</summary>
     public List<double> Run(int warmup, int steps)
     {
         var result = new List<double>();
         for (var i = 0; i < warmup + steps; i++)
         {
+            if (i >= warmup) StepPeaks.Add(Flops.MatmulPeakGflops(reps: 5)); // the machine's speed right now
             var tokens = randint(0, _o.Vocab, [_o.Batch, _o.Seq], generator: _data); // [b, s]
             var labels = cat([tokens[.., 1..], full(_o.Batch, 1, -100L, ScalarType.Int64)], 1); // [b, s]
             var watch = Stopwatch.StartNew();
@@ -181,6 +186,11 @@ internal sealed class KdStepRunner : IDisposable
             NativeHeap.AfterStep();
             Lap("gc + heap trim");
             var dt = watch.Elapsed.TotalSeconds;
+            if (_lap is not null)
+            {
+                Console.WriteLine($"    step {i}: {dt:F2} s, " + string.Join(", ", Phases.Select(kv => $"{kv.Key} {kv.Value - _lastPhases.GetValueOrDefault(kv.Key):F2}")));
+                foreach (var (k, v) in Phases) _lastPhases[k] = v;
+            }
             LastLoss = r.Loss;
             tokens.Dispose();
             labels.Dispose();

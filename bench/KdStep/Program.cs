@@ -36,6 +36,7 @@ var variants = o.Variant == "all" ? new[] { "recipe", "twoloss", "nonorm", "infe
 var runners = variants.Select(v => new KdStepRunner(o, v)).ToList();
 var results = variants.ToDictionary(v => v, _ => new List<double>());
 var torchResults = new List<double>();
+var peakRss = new Dictionary<string, long>();
 var peaks = new List<double>();
 string? torchVersion = null;
 for (var round = 1; round <= o.Rounds; round++)
@@ -45,7 +46,9 @@ for (var round = 1; round <= o.Rounds; round++)
     Console.WriteLine($"round {round}: fp32 GEMM peak {peak:F1} GFLOP/s, load average {LoadAverage()}");
     foreach (var r in runners)
     {
+        ProcessMemory.TryResetPeak();
         var tps = r.Run(o.Warmup, o.Steps);
+        peakRss[r.Variant] = Math.Max(peakRss.GetValueOrDefault(r.Variant), ProcessMemory.Read().PeakRssBytes);
         results[r.Variant].AddRange(tps);
         Console.WriteLine($"  sharptune[{r.Variant}]: {string.Join(" ", tps.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)))} tokens/s (loss {r.LastLoss:F4})");
     }
@@ -62,10 +65,15 @@ var medPeak = Median(peaks);
 var medTorch = torchResults.Count > 0 ? Median(torchResults) : double.NaN;
 Console.WriteLine();
 Console.WriteLine($"median fp32 GEMM peak {medPeak:F1} GFLOP/s; tokens per step {o.Batch * o.Seq}");
-Console.WriteLine($"{"implementation",-24} {"tokens/s",10} {"MFU",7} {"vs PyTorch",11}");
-foreach (var (v, list) in results)
-    Row($"sharptune [{v}]", Median(list));
-if (torchResults.Count > 0) Row($"pytorch {torchVersion}", medTorch);
+Console.WriteLine($"{"implementation",-24} {"tokens/s",10} {"MFU",7} {"vs PyTorch",11} {"MFU/step",9} {"peak RSS",9}");
+foreach (var r in runners)
+{
+    // MFU/step: each step's FLOP rate over a 5-matmul GEMM probe taken just before it (this VM's speed drifts by
+    // up to 2x within minutes, so a probe at the start of the round can be far from the step it is compared with).
+    var perStep = results[r.Variant].Zip(r.StepPeaks, (tps, peak) => tps / (o.Batch * o.Seq) * flopsPerStep / (peak * 1e9)).ToList();
+    Row($"sharptune [{r.Variant}]", Median(results[r.Variant]), $"{Median(perStep),9:P0} {peakRss[r.Variant] / 1073741824.0,7:F2} GiB");
+}
+if (torchResults.Count > 0) Row($"pytorch {torchVersion}", medTorch, "");
 foreach (var r in runners.Where(r => r.Phases.Count > 0))
 {
     var total = r.Phases.Values.Sum();
@@ -75,11 +83,11 @@ foreach (var r in runners.Where(r => r.Phases.Count > 0))
 }
 foreach (var r in runners) r.Dispose();
 
-void Row(string name, double tps)
+void Row(string name, double tps, string extra)
 {
     var mfu = tps / (o.Batch * o.Seq) * flopsPerStep / (medPeak * 1e9);
     var ratio = double.IsNaN(medTorch) ? "n/a" : (tps / medTorch).ToString("F2", CultureInfo.InvariantCulture);
-    Console.WriteLine($"{name,-24} {tps,10:F0} {mfu,7:P0} {ratio,11}");
+    Console.WriteLine($"{name,-24} {tps,10:F0} {mfu,7:P0} {ratio,11} {extra}");
 }
 
 static double Median(List<double> xs)

@@ -11,9 +11,9 @@
 // their native memory) and malloc_trim(0). Between trims the step reuses heap memory that is already resident.
 // Both cheaper-looking extremes were measured and rejected (bench/KdStep --profile, bench/Memory): a 256 KiB mmap
 // threshold with a trim every step kept RSS flat but made every tensor a fresh mmap, so every step page-faulted its
-// whole working set again (-21% KD-step throughput at vocabulary 32,000, elementwise ops 4-5x slower); no trimming
-// let peak RSS grow 17% over 1,000 varied-shape steps. With jemalloc/tcmalloc preloaded (LD_PRELOAD) we leave the
-// allocator alone.
+// whole working set again (KD benchmark step 339 vs 444 tokens/s, medians of 3 alternating runs; elementwise ops
+// 4-5x slower); no trimming let peak RSS grow 17% over 1,000 varied-shape steps. With jemalloc/tcmalloc preloaded
+// (LD_PRELOAD) we leave the allocator alone.
 // References: mallopt(3), malloc_trim(3), glibc malloc/malloc.c (M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD_MAX),
 // glibc manual "Memory Allocation Tunables".
 using System.Runtime.InteropServices;
