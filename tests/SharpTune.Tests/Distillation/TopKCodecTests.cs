@@ -92,6 +92,38 @@ public sealed class TopKCodecTests
         Assert.Equal(17, format.IdBits);
     }
 
+    /// <summary>
+    /// At k = 64 a 128,256-vocabulary record always fits 200 bytes whole: 59 header bits + 7 count bits + 64 x 17 id
+    /// bits leave ~500 bits for 63 Rice-coded gaps whose sum is at most MaxLogRatio / step = 1,280. Checked on the
+    /// rows that cost most (gaps spread evenly over the whole ratio window; one gap holding all of it), a flat row and
+    /// random rows.
+    /// </summary>
+    [Fact]
+    public void Encode_K64Vocab128256_WorstCaseRowsKeepEveryEntryWithin200Bytes()
+    {
+        var format = new TopKFormat(K: 64, Vocab: 128_256);
+        var rows = new List<float[]>
+        {
+            Enumerable.Range(0, 64).Select(i => -3f - i * (19.99f / 63)).ToArray(),           // evenly spread gaps
+            Enumerable.Range(0, 64).Select(i => i < 63 ? -4f : -23.99f).ToArray(),            // one gap holds it all
+            Enumerable.Repeat((float)-Math.Log(128_256), 64).ToArray(),                       // flat
+        };
+        var g = new Generator(5);
+        foreach (var scale in new[] { 0.5, 2.0, 6.0 })
+        {
+            using var logits = torch.randn(1, 128_256, generator: g) * scale;
+            rows.Add(logits.log_softmax(-1).topk(64).values.data<float>().ToArray());
+        }
+        var ids = Enumerable.Range(0, 64).Select(i => (long)(128_255 - i * 2003)).ToArray();
+        foreach (var lps in rows)
+        {
+            var writer = new BitWriter();
+            var stored = TopKCodec.Encode(writer, format, ids, lps, new uint[64]);
+            Assert.Equal(64, stored);
+            Assert.True(writer.BitLength <= 199 * 8, $"{writer.BitLength / 8.0} bytes");
+        }
+    }
+
     [Fact]
     public void Decode_TruncatedRecord_ThrowsInvalidData()
     {
