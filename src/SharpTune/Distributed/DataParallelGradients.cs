@@ -145,8 +145,8 @@ public sealed class DataParallelGradients : IDisposable
 
     // The 2-norm from fp32 norms of 4,096-element rows (one libtorch reduction over the buffer viewed [rows, 4096]),
     // their squares summed in float64; the tail past the last whole row in float64. Relative error ~1e-9 against an
-    // all-float64 sum, at a tenth of its time: the float64 copy of the buffer this replaced took 0.2-0.25 s of a KD
-    // benchmark step (34M parameters).
+    // all-float64 sum, in 7 ms instead of 233 ms for 34M elements: the float64 copy of the buffer this replaced took
+    // 0.2-0.25 s of a KD benchmark step.
     private static double Norm(Tensor flat)
     {
         using var scope = NewDisposeScope();

@@ -244,7 +244,8 @@ internal static class DivergenceMath
 
     // Entries where either logit is +-inf or NaN, or null when there are none (the common case: no mask pass).
     // The common case is decided by two reductions per tensor (max/min propagate NaN and see +-inf) instead of four
-    // elementwise bool passes over [n, v]: at vocabulary 32,000 the bool passes cost ~10% of a KD step on CPU.
+    // elementwise bool passes over [n, v]: at vocabulary 32,000 the bool passes took 0.4-0.75 s of a 7-9 s KD benchmark
+    // step on CPU (55-94 ms per 256-token chunk pair, against 8 ms for the reductions).
     internal static Tensor? NonFiniteMask(Tensor s, Tensor t)
     {
         if (AllFinite(s) && AllFinite(t)) return null;
