@@ -188,7 +188,9 @@ internal sealed class KdStepRunner : IDisposable
             var dt = watch.Elapsed.TotalSeconds;
             if (_lap is not null)
             {
-                Console.WriteLine($"    step {i}: {dt:F2} s, " + string.Join(", ", Phases.Select(kv => $"{kv.Key} {kv.Value - _lastPhases.GetValueOrDefault(kv.Key):F2}")));
+                var mem = ProcessMemory.Read();
+                Console.WriteLine($"    step {i}: {dt:F2} s, RSS {mem.RssBytes / 1073741824.0:F2} GiB (peak {mem.PeakRssBytes / 1073741824.0:F2}), " +
+                                  string.Join(", ", Phases.Select(kv => $"{kv.Key} {kv.Value - _lastPhases.GetValueOrDefault(kv.Key):F2}")));
                 foreach (var (k, v) in Phases) _lastPhases[k] = v;
             }
             LastLoss = r.Loss;

@@ -7,7 +7,7 @@
 // trained token and 2N + 4·L·d·s per teacher token, against an fp32 GEMM peak measured in each round.
 // Usage: dotnet run -c Release --project bench/KdStep -- [--quick] [--rounds 3] [--steps 3] [--warmup 1]
 //        [--threads 0] [--python /usr/bin/python3] [--no-python] [--variant recipe,twoloss,nonorm,inference,fused|all] [--profile]
-//        [--thp] [--mmap-threshold BYTES|none] [--trim-threshold BYTES] [--trim-every N]
+//        [--thp] [--mmap-threshold BYTES|none] [--trim-threshold BYTES] [--trim-every N] [--collect-every N]
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -20,12 +20,13 @@ var o = BenchOptions.Parse(args);
 if (args.Contains("--thp")) setenv("THP_MEM_ALLOC_ENABLE", "1", 1); // before libtorch loads: c10 reads it once
 TorchRuntime.SetThreads(o.Threads);
 // Allocator settings (NativeHeapOptions; the recipes' defaults when not given): --mmap-threshold BYTES|none (none
-// leaves glibc as it is), --trim-threshold BYTES, --trim-every N.
+// leaves glibc as it is), --trim-threshold BYTES, --trim-every N, --collect-every N.
 string? Arg(string name) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
 var heap = new NativeHeapOptions();
 if (Arg("--mmap-threshold") is { } mt && mt != "none") heap = heap with { MmapThresholdBytes = int.Parse(mt, CultureInfo.InvariantCulture) };
 if (Arg("--trim-threshold") is { } tt) heap = heap with { TrimThresholdBytes = int.Parse(tt, CultureInfo.InvariantCulture) };
 if (Arg("--trim-every") is { } te) heap = heap with { TrimEveryNSteps = int.Parse(te, CultureInfo.InvariantCulture) };
+if (Arg("--collect-every") is { } ce) heap = heap with { CollectEveryNSteps = int.Parse(ce, CultureInfo.InvariantCulture) };
 Console.WriteLine(Arg("--mmap-threshold") == "none" ? "allocator left at glibc defaults" : NativeHeap.Configure(heap));
 Console.WriteLine($"KD step: teacher {o.Teacher}, student {o.Student}, vocab {o.Vocab}, seq {o.Seq}, batch {o.Batch}, fp32, " +
                   $"{get_num_threads()} threads, {o.Rounds} rounds x {o.Steps} steps (+{o.Warmup} warm-up)");

@@ -7,8 +7,10 @@
 // 1.4 -> 3.5 GB in 50 steps).
 // The fix needs nothing installed: at startup fix the mmap threshold at glibc's maximum (32 MiB; fixing it turns
 // off the dynamic climb), raise the automatic trim threshold so free() does not hand the heap top back mid-step,
-// cap the arenas, and every 16 optimizer steps run a .NET GC (finalizers of undisposed TorchSharp objects free
-// their native memory) and malloc_trim(0). Between trims the step reuses heap memory that is already resident.
+// cap the arenas, run a .NET GC after every optimizer step (finalizers of undisposed TorchSharp objects free their
+// native memory; a few ms), and malloc_trim(0) every 16 steps. Between trims the step reuses resident heap memory.
+// (With a GC only every 16 steps, tensors held by finalizers piled up: behind a TorchSharp custom autograd function,
+// since replaced, RSS grew 0.4-0.7 GiB per KD benchmark step and steps slowed from 5 to 9 s until the collection.)
 // Both cheaper-looking extremes were measured and rejected (bench/KdStep --profile, bench/Memory): a 256 KiB mmap
 // threshold with a trim every step kept RSS flat but made every tensor a fresh mmap, so every step page-faulted its
 // whole working set again (KD benchmark step 339 vs 444 tokens/s, medians of 3 alternating runs; elementwise ops
@@ -65,7 +67,7 @@ public sealed record NativeHeapOptions
     /// their finalizer runs, and a training loop allocates so little managed memory that the GC may not run for
     /// thousands of steps; their native memory then shows up as steady RSS growth.
     /// </summary>
-    public int CollectEveryNSteps { get; init; } = 16;
+    public int CollectEveryNSteps { get; init; } = 1;
 }
 
 /// <summary>Allocator settings and periodic trimming that keep training RSS flat. Recipes call
