@@ -146,21 +146,26 @@ internal static class DivergenceMath
         var temp = o.Temperature;
         var kind = Resolve(o);
         var notFinite = NonFiniteMask(s, t);
-        var logq = (temp == 1 ? s : s / temp).log_softmax(-1);           // [n, v]
-        var logp = (temp == 1 ? t : t / temp).log_softmax(-1);           // [n, v]
+        var sT = temp == 1 ? s : s / temp;                               // [n, v]
+        var tT = temp == 1 ? t : t / temp;                               // [n, v]
+        var logq = sT.log_softmax(-1);                                   // [n, v]
+        var logp = tT.log_softmax(-1);                                   // [n, v]
         var lq = Masked(logq, notFinite);
         var lp = Masked(logp, notFinite);
-        var pm = Masked(logp.exp(), notFinite);
+        // Probabilities from the softmax kernel, not exp(log_softmax): libtorch's exp is slow far below zero
+        // (see FusedLinearFunction.ForwardKlAndCrossEntropy).
+        var pm = Masked(tT.softmax(-1), notFinite);
         if (kind is DivergenceKind.ForwardKl or DivergenceKind.ForwardKlCrossEntropy)
         {
-            // The hot path of distillation, in three [n, v] buffers (logq, logp, p): values as row dot products,
-            // then q overwrites logq.
+            // The hot path of distillation, in three [n, v] buffers (logq, logp, p) at a time: values as row dot
+            // products, then logq is freed before q takes its place.
             var cross = RowDot(pm, lq);                                  // sum p log q, [n]
             var fkl = kind == DivergenceKind.ForwardKl ? RowDot(pm, lp) - cross : -cross;
-            var g = logq.exp_().mul_(pm.sum(-1, keepdim: true)).sub_(pm); // q * sum(p) - p
+            logq.Dispose();
+            var g = sT.softmax(-1).mul_(pm.sum(-1, keepdim: true)).sub_(pm); // q * sum(p) - p
             return Out(temp == 1 ? fkl : fkl * (temp * temp), temp == 1 ? g : g.mul_(temp));
         }
-        var q = logq.exp();
+        var q = sT.softmax(-1);
         var value = PerToken(s, t, o);
         var qm = Masked(q, notFinite);
         Tensor h = kind switch
@@ -205,7 +210,7 @@ internal static class DivergenceMath
     }
 
     // Per-row dot product of two [n, v] tensors without an [n, v] product buffer: [n, 1, v] @ [n, v, 1] -> [n].
-    private static Tensor RowDot(Tensor a, Tensor b) => a.unsqueeze(1).bmm(b.unsqueeze(2)).reshape(-1);
+    internal static Tensor RowDot(Tensor a, Tensor b) => a.unsqueeze(1).bmm(b.unsqueeze(2)).reshape(-1);
 
     internal static (Tensor, Tensor) Out(Tensor value, Tensor grad) =>
         (value.MoveToOuterDisposeScope(), grad.MoveToOuterDisposeScope());

@@ -152,11 +152,11 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
         using (var logq = s.log_softmax(-1))                                              // [c, v]
         {
             ceSum.add_((-logq.gather(-1, safe).squeeze(-1)).masked_fill_(invalid, 0).sum());
-            var cross = RowDot(p, logq);                                                  // sum p log q, [c]
+            var cross = DivergenceMath.RowDot(p, logq);                                                  // sum p log q, [c]
             if (plan.Options.Kind == DivergenceKind.ForwardKl)
             {
                 using var logp = t.log_softmax(-1);                                      // [c, v]
-                kd = RowDot(p, logp) - cross;
+                kd = DivergenceMath.RowDot(p, logp) - cross;
             }
             else
             {
@@ -169,9 +169,6 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
         grad.scatter_add_(-1, safe, torch.full(new long[] { safe.shape[0], 1 }, -plan.CeWeight, dtype: s.dtype, device: s.device));
         return grad.masked_fill_(invalid.unsqueeze(-1), 0);
     }
-
-    // Per-row dot product of two [c, v] tensors without an elementwise product buffer.
-    private static Tensor RowDot(Tensor a, Tensor b) => a.unsqueeze(1).bmm(b.unsqueeze(2)).reshape(-1);
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
