@@ -21,6 +21,9 @@ public sealed record TinyTrainingSettings
     public long Seed { get; init; } = 7;
 }
 
+/// <summary>What the one-process reference run logged per optimizer step.</summary>
+public sealed record ReferenceRun(List<double> Losses, List<double> GradNorms, List<double> MaxUpdates);
+
 /// <summary>Model, data and loss of the tiny task.</summary>
 public static class TinyTask
 {
@@ -74,13 +77,14 @@ public static class TinyTask
     /// <summary>Optimizer steps per epoch.</summary>
     public static int StepsPerEpoch(TinyTrainingSettings s, int batchesPerEpoch) => batchesPerEpoch / s.GradientAccumulation;
 
-    /// <summary>One process, full global batches, the single-device accumulator. Returns the per-step losses.</summary>
-    public static List<double> TrainReference(TinyTrainingSettings s, Sequential model)
+    /// <summary>One process, full global batches, the single-device accumulator. Returns the per-step losses, gradient
+    /// norms (before clipping) and largest element-wise weight updates: the magnitudes a tolerance is derived from.</summary>
+    public static ReferenceRun TrainReference(TinyTrainingSettings s, Sequential model)
     {
         var loader = Loader(s);
         using var optimizer = Optimizer(s, model.parameters());
         var accumulator = new GradientAccumulator(model.parameters(), s.MaxGradNorm);
-        var losses = new List<double>();
+        var run = new ReferenceRun([], [], []);
         for (var epoch = 0; epoch < s.Epochs; epoch++)
         {
             var micro = 0;
@@ -90,13 +94,20 @@ public static class TinyTask
                 var (sum, tokens) = Loss(model, batch);
                 accumulator.Backward(sum, tokens);
                 if (++micro % s.GradientAccumulation != 0) continue;
-                losses.Add(accumulator.Finish().Loss);
+                var step = accumulator.Finish();
+                run.Losses.Add(step.Loss);
+                run.GradNorms.Add(step.GradNorm);
+                var before = Flatten(model);
                 optimizer.step();
                 optimizer.zero_grad();
+                run.MaxUpdates.Add(before.Zip(Flatten(model), (a, b) => Math.Abs((double)a - b)).Max());
             }
         }
-        return losses;
+        return run;
     }
+
+    /// <summary>Valid tokens of one optimizer step at most: samples are at most 12 tokens long.</summary>
+    public static long MaxTokensPerStep(TinyTrainingSettings s) => (long)s.GlobalBatch * s.GradientAccumulation * 12;
 
     /// <summary>All parameters as one float32 array, in state_dict order.</summary>
     public static float[] Flatten(nn.Module model) =>

@@ -34,12 +34,12 @@ public sealed class MultiProcessTests
         Assert.True(job.ExitCode == 0, job.Output);
         var settings = new TinyTrainingSettings { Optimizer = optimizer };
         float[] expected;
-        List<double> expectedLosses;
+        ReferenceRun expectedRun;
         using (var scope = NewDisposeScope())
         {
             Determinism.Seed(settings.Seed);
             using var model = TinyTask.Model();
-            expectedLosses = TinyTask.TrainReference(settings, model);
+            expectedRun = TinyTask.TrainReference(settings, model);
             expected = TinyTask.Flatten(model);
         }
         using (var scope = NewDisposeScope())
@@ -48,19 +48,14 @@ public sealed class MultiProcessTests
             using var untrained = TinyTask.Model();
             Assert.True(MaxAbsDiff(expected, TinyTask.Flatten(untrained)) > 1e-2, "training must move the weights");
         }
+        var losses = File.ReadAllLines($"{prefix}.losses.txt").Select(l => double.Parse(l, System.Globalization.CultureInfo.InvariantCulture)).ToList();
         foreach (var rank in new[] { 0, 1 })
         {
             var bytes = File.ReadAllBytes($"{prefix}.rank{rank}.bin");
             var actual = new float[bytes.Length / sizeof(float)];
             Buffer.BlockCopy(bytes, 0, actual, 0, bytes.Length);
-            Assert.Equal(expected.Length, actual.Length);
-            var diff = MaxAbsDiff(expected, actual);
-            Assert.True(diff < 1e-6, $"rank {rank}: max |w_2ranks - w_1process| = {diff:E2}");
+            SameTinyRun.Assert(expectedRun, expected, actual, losses, settings, $"{optimizer}, rank {rank}");
         }
-        var losses = File.ReadAllLines($"{prefix}.losses.txt").Select(l => double.Parse(l, System.Globalization.CultureInfo.InvariantCulture)).ToList();
-        Assert.Equal(expectedLosses.Count, losses.Count);
-        for (var i = 0; i < losses.Count; i++)
-            Assert.True(Math.Abs(losses[i] - expectedLosses[i]) < 1e-6, $"step {i}: logged loss {losses[i]} vs one-process {expectedLosses[i]}");
         Assert.False(File.Exists($"{prefix}.losses.txt.tmp"));
     }
 

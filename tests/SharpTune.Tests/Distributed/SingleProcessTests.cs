@@ -218,7 +218,7 @@ public sealed class SingleProcessTests
         var s = new TinyTrainingSettings { Optimizer = optimizer, MaxGradNorm = clip };
         Determinism.Seed(s.Seed);
         using var reference = TinyTask.Model();
-        var expectedLosses = TinyTask.TrainReference(s, reference);
+        var expectedRun = TinyTask.TrainReference(s, reference);
         var expected = TinyTask.Flatten(reference);
 
         using var ctx = DistributedContext.Initialize(new DistributedOptions { ThreadsPerRank = torch.get_num_threads() });
@@ -246,10 +246,7 @@ public sealed class SingleProcessTests
             }
         }
 
-        var actual = TinyTask.Flatten(model);
-        Assert.True(expected.Zip(actual, (a, b) => Math.Abs(a - b)).Max() < 1e-6);
-        Assert.Equal(expectedLosses.Count, losses.Count);
-        for (var i = 0; i < losses.Count; i++) Assert.Equal(expectedLosses[i], losses[i], 9);
+        SameTinyRun.Assert(expectedRun, expected, TinyTask.Flatten(model), losses, s, $"{optimizer}, clip {clip}");
         if (clip is { } c) Assert.Contains(norms, n => n > c); // the clip actually bit at least once
     }
 
@@ -271,7 +268,9 @@ public sealed class SingleProcessTests
 
         var step = grads.Finish();
 
-        Assert.Equal(expected, step.GradNorm, expected * 1e-6);
+        // The fp32 norm of each 4,096-element row is a sum of 4,096 squares (gamma(4096) relative, the squares adding
+        // one rounding each); the float64 sum over rows and the square root add nothing at this scale.
+        Assert.Equal(expected, step.GradNorm, expected * FloatBounds.Gamma(4096 + 1));
         foreach (var p in parameters) p.Dispose();
     }
 
