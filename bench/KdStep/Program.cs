@@ -37,6 +37,8 @@ var variants = o.Variant == "all" ? new[] { "recipe", "twoloss", "nonorm", "infe
 var runners = variants.Select(v => new KdStepRunner(o, v)).ToList();
 var results = variants.ToDictionary(v => v, _ => new List<double>());
 var torchResults = new List<double>();
+var torchGemm = new List<double>();
+var torchBlas = new HashSet<string>();
 var peakRss = new Dictionary<string, long>();
 var peaks = new List<double>();
 string? torchVersion = null;
@@ -55,10 +57,13 @@ for (var round = 1; round <= o.Rounds; round++)
     }
     if (o.Python is not null)
     {
-        var (tps, version) = RunPython(o);
+        var (tps, version, gemm, blas) = RunPython(o);
         torchVersion = version;
         torchResults.AddRange(tps);
-        Console.WriteLine($"  pytorch {version}: {string.Join(" ", tps.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)))} tokens/s");
+        torchGemm.Add(gemm);
+        torchBlas.UnionWith(blas);
+        Console.WriteLine($"  pytorch {version}: {string.Join(" ", tps.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)))} tokens/s; " +
+                          $"its own fp32 GEMM {gemm:F1} GFLOP/s");
     }
 }
 
@@ -66,6 +71,18 @@ var medPeak = Median(peaks);
 var medTorch = torchResults.Count > 0 ? Median(torchResults) : double.NaN;
 Console.WriteLine();
 Console.WriteLine($"median fp32 GEMM peak {medPeak:F1} GFLOP/s; tokens per step {o.Batch * o.Seq}");
+// A ratio against a reference is only worth printing when the reference could use the machine as SharpTune did: its
+// own GEMM probe (same size, same method, in its process with the BLAS it loaded) must be within 25% of libtorch's.
+var referenceHealthy = false;
+if (torchResults.Count > 0)
+{
+    var medTorchGemm = Median(torchGemm);
+    var gap = Math.Abs(medTorchGemm / medPeak - 1);
+    referenceHealthy = gap <= 0.25;
+    Console.WriteLine($"reference health: PyTorch's own fp32 GEMM {medTorchGemm:F1} GFLOP/s vs SharpTune's libtorch probe {medPeak:F1} GFLOP/s " +
+                      $"({gap:P0} apart, limit 25%): {(referenceHealthy ? "healthy" : "UNHEALTHY, ratio not reported")}");
+    Console.WriteLine($"reference BLAS/OpenMP libraries: {(torchBlas.Count == 0 ? "none found in its maps" : string.Join(", ", torchBlas))}");
+}
 Console.WriteLine($"{"implementation",-24} {"tokens/s",10} {"MFU",7} {"vs PyTorch",11} {"MFU/step",9} {"peak RSS",9}");
 foreach (var r in runners)
 {
@@ -87,7 +104,7 @@ foreach (var r in runners) r.Dispose();
 void Row(string name, double tps, string extra)
 {
     var mfu = tps / (o.Batch * o.Seq) * flopsPerStep / (medPeak * 1e9);
-    var ratio = double.IsNaN(medTorch) ? "n/a" : (tps / medTorch).ToString("F2", CultureInfo.InvariantCulture);
+    var ratio = double.IsNaN(medTorch) ? "n/a" : !referenceHealthy ? "invalid" : (tps / medTorch).ToString("F2", CultureInfo.InvariantCulture);
     Console.WriteLine($"{name,-24} {tps,10:F0} {mfu,7:P0} {ratio,11} {extra}");
 }
 
@@ -102,7 +119,7 @@ static double Median(List<double> xs)
 static string LoadAverage() =>
     File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
 
-static (List<double> Tps, string Version) RunPython(BenchOptions o)
+static (List<double> Tps, string Version, double GemmGflops, List<string> Blas) RunPython(BenchOptions o)
 {
     var script = Path.Combine(AppContext.BaseDirectory, "kd_step.py");
     var psi = new ProcessStartInfo(o.Python!) { RedirectStandardOutput = true, RedirectStandardError = true };
@@ -123,5 +140,6 @@ static (List<double> Tps, string Version) RunPython(BenchOptions o)
     var line = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Last();
     using var doc = JsonDocument.Parse(line);
     var tps = doc.RootElement.GetProperty("tokens_per_s").EnumerateArray().Select(e => e.GetDouble()).ToList();
-    return (tps, doc.RootElement.GetProperty("torch").GetString() ?? "?");
+    var blas = doc.RootElement.GetProperty("blas").EnumerateArray().Select(e => e.GetString() ?? "").ToList();
+    return (tps, doc.RootElement.GetProperty("torch").GetString() ?? "?", doc.RootElement.GetProperty("gemm_gflops").GetDouble(), blas);
 }

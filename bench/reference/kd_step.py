@@ -7,7 +7,10 @@
 #
 # Run with Debian's interpreter, OpenBLAS and passive OpenMP waiting, e.g.
 #   OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/reference/kd_step.py --steps 5 --warmup 1
-# Prints one JSON line: {"impl": "pytorch", "tokens_per_s": [...], "median_tokens_per_s": ..., ...}
+# Prints one JSON line: {"impl": "pytorch", "tokens_per_s": [...], "median_tokens_per_s": ..., "gemm_gflops": ...,
+# "blas": [...], ...}. gemm_gflops is this process's own 1024^3 fp32 matmul rate (median of 9, after one warm-up, as
+# SharpTune's probe), taken before and after the steps: a reference whose BLAS is slow or starved shows it here, and the
+# bench refuses to print a ratio against it. blas lists the BLAS/OpenMP libraries this process has mapped.
 import argparse
 import json
 import math
@@ -128,6 +131,28 @@ def forward_kl_chunked(student, teacher, labels, ignore=-100):
     return -total / (labels != ignore).sum()
 
 
+def gemm_gflops(n=1024, reps=9):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n ** 3 / statistics.median(times) / 1e9
+
+
+def loaded_blas():
+    names = set()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1] if len(line.split()) >= 6 else ""
+            base = path.rsplit("/", 1)[-1]
+            if any(k in base for k in ("blas", "lapack", "mkl", "gomp", "omp", "dnnl")):
+                names.add(path)
+    return sorted(names)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vocab", type=int, default=32000)
@@ -153,6 +178,7 @@ def main():
     for p in teacher.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=3e-4, weight_decay=0.01)
+    gemm_before = gemm_gflops()
     times, losses = [], []
     for step in range(a.warmup + a.steps):
         tokens = torch.randint(0, a.vocab, (a.batch, a.seq))
@@ -172,7 +198,9 @@ def main():
         if step >= a.warmup:
             times.append(dt)
     tps = [a.batch * a.seq / x for x in times]
+    gemm = statistics.median([gemm_before, gemm_gflops()])
     print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "gemm_gflops": gemm, "blas": loaded_blas(),
                       "tokens_per_s": tps, "median_tokens_per_s": statistics.median(tps),
                       "first_loss": losses[0], "last_loss": losses[-1]}))
 
