@@ -31,9 +31,9 @@ namespace SharpTune.Recipes;
 [RecipeKey("teacher_id", typeof(string), Description = "name recorded in the manifest; default: the checkpoint folder")]
 [RecipeKey("k", typeof(int), Description = "ids per position (default 128)")]
 [RecipeKey("temperature", typeof(double), Description = "log_softmax(logits / T) is cached; the KD run must use the same T (default 1)")]
-[RecipeKey("log_prob_step", typeof(double), Description = "log-prob quantisation step in nats (default 1/64: relative p error <= 0.79%)")]
-[RecipeKey("max_log_ratio", typeof(double), Description = "drop ids this many nats below the top-1 into the tail (default 20)")]
-[RecipeKey("max_bytes_per_token", typeof(int), Description = "per-position byte budget (default 200)")]
+[RecipeKey("log_prob_step", typeof(double), Description = "log-prob quantisation step in nats (default 1/32: relative p error <= 1.6%)")]
+[RecipeKey("max_log_ratio", typeof(double?), Description = "fold ids this many nats below the top-1 into the tail (default null: keep them)")]
+[RecipeKey("max_bytes_per_token", typeof(int?), Description = "per-position byte budget; the lowest-ranked ids that do not fit are folded into the tail (default null: keep every top-k id)")]
 [RecipeKey("samples_per_shard", typeof(int), Description = "samples per atomically written shard (default 256)")]
 [RecipeKey("batch_size", typeof(int), Description = "samples per teacher forward (right-padded; default 8)")]
 [RecipeKey("device", typeof(string), Description = "cpu | cuda")]
@@ -66,8 +66,8 @@ public sealed class TeacherLogits : IRecipe
         _samplesPerShard = config.Get("samples_per_shard", 256);
         _batchSize = config.Get("batch_size", 8);
         if (_batchSize < 1) throw new ConfigException(config.Find("batch_size")!.Location, "batch_size", $"must be at least 1, got {_batchSize}");
-        _format = new TopKFormat(K: config.Get("k", 128), Vocab: 2, LogProbStep: config.Get("log_prob_step", 1.0 / 64),
-            MaxLogRatio: config.Get("max_log_ratio", 20.0), MaxBytesPerToken: config.Get("max_bytes_per_token", 200));
+        _format = new TopKFormat(K: config.Get("k", 128), Vocab: 2, LogProbStep: config.Get("log_prob_step", TopKFormat.DefaultLogProbStep),
+            MaxLogRatio: config.Get<double?>("max_log_ratio", null), MaxBytesPerToken: config.Get<int?>("max_bytes_per_token", null));
         if (!(_temperature > 0)) throw new ConfigException(config.Find("temperature")!.Location, "temperature", $"must be positive, got {_temperature}");
         if (_samplesPerShard < 1) throw new ConfigException(config.Find("samples_per_shard")!.Location, "samples_per_shard", $"must be at least 1, got {_samplesPerShard}");
     }
@@ -166,10 +166,15 @@ public sealed class TeacherLogits : IRecipe
         {
             ["tokens_per_second"] = seconds > 0 ? tokens / seconds : 0,
             ["bytes_per_token"] = manifest.Tokens == 0 ? 0 : (double)manifest.Bytes / manifest.Tokens,
-            ["mean_stored_k"] = writer.MeanStoredK,
+            ["mean_stored_k"] = manifest.MeanEntries,
+            ["min_stored_k"] = manifest.MinEntries,
+            ["folded_entries"] = manifest.FoldedEntries,
         });
         _reporter.Info($"wrote {manifest.Tokens} positions in {manifest.Shards.Count} shards to {_outputDir} " +
             $"({(manifest.Tokens == 0 ? 0 : (double)manifest.Bytes / manifest.Tokens):F1} bytes/token)");
+        _reporter.Info($"entries kept per position: mean {manifest.MeanEntries:F2}, min {manifest.MinEntries} of k {manifest.K}; " +
+            $"{manifest.FoldedEntries} folded into the tail" + (manifest.MaxBytesPerToken is { } b ? $" (max_bytes_per_token {b})" : "") +
+            (manifest.MaxLogRatio is { } r ? $" (max_log_ratio {r})" : ""));
     }
 
     /// <inheritdoc/>

@@ -1,5 +1,6 @@
-// `sharptune cache-info <dir>`: what a teacher top-k cache holds (tokens, k, bytes/token, teacher, hashes, shards,
-// completeness); --verify re-hashes every shard; --json prints the same as one JSON object.
+// `sharptune cache-info <dir>`: what a teacher top-k cache holds (tokens, k, bytes/token, entries kept per position and
+// folded into the tail, teacher, hashes, shards, completeness); --verify re-hashes every shard; --json prints the same
+// as one JSON object.
 using System.ComponentModel;
 using System.Globalization;
 using System.Text.Json;
@@ -35,13 +36,16 @@ internal sealed class CacheInfoCommand(CliServices services) : Command<CacheInfo
         if (settings.Verify) cache.Verify();
         var tokens = m.Tokens;
         var bytesPerToken = tokens == 0 ? 0 : (double)m.Bytes / tokens;
-        var info = new Dictionary<string, object>
+        var info = new Dictionary<string, object?>
         {
             ["dir"] = Path.GetFullPath(settings.Dir),
             ["complete"] = m.Complete,
             ["samples"] = $"{m.Shards.Sum(s => s.Samples)} of {m.Samples}",
             ["tokens"] = tokens,
             ["k"] = m.K,
+            ["kept_entries_mean"] = Math.Round(m.MeanEntries, 2),
+            ["kept_entries_min"] = m.MinEntries,
+            ["folded_entries"] = m.FoldedEntries,
             ["vocab"] = m.Vocab,
             ["bytes"] = m.Bytes,
             ["bytes_per_token"] = Math.Round(bytesPerToken, 2),
@@ -49,8 +53,9 @@ internal sealed class CacheInfoCommand(CliServices services) : Command<CacheInfo
             ["temperature"] = m.Temperature,
             ["log_prob_step"] = m.LogProbStep,
             ["relative_error_bound"] = m.Encoding.RelativeErrorBound,
-            ["max_log_ratio"] = m.MaxLogRatio,
-            ["max_bytes_per_token"] = m.MaxBytesPerToken,
+            ["max_log_ratio"] = m.MaxLogRatio,               // null: no entry folded for its ratio to the top-1
+            ["max_bytes_per_token"] = m.MaxBytesPerToken,   // null: no budget, every top-k entry kept
+            ["format_version"] = m.Version,
             ["teacher"] = m.TeacherId,
             ["data_hash"] = m.DataHash,
             ["tokenizer_hash"] = m.TokenizerHash,
@@ -64,7 +69,7 @@ internal sealed class CacheInfoCommand(CliServices services) : Command<CacheInfo
         }
         var table = new Table().Border(TableBorder.Simple).AddColumn("FIELD").AddColumn("VALUE");
         foreach (var (key, value) in info)
-            table.AddRow(Markup.Escape(key), Markup.Escape(Convert.ToString(value, CultureInfo.InvariantCulture) ?? ""));
+            table.AddRow(Markup.Escape(key), Markup.Escape(Convert.ToString(value, CultureInfo.InvariantCulture) ?? "null"));
         services.Out.Write(table);
         return 0;
     }

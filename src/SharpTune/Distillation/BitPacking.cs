@@ -1,5 +1,5 @@
-// Bit-level writer and reader used by the teacher cache: fixed-width fields (token ids in ceil(log2 vocab) bits)
-// and Golomb-Rice codes for small non-negative integers (the gaps between quantised log-probabilities).
+// Bit-level writer and reader used by the teacher cache: fixed-width fields and Golomb-Rice codes for small
+// non-negative integers (the gaps between sorted token ids, the quantised log-prob offsets).
 // Bits are written least-significant first into little-endian bytes. Reference: Golomb 1966, Rice 1979.
 namespace SharpTune.Distillation;
 
@@ -33,8 +33,12 @@ internal sealed class BitWriter
     /// <c>value >> r</c> in unary (ones ended by a zero), then the low <paramref name="r"/> bits.</summary>
     public void WriteRice(uint value, int r)
     {
-        var quotient = value >> r;
-        for (var i = 0u; i < quotient; i++) Write(1, 1);
+        for (var quotient = value >> r; quotient > 0;)
+        {
+            var ones = (int)Math.Min(quotient, 32u);
+            Write((1UL << ones) - 1, ones);
+            quotient -= (uint)ones;
+        }
         Write(0, 1);
         Write(value & ((1u << r) - 1), r);
     }

@@ -1,6 +1,7 @@
 // Reads a teacher cache folder written by TeacherCacheWriter: checks the manifest against what the caller expects
 // (data hash, vocabulary), checks every shard's length and header, keeps each shard's sample index in memory and reads
-// samples by dataset index with positional reads, so a shuffled DataLoader order costs one read per sample.
+// samples by dataset index with positional reads, so a shuffled DataLoader order costs one read per sample. Each
+// sample's bytes are checked against the checksum in the index before they are decoded.
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using Microsoft.Win32.SafeHandles;
@@ -157,18 +158,18 @@ public sealed class TeacherCache : IDisposable
         private readonly SafeFileHandle _handle;
         private readonly long[] _offsets;
         private readonly int[] _tokens;
+        private readonly ulong[] _checksums;
         private readonly long _payloadStart;
-        private readonly long _payloadBytes;
 
-        private ShardReader(string path, TeacherCacheShard info, SafeFileHandle handle, long[] offsets, int[] tokens, long payloadStart, long payloadBytes)
+        private ShardReader(string path, TeacherCacheShard info, SafeFileHandle handle, long[] offsets, int[] tokens, ulong[] checksums, long payloadStart)
         {
             Path = path;
             Info = info;
             _handle = handle;
             _offsets = offsets;
             _tokens = tokens;
+            _checksums = checksums;
             _payloadStart = payloadStart;
-            _payloadBytes = payloadBytes;
         }
 
         public string Path { get; }
@@ -188,8 +189,11 @@ public sealed class TeacherCache : IDisposable
                     throw new InvalidDataException($"teacher cache {path}: {length} bytes is shorter than the {TeacherCacheWriter.HeaderBytes}-byte header");
                 var header = new byte[TeacherCacheWriter.HeaderBytes];
                 RandomAccess.Read(handle, header, 0);
-                if (BinaryPrimitives.ReadUInt32LittleEndian(header) != TeacherCacheWriter.Magic || BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(4)) != 1)
-                    throw new InvalidDataException($"teacher cache {path}: not a version-1 teacher cache shard (bad magic or version)");
+                if (BinaryPrimitives.ReadUInt32LittleEndian(header) != TeacherCacheWriter.Magic)
+                    throw new InvalidDataException($"teacher cache {path}: not a teacher cache shard (bad magic)");
+                var version = BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(4));
+                if (version != TeacherCacheManifest.CurrentVersion)
+                    throw new InvalidDataException($"teacher cache {path}: shard format version {version}, this build reads version {TeacherCacheManifest.CurrentVersion}");
                 var first = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(8));
                 var samples = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12));
                 if (first != info.FirstSample || samples != info.Samples)
@@ -204,15 +208,17 @@ public sealed class TeacherCache : IDisposable
                 RandomAccess.Read(handle, index, TeacherCacheWriter.HeaderBytes);
                 var offsets = new long[samples + 1];
                 var tokens = new int[samples];
+                var checksums = new ulong[samples];
                 for (var i = 0; i < samples; i++)
                 {
                     offsets[i] = BinaryPrimitives.ReadInt64LittleEndian(index.AsSpan(i * TeacherCacheWriter.IndexEntryBytes));
                     tokens[i] = BinaryPrimitives.ReadInt32LittleEndian(index.AsSpan(i * TeacherCacheWriter.IndexEntryBytes + 8));
+                    checksums[i] = BinaryPrimitives.ReadUInt64LittleEndian(index.AsSpan(i * TeacherCacheWriter.IndexEntryBytes + 12));
                     if (tokens[i] < 0 || offsets[i] < (i == 0 ? 0 : offsets[i - 1]) || offsets[i] > payloadBytes)
                         throw new InvalidDataException($"teacher cache {path}: sample index entry {i} is corrupt (offset {offsets[i]}, tokens {tokens[i]})");
                 }
                 offsets[samples] = payloadBytes;
-                return new ShardReader(path, info, handle, offsets, tokens, payloadStart, payloadBytes);
+                return new ShardReader(path, info, handle, offsets, tokens, checksums, payloadStart);
             }
             catch
             {
@@ -228,6 +234,8 @@ public sealed class TeacherCache : IDisposable
             var bytes = new byte[_offsets[local + 1] - _offsets[local]];
             var read = RandomAccess.Read(_handle, bytes, _payloadStart + _offsets[local]);
             if (read != bytes.Length) throw new InvalidDataException($"teacher cache {Path}: short read of sample {local} (file changed while open?)");
+            if (TeacherCacheWriter.Checksum(bytes) != _checksums[local])
+                throw new InvalidDataException($"teacher cache {Path}: sample {Info.FirstSample + local} is corrupt (its bytes do not match the checksum in the shard's index)");
             return bytes;
         }
 

@@ -14,7 +14,11 @@ namespace SharpTune.Distillation;
 /// <param name="Tokens">Token positions it holds.</param>
 /// <param name="Bytes">File length.</param>
 /// <param name="Sha256">Hex SHA-256 of the whole file.</param>
-public sealed record TeacherCacheShard(string File, int FirstSample, int Samples, long Tokens, long Bytes, string Sha256);
+/// <param name="Entries">Top-k entries stored over all its positions.</param>
+/// <param name="MinEntries">Fewest entries stored at one of its positions (k when it has no positions).</param>
+/// <param name="Folded">Entries with a finite log-prob folded into the tail (by max_bytes_per_token or max_log_ratio).</param>
+public sealed record TeacherCacheShard(string File, int FirstSample, int Samples, long Tokens, long Bytes, string Sha256,
+    long Entries, int MinEntries, long Folded);
 
 /// <summary>What a teacher cache was made from and how it is encoded.</summary>
 public sealed record TeacherCacheManifest
@@ -28,8 +32,11 @@ public sealed record TeacherCacheManifest
     /// <summary>Always <see cref="FormatName"/>.</summary>
     public string Format { get; init; } = FormatName;
 
-    /// <summary>Format version (1).</summary>
-    public int Version { get; init; } = 1;
+    /// <summary>The format version this build writes and reads: 2 (ids as sorted gaps; version 1 stored them in rank order).</summary>
+    public const int CurrentVersion = 2;
+
+    /// <summary>Format version (<see cref="CurrentVersion"/>).</summary>
+    public int Version { get; init; } = CurrentVersion;
 
     /// <summary>Most ids per position.</summary>
     public required int K { get; init; }
@@ -40,11 +47,11 @@ public sealed record TeacherCacheManifest
     /// <summary>Log-prob quantisation step in nats.</summary>
     public required double LogProbStep { get; init; }
 
-    /// <summary>Entries this many nats below the top-1 are folded into the tail.</summary>
-    public required double MaxLogRatio { get; init; }
+    /// <summary>Entries this many nats below the top-1 are folded into the tail; null: none is.</summary>
+    public double? MaxLogRatio { get; init; }
 
-    /// <summary>Budget of one position record in bytes.</summary>
-    public required int MaxBytesPerToken { get; init; }
+    /// <summary>Budget of one position record in bytes; null: every top-k entry is stored.</summary>
+    public int? MaxBytesPerToken { get; init; }
 
     /// <summary>Temperature the log-probs were computed at (log_softmax(logits / T)).</summary>
     public required double Temperature { get; init; }
@@ -81,8 +88,8 @@ public sealed record TeacherCacheManifest
     [JsonIgnore]
     public string CacheHash => ContentHash.Combine(FormatName, Version.ToString(System.Globalization.CultureInfo.InvariantCulture),
         K.ToString(System.Globalization.CultureInfo.InvariantCulture), Vocab.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        LogProbStep.ToString("R", System.Globalization.CultureInfo.InvariantCulture), MaxLogRatio.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
-        MaxBytesPerToken.ToString(System.Globalization.CultureInfo.InvariantCulture), Temperature.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+        LogProbStep.ToString("R", System.Globalization.CultureInfo.InvariantCulture), MaxLogRatio?.ToString("R", System.Globalization.CultureInfo.InvariantCulture) ?? "null",
+        MaxBytesPerToken?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null", Temperature.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
         DataHash, TokenizerHash, TeacherHash, Samples.ToString(System.Globalization.CultureInfo.InvariantCulture),
         SamplesPerShard.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
@@ -93,6 +100,18 @@ public sealed record TeacherCacheManifest
     /// <summary>Bytes of complete shards.</summary>
     [JsonIgnore]
     public long Bytes => Shards.Sum(s => s.Bytes);
+
+    /// <summary>Mean top-k entries stored per position in complete shards.</summary>
+    [JsonIgnore]
+    public double MeanEntries => Tokens == 0 ? 0 : (double)Shards.Sum(s => s.Entries) / Tokens;
+
+    /// <summary>Fewest top-k entries stored at one position of the complete shards.</summary>
+    [JsonIgnore]
+    public int MinEntries => Shards.Where(s => s.Tokens > 0).Select(s => s.MinEntries).DefaultIfEmpty(0).Min();
+
+    /// <summary>Entries folded into the tail in complete shards.</summary>
+    [JsonIgnore]
+    public long FoldedEntries => Shards.Sum(s => s.Folded);
 
     internal static readonly JsonSerializerOptions Json = new()
     {
@@ -108,12 +127,28 @@ public sealed record TeacherCacheManifest
         var path = Path.Combine(folder, FileName);
         if (!File.Exists(path)) throw new InvalidDataException($"teacher cache: {path} not found (not a teacher cache folder, or generation never wrote a shard)");
         TeacherCacheManifest? manifest;
-        try { manifest = JsonSerializer.Deserialize<TeacherCacheManifest>(File.ReadAllText(path), Json); }
+        try
+        {
+            var text = File.ReadAllText(path);
+            // The format and version are checked before the rest, whose fields differ between versions.
+            using (var doc = JsonDocument.Parse(text))
+            {
+                var root = doc.RootElement;
+                var format = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("format", out var f) ? f.ToString() : null;
+                if (format != FormatName)
+                    throw new InvalidDataException($"teacher cache: {path}: format is '{format}', expected '{FormatName}'");
+                var version = root.TryGetProperty("version", out var v) && v.TryGetInt32(out var n) ? n : (int?)null;
+                if (version != CurrentVersion)
+                    throw new InvalidDataException(
+                        $"teacher cache: {path}: format version {version?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "(missing)"} " +
+                        $"is not read by this build, which reads version {CurrentVersion}" +
+                        (version == 1 ? " (version 1 stored ids in rank order; version 2 stores them as sorted gaps)" : "") +
+                        "; regenerate the cache with the teacher_logits recipe");
+            }
+            manifest = JsonSerializer.Deserialize<TeacherCacheManifest>(text, Json);
+        }
         catch (JsonException e) { throw new InvalidDataException($"teacher cache: {path} is not a valid manifest: {e.Message}", e); }
-        if (manifest is null || manifest.Format != FormatName)
-            throw new InvalidDataException($"teacher cache: {path}: format is '{manifest?.Format}', expected '{FormatName}'");
-        if (manifest.Version != 1)
-            throw new InvalidDataException($"teacher cache: {path}: version {manifest.Version} is not supported (expected 1)");
+        if (manifest is null) throw new InvalidDataException($"teacher cache: {path} is not a valid manifest (null)");
         try { manifest.Encoding.Validate(); }
         catch (ArgumentException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
         return manifest;

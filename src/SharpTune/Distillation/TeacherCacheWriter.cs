@@ -3,9 +3,11 @@
 // rewritten atomically to name it. Opening a folder that already holds a manifest for the same cache hash resumes
 // after its last complete shard; a manifest for anything else (other data, teacher, k, temperature) is refused.
 //
-// Shard file layout (little-endian):
+// Shard file layout (little-endian), format version 2:
 //   "STKC" | u32 version | i32 first_sample | i32 samples | 32-byte cache hash | u64 payload bytes
-//   samples x (u64 payload offset, i32 tokens)                 -- the sample index
+//   | u64 entries stored | u32 fewest entries at one position | u64 entries folded into the tail
+//   samples x (u64 payload offset, i32 tokens, 8-byte checksum)  -- the sample index; the checksum is the first 8 bytes
+//                                                                  of the SHA-256 of the sample's payload bytes
 //   payload: per sample, its position records bit-packed and padded to a byte
 using System.Buffers.Binary;
 using System.Security.Cryptography;
@@ -19,28 +21,31 @@ namespace SharpTune.Distillation;
 public sealed class TeacherCacheWriter
 {
     internal const uint Magic = 0x434B5453; // "STKC"
-    internal const int HeaderBytes = 4 + 4 + 4 + 4 + 32 + 8;
-    internal const int IndexEntryBytes = 12;
+    internal const int HeaderBytes = 4 + 4 + 4 + 4 + 32 + 8 + 8 + 4 + 8;
+    internal const int IndexEntryBytes = 8 + 4 + ChecksumBytes;
+    internal const int ChecksumBytes = 8;
 
     private readonly string _folder;
     private readonly TopKFormat _format;
     private readonly BitWriter _bits = new();
     private readonly List<(long Offset, int Tokens)> _index = [];
-    private readonly uint[] _scratch;
+    private readonly TopKCodec.Scratch _scratch;
     private TeacherCacheManifest _manifest;
     private readonly bool _part;
     private readonly int _end;
     private int _shardFirst;
     private int _shardIndex;
-    private long _storedEntries;
-    private long _positions;
+    private long _shardEntries;
+    private int _shardMinEntries;
+    private long _shardFolded;
 
     private TeacherCacheWriter(string folder, TeacherCacheManifest manifest, int firstShard = -1, int shardCount = 0)
     {
         _folder = folder;
         _manifest = manifest;
         _format = manifest.Encoding;
-        _scratch = new uint[_format.K];
+        _scratch = new TopKCodec.Scratch(_format.K);
+        _shardMinEntries = _format.K;
         _part = firstShard >= 0;
         _shardIndex = _part ? firstShard : manifest.Shards.Count;
         _shardFirst = _part ? firstShard * manifest.SamplesPerShard : manifest.Shards.Sum(s => s.Samples);
@@ -61,9 +66,6 @@ public sealed class TeacherCacheWriter
 
     /// <summary>Samples that were already complete when the folder was opened (skipped by a resumed run).</summary>
     public int ResumedSamples { get; private init; }
-
-    /// <summary>Mean number of ids stored per position in samples appended by this writer.</summary>
-    public double MeanStoredK => _positions == 0 ? 0 : (double)_storedEntries / _positions;
 
     /// <summary>
     /// Opens <paramref name="folder"/> for writing the cache described by <paramref name="template"/> (its shard list
@@ -135,6 +137,7 @@ public sealed class TeacherCacheWriter
             var samples = Math.Min(template.SamplesPerShard, template.Samples - first);
             if (bytes.Length < HeaderBytes + (long)samples * IndexEntryBytes
                 || BinaryPrimitives.ReadUInt32LittleEndian(bytes) != Magic
+                || BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(4)) != TeacherCacheManifest.CurrentVersion
                 || BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(8)) != first
                 || BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(12)) != samples
                 || !bytes.AsSpan(16, 32).SequenceEqual(hash))
@@ -144,7 +147,9 @@ public sealed class TeacherCacheWriter
                 throw new InvalidDataException($"teacher cache: {path}: {bytes.Length} bytes, header says {HeaderBytes + (long)samples * IndexEntryBytes + payload}");
             long tokens = 0;
             for (var s = 0; s < samples; s++) tokens += BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(HeaderBytes + s * IndexEntryBytes + 8));
-            shards.Add(new TeacherCacheShard(name, first, samples, tokens, bytes.Length, Convert.ToHexStringLower(SHA256.HashData(bytes))));
+            var (entries, minEntries, folded) = ReadStats(bytes);
+            shards.Add(new TeacherCacheShard(name, first, samples, tokens, bytes.Length, Convert.ToHexStringLower(SHA256.HashData(bytes)),
+                entries, minEntries, folded));
         }
         var manifest = template with { Shards = shards, Complete = true };
         manifest.Write(folder);
@@ -152,6 +157,14 @@ public sealed class TeacherCacheWriter
     }
 
     private static string ShardName(int index) => $"shard-{index:D5}.tkc";
+
+    /// <summary>The entry statistics of a shard header: entries stored, fewest at one position, entries folded.</summary>
+    internal static (long Entries, int MinEntries, long Folded) ReadStats(ReadOnlySpan<byte> header) =>
+        (BinaryPrimitives.ReadInt64LittleEndian(header[56..]), BinaryPrimitives.ReadInt32LittleEndian(header[64..]),
+            BinaryPrimitives.ReadInt64LittleEndian(header[68..]));
+
+    /// <summary>The checksum a sample index entry holds for <paramref name="payload"/>.</summary>
+    internal static ulong Checksum(ReadOnlySpan<byte> payload) => BinaryPrimitives.ReadUInt64LittleEndian(SHA256.HashData(payload));
 
     /// <summary>
     /// Appends sample <paramref name="sampleIndex"/> (must equal <see cref="NextSample"/>): for each of its
@@ -170,8 +183,10 @@ public sealed class TeacherCacheWriter
         _index.Add((start, tokens));
         for (var t = 0; t < tokens; t++)
         {
-            _storedEntries += TopKCodec.Encode(_bits, _format, ids.Slice(t * width, width), logProbs.Slice(t * width, width), _scratch);
-            _positions++;
+            var (stored, folded) = TopKCodec.Encode(_bits, _format, ids.Slice(t * width, width), logProbs.Slice(t * width, width), _scratch);
+            _shardEntries += stored;
+            _shardMinEntries = Math.Min(_shardMinEntries, stored);
+            _shardFolded += folded;
         }
         if (_index.Count == _manifest.SamplesPerShard || NextSample == _end) FlushShard();
     }
@@ -213,16 +228,22 @@ public sealed class TeacherCacheWriter
         var name = ShardName(_shardIndex);
         var header = new byte[HeaderBytes + samples * IndexEntryBytes];
         BinaryPrimitives.WriteUInt32LittleEndian(header, Magic);
-        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(4), 1);
+        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(4), TeacherCacheManifest.CurrentVersion);
         BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(8), _shardFirst);
         BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(12), samples);
         Convert.FromHexString(_manifest.CacheHash).CopyTo(header.AsSpan(16));
         BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(48), payload.Length);
+        BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(56), _shardEntries);
+        BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(64), _shardMinEntries);
+        BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(68), _shardFolded);
         long tokens = 0;
         for (var i = 0; i < samples; i++)
         {
-            BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(HeaderBytes + i * IndexEntryBytes), _index[i].Offset);
-            BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(HeaderBytes + i * IndexEntryBytes + 8), _index[i].Tokens);
+            var entry = header.AsSpan(HeaderBytes + i * IndexEntryBytes);
+            var end = i + 1 < samples ? _index[i + 1].Offset : payload.Length;
+            BinaryPrimitives.WriteInt64LittleEndian(entry, _index[i].Offset);
+            BinaryPrimitives.WriteInt32LittleEndian(entry[8..], _index[i].Tokens);
+            BinaryPrimitives.WriteUInt64LittleEndian(entry[12..], Checksum(payload.AsSpan((int)_index[i].Offset, (int)(end - _index[i].Offset))));
             tokens += _index[i].Tokens;
         }
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -230,7 +251,7 @@ public sealed class TeacherCacheWriter
         sha.AppendData(payload);
         AtomicFile.Write(Path.Combine(_folder, name), fs => { fs.Write(header); fs.Write(payload); });
         var shard = new TeacherCacheShard(name, _shardFirst, samples, tokens, header.Length + payload.LongLength,
-            Convert.ToHexStringLower(sha.GetHashAndReset()));
+            Convert.ToHexStringLower(sha.GetHashAndReset()), _shardEntries, _shardMinEntries, _shardFolded);
         if (!_part)
         {
             _manifest = _manifest with { Shards = [.. _manifest.Shards, shard] };
@@ -240,12 +261,15 @@ public sealed class TeacherCacheWriter
         _shardIndex++;
         _index.Clear();
         _bits.Clear();
+        _shardEntries = 0;
+        _shardMinEntries = _format.K;
+        _shardFolded = 0;
     }
 
     internal static string Differences(TeacherCacheManifest a, TeacherCacheManifest b)
     {
         var diffs = new List<string>();
-        void Check(string key, object x, object y) { if (!Equals(x, y)) diffs.Add($"{key} {x} vs {y}"); }
+        void Check(string key, object? x, object? y) { if (!Equals(x, y)) diffs.Add($"{key} {x ?? "null"} vs {y ?? "null"}"); }
         Check("data_hash", a.DataHash, b.DataHash);
         Check("tokenizer_hash", a.TokenizerHash, b.TokenizerHash);
         Check("teacher_hash", a.TeacherHash, b.TeacherHash);

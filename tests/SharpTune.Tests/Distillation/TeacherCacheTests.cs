@@ -88,20 +88,84 @@ public sealed class TeacherCacheTests : IDisposable
         }
     }
 
-    [Fact]
-    public void WriteAndOpen_ManySamples_FileBytesPerTokenWithinBudget()
+    [Theory]
+    [InlineData(1.0)]
+    [InlineData(2.0)]
+    public void WriteAndOpen_K128Vocab128256Default_KeepsEveryEntryWithin300BytesPerToken(double scale)
     {
-        // Given k = 128 over a 128,256 vocabulary, flat-ish teacher rows (the budget binds), 4 samples x 32 tokens
-        var template = Template(4, 128_256, 128, perShard: 2) with { MaxBytesPerToken = 200, MaxLogRatio = 20 };
+        // Given k = 128 over a 128,256 vocabulary with the default format (no budget, no ratio), 4 samples x 32 tokens
+        var template = Template(4, 128_256, 128, perShard: 2) with
+        {
+            LogProbStep = TopKFormat.DefaultLogProbStep, MaxBytesPerToken = null, MaxLogRatio = null,
+        };
         var writer = TeacherCacheWriter.Open(Path.Combine(_dir, "big"), template);
         var g = new Generator(9);
-        for (var i = 0; i < 4; i++) writer.AppendLogits(i, torch.randn(32, 128_256, generator: g));
+        for (var i = 0; i < 4; i++) writer.AppendLogits(i, torch.randn(32, 128_256, generator: g) * scale);
         var manifest = writer.Complete();
-        // Then the files (headers and sample index included) hold at most 200 bytes per token position
+        // Then every position keeps all 128 entries and the files (headers and sample index included) hold <= 300 bytes/token
         var bytesPerToken = (double)manifest.Bytes / manifest.Tokens;
         Assert.Equal(128, manifest.Tokens);
-        Assert.True(bytesPerToken <= 200, $"{bytesPerToken:F1} bytes/token");
-        Assert.True(writer.MeanStoredK >= 40, $"mean stored k {writer.MeanStoredK:F1}");
+        Assert.Equal(128, manifest.MinEntries);
+        Assert.Equal(128.0, manifest.MeanEntries);
+        Assert.Equal(0, manifest.FoldedEntries);
+        Assert.True(bytesPerToken <= 300, $"{bytesPerToken:F1} bytes/token");
+    }
+
+    [Fact]
+    public void WriteAndOpen_K128Vocab128256Budget200_WithinBudgetAndReportsKeptEntries()
+    {
+        // Given the same rows with max_bytes_per_token 200
+        var template = Template(4, 128_256, 128, perShard: 2) with { LogProbStep = TopKFormat.DefaultLogProbStep, MaxBytesPerToken = 200, MaxLogRatio = null };
+        var folder = Path.Combine(_dir, "budget");
+        var writer = TeacherCacheWriter.Open(folder, template);
+        var g = new Generator(9);
+        for (var i = 0; i < 4; i++) writer.AppendLogits(i, torch.randn(32, 128_256, generator: g) * 2);
+        var manifest = writer.Complete();
+        // Then the files hold at most 200 bytes/token
+        Assert.True((double)manifest.Bytes / manifest.Tokens <= 200, $"{(double)manifest.Bytes / manifest.Tokens:F1} bytes/token");
+        // ... and the manifest's kept-entry statistics are those of the decoded positions
+        using var cache = TeacherCache.Open(folder);
+        var kept = new List<int>();
+        for (var i = 0; i < 4; i++)
+        {
+            var lps = new float[32 * 128];
+            cache.ReadSample(i, new long[lps.Length], lps, new float[32]);
+            for (var t = 0; t < 32; t++) kept.Add(lps.AsSpan(t * 128, 128).ToArray().Count(float.IsFinite));
+        }
+        Assert.True(kept.Max() < 128, "the budget should fold entries at every position");
+        Assert.Equal(kept.Average(), manifest.MeanEntries, 10);
+        Assert.Equal(kept.Min(), manifest.MinEntries);
+        Assert.Equal(128L * 128 - kept.Sum(), manifest.FoldedEntries);
+    }
+
+    [Fact]
+    public void ReadSample_CorruptPayloadByte_ThrowsNamingShardFile()
+    {
+        // Given a shard whose payload has one flipped bit (its length and header are intact)
+        var folder = Write(Path.Combine(_dir, "cp"), Template(3, 10, 4), TeacherLogits(3, 10, 1));
+        var shard = Path.Combine(folder, "shard-00000.tkc");
+        var bytes = File.ReadAllBytes(shard);
+        bytes[^3] ^= 0x08;
+        File.WriteAllBytes(shard, bytes);
+        // When the damaged sample is read, Then the error names the file and the sample
+        using var cache = TeacherCache.Open(folder);
+        var e = Assert.Throws<InvalidDataException>(() => cache.ReadSample(1, new long[7 * 4], new float[7 * 4], new float[7]));
+        Assert.Contains("shard-00000.tkc", e.Message);
+        Assert.Contains("sample 1 is corrupt", e.Message);
+    }
+
+    [Fact]
+    public void Open_Version1Manifest_RefusedNamingTheVersion()
+    {
+        // Given a cache folder written by the version-1 format (ids in rank order)
+        var folder = Write(Path.Combine(_dir, "v1"), Template(3, 10, 4), TeacherLogits(3, 10, 1));
+        var path = Path.Combine(folder, TeacherCacheManifest.FileName);
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"version\": 2", "\"version\": 1"));
+        // When it is opened, Then it is refused with the file, the version found and the version read
+        var e = Assert.Throws<InvalidDataException>(() => TeacherCache.Open(folder));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("format version 1", e.Message);
+        Assert.Contains("reads version 2", e.Message);
     }
 
     [Fact]

@@ -1,6 +1,7 @@
-// The position encoding of the teacher cache against its stated bounds: every stored probability within a relative
-// e^(step/2) - 1 of the exact softmax, every id left out no more probable than the stored ones, the tail field equal to
-// 1 - (exact stored mass), and the byte budget (<= 200 bytes/token at k = 128 for a 128,256 vocabulary).
+// The position encoding of the teacher cache against libtorch's topk and the stated bounds: the decoded ids are exactly
+// the teacher's top-k ids, every stored probability is within a relative e^(step/2 + 2e-5) - 1 of the exact softmax,
+// the tail field is 1 - (exact stored mass), and with a byte budget the folded entries are the lowest-ranked ones and
+// their mass goes to the tail.
 using SharpTune.Distillation;
 using SharpTune.Native;
 using TorchSharp;
@@ -12,116 +13,141 @@ public sealed class TopKCodecTests
 {
     public TopKCodecTests() => TorchRuntime.EnsureLoaded();
 
+    // libtorch's top-k of log_softmax(logits) in float32 (what the writer stores) and the float64 log-softmax as the
+    // exact reference, row-major.
+    private static (long[] Ids, float[] LogProbs, double[] Exact) TopK(Tensor logits, int k)
+    {
+        using var exact = logits.to(ScalarType.Float64).log_softmax(-1);   // [n, v]
+        var (lp, idx) = logits.log_softmax(-1).topk(k);                    // [n, k] each, descending
+        return (idx.data<long>().ToArray(), lp.data<float>().ToArray(), exact.data<double>().ToArray());
+    }
+
+    private static (long[] Ids, float[] LogProbs, int Count, float Tail, long Bits) RoundTrip(TopKFormat format, ReadOnlySpan<long> ids, ReadOnlySpan<float> lps)
+    {
+        var writer = new BitWriter();
+        TopKCodec.Encode(writer, format, ids, lps, new TopKCodec.Scratch(format.K));
+        var reader = new BitReader(writer.ToArray());
+        var outIds = new long[format.K];
+        var outLp = new float[format.K];
+        var (count, tail) = TopKCodec.Decode(ref reader, format, outIds, outLp);
+        Assert.Equal((writer.BitLength + 7) / 8, (reader.Position + 7) / 8);
+        return (outIds, outLp, count, tail, writer.BitLength);
+    }
+
+    // Checks one decoded position against the reference: the ids are the first `expectedCount` of libtorch's ranking
+    // (as a set, since entries within one quantisation step may swap), each probability within the bound, the tail
+    // equal to 1 - exact stored mass to 16-bit precision. Returns the worst relative error.
+    private static double AssertMatchesTopK(TopKFormat format, long[] refIds, double[] exactRow, int expectedCount,
+        (long[] Ids, float[] LogProbs, int Count, float Tail, long Bits) decoded, string where)
+    {
+        Assert.Equal(expectedCount, decoded.Count);
+        Assert.Equal(refIds.Take(expectedCount).Order(), decoded.Ids.Take(decoded.Count).Order());
+        var bound = format.RelativeErrorBound;
+        double worst = 0, storedMass = 0;
+        for (var i = 0; i < decoded.Count; i++)
+        {
+            var p = Math.Exp(exactRow[decoded.Ids[i]]);
+            var rel = Math.Abs(Math.Exp(decoded.LogProbs[i]) - p) / p;
+            Assert.True(rel <= bound, $"{where} entry {i}: relative error {rel:G4} > bound {bound:G4}");
+            worst = Math.Max(worst, rel);
+            storedMass += p;
+            if (i > 0) Assert.True(decoded.LogProbs[i] <= decoded.LogProbs[i - 1], $"{where}: entries not in descending order");
+        }
+        for (var i = decoded.Count; i < format.K; i++) Assert.Equal(float.NegativeInfinity, decoded.LogProbs[i]);
+        // 1/131070 from the 16-bit field, 1e-6 for the float32 log-probs the writer sums
+        Assert.InRange(decoded.Tail - (1 - storedMass), -1.0 / 131_070 - 1e-6, 1.0 / 131_070 + 1e-6);
+        return worst;
+    }
+
     [Theory]
     [InlineData(0.5)]
     [InlineData(3.0)]
     [InlineData(8.0)]
     public void EncodeDecode_RandomDistributions_ProbabilityErrorWithinStatedBound(double scale)
     {
-        // Given random teacher distributions from flat (scale 0.5) to very peaked (scale 8)
-        var format = new TopKFormat(K: 64, Vocab: 1000, MaxBytesPerToken: 4096);
-        var g = new Generator(7);
-        using var logits = torch.randn(200, 1000, generator: g) * scale;
-        using var exact = logits.to(ScalarType.Float64).log_softmax(-1);   // [n, v], reference in float64
-        var (lp, idx) = logits.log_softmax(-1).topk(format.K);            // [n, K] each
-        var ids = idx.data<long>().ToArray();
-        var lps = lp.data<float>().ToArray();
-        var exactLp = exact.data<double>().ToArray();
-        var bound = format.RelativeErrorBound;
+        // Given random teacher distributions from flat (scale 0.5) to very peaked (scale 8), default format (no folding)
+        var format = new TopKFormat(K: 64, Vocab: 1000);
+        using var logits = torch.randn(200, 1000, generator: new Generator(7)) * scale;
+        var (ids, lps, exact) = TopK(logits, format.K);
         double worst = 0;
         for (var row = 0; row < 200; row++)
         {
             // When one position is encoded and decoded
-            var writer = new BitWriter();
-            TopKCodec.Encode(writer, format, ids.AsSpan(row * format.K, format.K), lps.AsSpan(row * format.K, format.K), new uint[format.K]);
-            var reader = new BitReader(writer.ToArray());
-            var outIds = new long[format.K];
-            var outLp = new float[format.K];
-            var (count, tail) = TopKCodec.Decode(ref reader, format, outIds, outLp);
-
-            // Then each stored probability is within the bound of the exact one, and ids are the teacher's top ones
-            Assert.True(count >= 1);
-            var storedMass = 0.0;
-            var minStored = double.MaxValue;
-            for (var i = 0; i < count; i++)
-            {
-                Assert.Equal(ids[row * format.K + i], outIds[i]);
-                var p = Math.Exp(exactLp[row * 1000 + outIds[i]]);
-                var rel = Math.Abs(Math.Exp(outLp[i]) - p) / p;
-                worst = Math.Max(worst, rel);
-                Assert.True(rel <= bound, $"row {row} entry {i}: relative error {rel:G4} > bound {bound:G4}");
-                storedMass += p;
-                minStored = Math.Min(minStored, p);
-            }
-            for (var i = count; i < format.K; i++) Assert.Equal(float.NegativeInfinity, outLp[i]);
-            // ... everything not stored is no more probable than the least stored id, or below the ratio floor
-            var stored = outIds.Take(count).ToHashSet();
-            var top = Math.Exp(exactLp[row * 1000 + outIds[0]]);
-            for (var v = 0; v < 1000; v++)
-                if (!stored.Contains(v))
-                    Assert.True(Math.Exp(exactLp[row * 1000 + v]) <= minStored * (1 + 1e-5) || Math.Exp(exactLp[row * 1000 + v]) <= top * Math.Exp(-format.MaxLogRatio) * (1 + 1e-5));
-            // ... and the tail field is 1 - exact stored mass to 16-bit precision
-            Assert.InRange(tail - (1 - storedMass), -1e-5 - 1e-6, 1e-5 + 1e-6);
+            var decoded = RoundTrip(format, ids.AsSpan(row * 64, 64), lps.AsSpan(row * 64, 64));
+            // Then every top-k id is there, each probability within the bound of the exact one
+            worst = Math.Max(worst, AssertMatchesTopK(format, ids[(row * 64)..(row * 64 + 64)], exact[(row * 1000)..(row * 1000 + 1000)], 64, decoded, $"row {row}"));
         }
-        Assert.True(worst > bound / 10, $"worst error {worst:G3} is suspiciously far below the bound {bound:G3}: is quantisation active?");
+        Assert.True(worst > format.RelativeErrorBound / 10, $"worst error {worst:G3} is suspiciously far below the bound: is quantisation active?");
     }
 
     [Theory]
     [InlineData(1.0)]
     [InlineData(4.0)]
-    public void Encode_K128Vocab128256_AtMost200BytesPerPosition(double scale)
+    public void EncodeDecode_K128Vocab128256_IdsExactAndProbabilitiesWithinBoundOfLibtorchTopK(double scale)
     {
-        // Given 128,256-wide teacher distributions (flat scale 1: all 128 entries kept would need ~330 bytes)
+        // Given real-sized teacher rows: 4 positions of 128,256 random logits, and libtorch's top-128 of each
         var format = new TopKFormat(K: 128, Vocab: 128_256);
-        var g = new Generator(11);
-        using var logits = torch.randn(16, 128_256, generator: g) * scale;
-        var (lp, idx) = logits.log_softmax(-1).topk(128);
-        var ids = idx.data<long>().ToArray();
-        var lps = lp.data<float>().ToArray();
-        var writer = new BitWriter();
-        long stored = 0;
-        // When the positions are encoded back to back
-        for (var row = 0; row < 16; row++)
+        using var logits = torch.randn(4, 128_256, generator: new Generator(11)) * scale;
+        var (ids, lps, exact) = TopK(logits, 128);
+        for (var row = 0; row < 4; row++)
         {
-            var before = writer.BitLength;
-            stored += TopKCodec.Encode(writer, format, ids.AsSpan(row * 128, 128), lps.AsSpan(row * 128, 128), new uint[128]);
-            // Then no position exceeds the 200-byte budget
-            Assert.True(writer.BitLength - before <= 200 * 8, $"position {row}: {(writer.BitLength - before) / 8.0} bytes");
+            // When each is encoded with the default format and decoded
+            var decoded = RoundTrip(format, ids.AsSpan(row * 128, 128), lps.AsSpan(row * 128, 128));
+            // Then all 128 entries are kept: exactly libtorch's ids, probabilities within the stated bound
+            AssertMatchesTopK(format, ids[(row * 128)..(row * 128 + 128)], exact[(row * 128_256)..((row + 1) * 128_256)], 128, decoded, $"row {row}");
         }
-        Assert.True(stored / 16.0 >= 40, $"only {stored / 16.0} ids per position survive the budget");
-        Assert.Equal(17, format.IdBits);
     }
 
-    /// <summary>
-    /// At k = 64 a 128,256-vocabulary record always fits 200 bytes whole: 59 header bits + 7 count bits + 64 x 17 id
-    /// bits leave ~500 bits for 63 Rice-coded gaps whose sum is at most MaxLogRatio / step = 1,280. Checked on the
-    /// rows that cost most (gaps spread evenly over the whole ratio window; one gap holding all of it), a flat row and
-    /// random rows.
-    /// </summary>
     [Fact]
-    public void Encode_K64Vocab128256_WorstCaseRowsKeepEveryEntryWithin200Bytes()
+    public void Encode_ByteBudget_FoldsLowestRankedEntriesAndTheirMassIntoTheTail()
     {
-        var format = new TopKFormat(K: 64, Vocab: 128_256);
-        var rows = new List<float[]>
+        // Given 128,256-wide rows and a 150-byte budget (all 128 entries need ~250-300 bytes)
+        var format = new TopKFormat(K: 128, Vocab: 128_256, MaxBytesPerToken: 150);
+        using var logits = torch.randn(4, 128_256, generator: new Generator(3)) * 2;
+        var (ids, lps, exact) = TopK(logits, 128);
+        for (var row = 0; row < 4; row++)
         {
-            Enumerable.Range(0, 64).Select(i => -3f - i * (19.99f / 63)).ToArray(),           // evenly spread gaps
-            Enumerable.Range(0, 64).Select(i => i < 63 ? -4f : -23.99f).ToArray(),            // one gap holds it all
-            Enumerable.Repeat((float)-Math.Log(128_256), 64).ToArray(),                       // flat
-        };
-        var g = new Generator(5);
-        foreach (var scale in new[] { 0.5, 2.0, 6.0 })
-        {
-            using var logits = torch.randn(1, 128_256, generator: g) * scale;
-            rows.Add(logits.log_softmax(-1).topk(64).values.data<float>().ToArray());
-        }
-        var ids = Enumerable.Range(0, 64).Select(i => (long)(128_255 - i * 2003)).ToArray();
-        foreach (var lps in rows)
-        {
+            var refIds = ids[(row * 128)..(row * 128 + 128)];
+            var exactRow = exact[(row * 128_256)..((row + 1) * 128_256)];
+            // When a position is encoded within the budget
             var writer = new BitWriter();
-            var stored = TopKCodec.Encode(writer, format, ids, lps, new uint[64]);
-            Assert.Equal(64, stored);
-            Assert.True(writer.BitLength <= 199 * 8, $"{writer.BitLength / 8.0} bytes");
+            var (stored, folded) = TopKCodec.Encode(writer, format, refIds, lps.AsSpan(row * 128, 128), new TopKCodec.Scratch(128));
+            Assert.True(writer.BitLength <= 149 * 8, $"row {row}: {writer.BitLength / 8.0} bytes > 149");
+            Assert.InRange(stored, 40, 127);
+            Assert.Equal(128, stored + folded);
+            var reader = new BitReader(writer.ToArray());
+            var outIds = new long[128];
+            var outLp = new float[128];
+            var (count, tail) = TopKCodec.Decode(ref reader, format, outIds, outLp);
+            // Then the kept entries are libtorch's highest-ranked ones, within the bound
+            AssertMatchesTopK(format, refIds, exactRow, stored, (outIds, outLp, count, tail, writer.BitLength), $"row {row}");
+            // ... and the folded entries' probability is in the tail: tail = (mass outside the top-128) + (folded mass)
+            var outside = 1 - refIds.Sum(id => Math.Exp(exactRow[id]));
+            var foldedMass = refIds.Skip(stored).Sum(id => Math.Exp(exactRow[id]));
+            Assert.True(foldedMass > 1e-4, $"row {row}: folded mass {foldedMass:G3} too small to test");
+            Assert.InRange(tail - (outside + foldedMass), -1.0 / 131_070 - 1e-6, 1.0 / 131_070 + 1e-6);
+            // ... so decoded mass + tail is 1 within the probability bound
+            var decodedMass = outLp.Take(count).Sum(lp => Math.Exp(lp));
+            Assert.InRange(decodedMass + tail - 1, -format.RelativeErrorBound - 1e-5, format.RelativeErrorBound + 1e-5);
         }
+    }
+
+    [Fact]
+    public void Encode_MaxLogRatio_FoldsOnlyEntriesFurtherBelowTheTop1()
+    {
+        var format = new TopKFormat(K: 4, Vocab: 50, MaxLogRatio: 5);
+        var writer = new BitWriter();
+        var result = TopKCodec.Encode(writer, format, new long[] { 7, 3, 40, 11 }, new[] { -0.1f, -4.9f, -5.2f, -9f }, new TopKCodec.Scratch(4));
+        Assert.Equal(new EncodedPosition(2, 2), result);
+    }
+
+    [Fact]
+    public void Encode_NonFiniteLogProbs_AreNotStoredAndNotCountedAsFolded()
+    {
+        var format = new TopKFormat(K: 4, Vocab: 50);
+        var writer = new BitWriter();
+        var result = TopKCodec.Encode(writer, format, new long[] { 7, 3, 40, 11 }, new[] { -0.1f, -2.5f, float.NegativeInfinity, float.NegativeInfinity }, new TopKCodec.Scratch(4));
+        Assert.Equal(new EncodedPosition(2, 0), result);
     }
 
     [Fact]
@@ -129,7 +155,7 @@ public sealed class TopKCodecTests
     {
         var format = new TopKFormat(K: 8, Vocab: 50);
         var writer = new BitWriter();
-        TopKCodec.Encode(writer, format, new long[] { 3, 9, 1 }, new[] { -0.5f, -1.5f, -2f }, new uint[8]);
+        TopKCodec.Encode(writer, format, new long[] { 3, 9, 1 }, new[] { -0.5f, -1.5f, -2f }, new TopKCodec.Scratch(8));
         var bytes = writer.ToArray();
         var ids = new long[8];
         var lps = new float[8];
@@ -146,7 +172,9 @@ public sealed class TopKCodecTests
         var writer = new BitWriter();
         var values = Enumerable.Range(0, 500).Select(i => (uint)(i * i % 977)).ToArray();
         foreach (var v in values) writer.WriteRice(v, 4);
+        writer.WriteRice(100_000, 0); // a unary run longer than one 32-bit chunk
         var reader = new BitReader(writer.ToArray());
         foreach (var v in values) Assert.Equal(v, reader.ReadRice(4));
+        Assert.Equal(100_000u, reader.ReadRice(0));
     }
 }
