@@ -54,6 +54,17 @@ public sealed class CliCommandTests : IDisposable
     }
 
     [Fact]
+    public void Cp_TrailingSlashToNewFolder_WritesUnderSourceName()
+    {
+        // docs/cli.md: `cp dev/torch_info my_configs/ --make-parents` -> my_configs/torch_info.yaml (not my_configs/.yaml)
+        var folder = Path.Combine(_tmp, "my_configs");
+        Assert.Equal(0, CliHarness.Run("cp", "dev/torch_info", folder + "/", "--make-parents").ExitCode);
+        Assert.Equal(["torch_info.yaml"], Directory.GetFiles(folder).Select(Path.GetFileName));
+        Assert.Equal(0, CliHarness.Run("cp", "torch_info", Path.Combine(_tmp, "recipes") + "/", "--make-parents").ExitCode);
+        Assert.Equal(["TorchInfo.cs"], Directory.GetFiles(Path.Combine(_tmp, "recipes")).Select(Path.GetFileName));
+    }
+
+    [Fact]
     public void Cp_NoClobber_LeavesExistingFile()
     {
         var dest = Path.Combine(_tmp, "x.yaml");
