@@ -14,12 +14,12 @@ public sealed class CacheInfoCommandTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private string MakeCache()
+    private string MakeCache(string teacherId = "tiny-teacher")
     {
         var writer = TeacherCacheWriter.Open(_dir, new TeacherCacheManifest
         {
             K = 4, Vocab = 20, LogProbStep = 1.0 / 64, MaxLogRatio = 20, MaxBytesPerToken = 200, Temperature = 1,
-            TeacherId = "tiny-teacher", DataHash = "feed", TokenizerHash = "t", TeacherHash = "w", Samples = 3, SamplesPerShard = 2,
+            TeacherId = teacherId, DataHash = "feed", TokenizerHash = "t", TeacherHash = "w", Samples = 3, SamplesPerShard = 2,
         });
         var g = new torch.Generator(1);
         for (var i = 0; i < 3; i++) writer.AppendLogits(i, torch.randn(10, 20, generator: g));
@@ -41,6 +41,17 @@ public sealed class CacheInfoCommandTests : IDisposable
         Assert.Equal("feed", root.GetProperty("data_hash").GetString());
         var bytes = Directory.EnumerateFiles(dir, "*.tkc").Sum(f => new FileInfo(f).Length);
         Assert.Equal(Math.Round(bytes / 30.0, 2), root.GetProperty("bytes_per_token").GetDouble(), 2);
+    }
+
+    [Fact]
+    public void CacheInfo_PipedTable_LongValuesNotWrappedOrCut()
+    {
+        var teacher = "org/" + new string('t', 120);
+        var r = CliHarness.Run("cache-info", MakeCache(teacher));
+        Assert.True(r.ExitCode == 0, r.Err);
+        var line = Assert.Single(r.Out.Split('\n'), l => l.Contains("teacher ", StringComparison.Ordinal) && !l.Contains("hash", StringComparison.Ordinal));
+        Assert.Contains(teacher, line);
+        Assert.Contains(Path.GetFullPath(_dir), r.Out);
     }
 
     [Fact]

@@ -38,6 +38,21 @@ public sealed class CliCommandTests : IDisposable
     }
 
     [Fact]
+    public void Ls_Piped_LongNamesNotWrappedOrCut()
+    {
+        // A redirected stdout has no terminal width; the table must not fall back to 80 columns and break names.
+        var family = "family_" + new string('f', 60);
+        var name = "config_" + new string('c', 60);
+        Directory.CreateDirectory(Path.Combine(_tmp, family));
+        File.WriteAllText(Path.Combine(_tmp, family, name + ".yaml"), "# recipe: torch_info\noutput_dir: /tmp/x\n");
+        var r = CliHarness.Run(["ls"], _tmp);
+        Assert.Equal(0, r.ExitCode);
+        var line = Assert.Single(r.Out.Split('\n'), l => l.Contains(family, StringComparison.Ordinal));
+        Assert.Contains($"{family}/{name}", line);
+        Assert.Contains("torch_info", line);
+    }
+
+    [Fact]
     public void Cp_Config_CopiesFileVerbatimAndAddsExtension()
     {
         var dest = Path.Combine(_tmp, "mine");
