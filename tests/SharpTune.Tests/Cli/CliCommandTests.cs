@@ -53,6 +53,33 @@ public sealed class CliCommandTests : IDisposable
     }
 
     [Fact]
+    public void Version_PrintsVersionCommitLibTorchAndNativesKind()
+    {
+        var r = CliHarness.Run("--version");
+        Assert.True(r.ExitCode == 0, r.Err);
+        var lines = r.Out.Trim().Split('\n').Select(l => l.TrimEnd()).ToArray();
+        var props = File.ReadAllText(Path.Combine(SharedData.RepoRoot, "Directory.Build.props"));
+        var version = System.Text.RegularExpressions.Regex.Match(props, "<Version>([^<]+)</Version>").Groups[1].Value;
+        Assert.Equal($"sharptune {version}", lines[0]);
+        // The commit the SDK's Source Link recorded at build time: a full sha in a git checkout.
+        var inCheckout = Directory.Exists(Path.Combine(SharedData.RepoRoot, ".git")) || File.Exists(Path.Combine(SharedData.RepoRoot, ".git"));
+        Assert.Matches(inCheckout ? "^commit: [0-9a-f]{40}$" : "^commit: unknown$", lines[1]);
+        var packages = File.ReadAllText(Path.Combine(SharedData.RepoRoot, "Directory.Packages.props"));
+        var torchSharp = System.Text.RegularExpressions.Regex.Match(packages, "Include=\"TorchSharp\" Version=\"([^\"]+)\"").Groups[1].Value;
+        Assert.Equal($"torchsharp: {torchSharp}", lines[2]);
+        var libtorch = System.Text.RegularExpressions.Regex.Match(packages, "Include=\"(libtorch-[^\"]+)\" Version=\"([^\"]+)\"");
+        Assert.Equal($"libtorch: {libtorch.Groups[2].Value} ({libtorch.Groups[1].Value})", lines[3]);
+        Assert.Equal($"natives: {(libtorch.Groups[1].Value.Contains("cuda", StringComparison.Ordinal) ? "cuda" : "cpu")}", lines[4]);
+    }
+
+    [Theory]
+    [InlineData("0.1.0+0123abc", "0.1.0", "0123abc")]
+    [InlineData("0.1.0", "0.1.0", "unknown")]
+    [InlineData(null, "unknown", "unknown")]
+    public void BuildInfo_Split_VersionAndCommit(string? informational, string version, string commit) =>
+        Assert.Equal((version, commit), SharpTune.Cli.BuildInfo.Split(informational));
+
+    [Fact]
     public void Cp_Config_CopiesFileVerbatimAndAddsExtension()
     {
         var dest = Path.Combine(_tmp, "mine");
