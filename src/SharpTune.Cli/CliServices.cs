@@ -31,11 +31,34 @@ internal sealed class CliServices(IAnsiConsole output, IAnsiConsole error, Recip
 
     /// <summary>The real consoles, registries and environment.</summary>
     public static CliServices CreateDefault() => new(
-        AnsiConsole.Console,
-        AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) }),
+        CreateConsole(Console.Out, Console.IsOutputRedirected),
+        CreateConsole(Console.Error, Console.IsErrorRedirected),
         RecipeRegistry.CreateDefault(),
         ConfigCatalog.CreateDefault(),
         System.Environment.GetEnvironmentVariable);
+
+    /// <summary>Width given to a redirected console: wide enough that no table is ever wrapped or cut.</summary>
+    internal const int RedirectedWidth = 1 << 16;
+
+    /// <summary>
+    /// A console on <paramref name="writer"/>. On a terminal Spectre sizes tables to its width. A redirected stream
+    /// (a pipe, a file, a test) has no width, and Spectre would then assume 80 columns and wrap or cut table cells
+    /// mid-word; piped output is read by programs and people with wide windows, so it gets plain text (no colours,
+    /// no live widgets) and a width no table reaches (tables are only as wide as their content).
+    /// </summary>
+    internal static IAnsiConsole CreateConsole(TextWriter writer, bool redirected)
+    {
+        if (!redirected) return AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(writer) });
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Ansi = AnsiSupport.No,
+            ColorSystem = ColorSystemSupport.NoColors,
+            Interactive = InteractionSupport.No,
+            Out = new AnsiConsoleOutput(writer),
+        });
+        console.Profile.Width = RedirectedWidth;
+        return console;
+    }
 
     /// <summary>
     /// The resolver that turns dataset hub ids in configs (<c>source: yahma/alpaca-cleaned</c>) into cached local

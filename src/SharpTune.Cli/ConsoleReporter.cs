@@ -1,5 +1,5 @@
-// Renders a recipe's reports on the console: info lines to stdout, warnings to stderr, metrics as one line per
-// logged step. On an interactive terminal a training run also gets a Spectre.Console live progress bar (epoch,
+// Renders a recipe's reports on the console: info lines to stdout (debugging details only with --verbose), warnings
+// to stderr, metrics as one line per logged step. On an interactive terminal a training run also gets a Spectre.Console live progress bar (epoch,
 // step/total, loss, tokens/s, elapsed and ETA) fed by Progress() and the latest Metrics(); when output is redirected
 // (CI logs, tests) it falls back to plain lines.
 using System.Globalization;
@@ -9,7 +9,7 @@ using Spectre.Console;
 namespace SharpTune.Cli;
 
 /// <summary>An <see cref="IRecipeReporter"/> that prints plain lines, or drives a live progress bar when attached.</summary>
-internal sealed class ConsoleReporter(CliServices services) : IRecipeReporter
+internal sealed class ConsoleReporter(CliServices services, bool verbose = false) : IRecipeReporter
 {
     private ProgressContext? _live;
     private ProgressTask? _task;
@@ -44,6 +44,12 @@ internal sealed class ConsoleReporter(CliServices services) : IRecipeReporter
     }
 
     public void Warning(string message) => services.WriteErrLine("warning: " + message);
+
+    /// <summary>Printed as an info line with <c>--verbose</c>, dropped otherwise.</summary>
+    public void Verbose(string message)
+    {
+        if (verbose) Info(message);
+    }
 
     public void Metrics(long step, IReadOnlyDictionary<string, double> values)
     {

@@ -36,6 +36,7 @@ internal static class Program
         app.Configure(config =>
         {
             services.Configure(config);
+            config.SetApplicationVersion(BuildInfo.Text());
             config.AddCommand<LsCommand>("ls").WithDescription("List recipes and their shipped configs");
             config.AddCommand<CpCommand>("cp").WithDescription("Copy a shipped config (or a recipe's source) to edit it");
             config.AddCommand<CatCommand>("cat").WithDescription("Print a shipped config");

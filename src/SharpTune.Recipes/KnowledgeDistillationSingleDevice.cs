@@ -153,7 +153,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     public void Setup(CancellationToken cancellationToken)
     {
         TorchRuntime.EnsureLoaded();
-        _reporter.Info(NativeHeap.Configure());
+        _reporter.Verbose(NativeHeap.Configure());
         if (_config.Get<int?>("threads", null) is { } threads) TorchRuntime.SetThreads(threads);
         _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);

@@ -61,7 +61,7 @@ public sealed class TorchInfo : IRecipe
         TorchRuntime.EnsureLoaded();
         if (_threads is { } t) TorchRuntime.SetThreads(t);
         _report["torchsharp_version"] = VersionOf(typeof(torch).Assembly);
-        _report["libtorch_version"] = LibTorchPackageVersion() ?? "unknown";
+        _report["libtorch_version"] = SharpTune.Native.LibTorchNatives.Find()?.ToString() ?? "unknown";
         _report["intra_op_threads"] = torch.get_num_threads();
         _report["inter_op_threads"] = torch.get_num_interop_threads();
         _report["cuda_available"] = torch.cuda.is_available();
@@ -141,20 +141,6 @@ public sealed class TorchInfo : IRecipe
         var info = assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
             .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion;
         return info?.Split('+')[0] ?? assembly.GetName().Version?.ToString() ?? "unknown";
-    }
-
-    // The libtorch natives package this program was built with, from its .deps.json.
-    private static string? LibTorchPackageVersion()
-    {
-        foreach (var deps in Directory.EnumerateFiles(AppContext.BaseDirectory, "*.deps.json"))
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(deps));
-            if (!doc.RootElement.TryGetProperty("libraries", out var libs)) continue;
-            foreach (var lib in libs.EnumerateObject())
-                if (lib.Name.StartsWith("libtorch-", StringComparison.Ordinal))
-                    return lib.Name;
-        }
-        return null;
     }
 
     private static string Format(object v) => Convert.ToString(v, CultureInfo.InvariantCulture) ?? "";

@@ -25,19 +25,24 @@ internal sealed class AblateCommand(CliServices services) : Command<AblateComman
         [Description("Validate every arm and print the plan (order, commands); run nothing")]
         public bool DryRun { get; init; }
 
+        [CommandOption("-v|--verbose")]
+        [Description("Also print the recipes' debugging details (allocator settings ...)")]
+        public bool Verbose { get; init; }
+
         public override Spectre.Console.ValidationResult Validate() =>
             string.IsNullOrEmpty(Config) ? Spectre.Console.ValidationResult.Error("ablate needs --config <study.yaml>") : Spectre.Console.ValidationResult.Success();
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken) =>
-        Run(services, services.Configs.Resolve(settings.Config!), settings.Overrides, null, settings.DryRun, cancellationToken);
+        Run(services, services.Configs.Resolve(settings.Config!), settings.Overrides, null, settings.DryRun, settings.Verbose, cancellationToken);
 
     /// <summary>Plans, validates and runs a study file; shared with <c>demo</c>.</summary>
-    internal static int Run(CliServices services, string studyPath, IEnumerable<string> overrides, string? studyDir, bool dryRun, CancellationToken cancellationToken)
+    internal static int Run(CliServices services, string studyPath, IEnumerable<string> overrides, string? studyDir, bool dryRun, bool verbose,
+        CancellationToken cancellationToken)
     {
         var study = StudySpec.Load(studyPath, overrides);
         var plan = StudyPlan.Create(study, services.Configs.Resolve, studyDir);
-        var runner = new StudyRunner(services.Recipes, new ConsoleReporter(services));
+        var runner = new StudyRunner(services.Recipes, new ConsoleReporter(services, verbose));
         if (dryRun)
         {
             var problems = runner.Validate(plan);

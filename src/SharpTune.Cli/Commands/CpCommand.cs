@@ -17,7 +17,7 @@ internal sealed class CpCommand(CliServices services) : Command<CpCommand.Settin
         public string Source { get; init; } = "";
 
         [CommandArgument(1, "<dest>")]
-        [Description("Destination file or existing folder; without an extension, .yaml (config) or .cs (recipe) is added")]
+        [Description("Destination file, or a folder (existing, or written with a trailing '/') to copy into under the source's name; a file name without an extension gets .yaml (config) or .cs (recipe)")]
         public string Destination { get; init; } = "";
 
         [CommandOption("-n|--no-clobber")]
@@ -51,8 +51,9 @@ internal sealed class CpCommand(CliServices services) : Command<CpCommand.Settin
             throw new ArgumentException($"'{settings.Source}' is neither a shipped config nor a recipe{SharpTune.Config.Names.Suggest(settings.Source, names)}; `sharptune ls` lists both");
         }
 
+        // A trailing slash or an existing folder means "into this folder, under the source's name" (as cp(1)).
         var destination = settings.Destination;
-        if (Directory.Exists(destination)) destination = Path.Combine(destination, fileName);
+        if (Directory.Exists(destination) || EndsInSeparator(destination)) destination = Path.Combine(destination, fileName);
         else if (Path.GetExtension(destination).Length == 0) destination += extension;
         var parent = Path.GetDirectoryName(Path.GetFullPath(destination))!;
         if (!Directory.Exists(parent))
@@ -71,4 +72,7 @@ internal sealed class CpCommand(CliServices services) : Command<CpCommand.Settin
         services.WriteOut($"Copied {settings.Source} to {destination}\n");
         return 0;
     }
+
+    private static bool EndsInSeparator(string path) =>
+        path.EndsWith(Path.DirectorySeparatorChar) || path.EndsWith(Path.AltDirectorySeparatorChar);
 }

@@ -24,6 +24,10 @@ internal sealed class DemoCommand(CliServices services) : Command<DemoCommand.Se
         [CommandOption("--dry-run")]
         [Description("Write the data, validate every arm and print the plan; run nothing")]
         public bool DryRun { get; init; }
+
+        [CommandOption("-v|--verbose")]
+        [Description("Also print the recipes' debugging details (allocator settings ...)")]
+        public bool Verbose { get; init; }
     }
 
     public override int Execute(CommandContext context, Settings settings, CancellationToken cancellationToken)
@@ -31,6 +35,6 @@ internal sealed class DemoCommand(CliServices services) : Command<DemoCommand.Se
         var dir = Path.GetFullPath(settings.OutputDir);
         var data = DemoTask.Write(Path.Combine(dir, "data"));
         services.WriteOut($"Synthetic task: {data.TrainCount} train / {data.TestCount} held-out records, {data.ChoiceCount} multiple-choice items in {Path.Combine(dir, "data")}\n");
-        return AblateCommand.Run(services, services.Configs.Resolve(StudyName), [], dir, settings.DryRun, cancellationToken);
+        return AblateCommand.Run(services, services.Configs.Resolve(StudyName), [], dir, settings.DryRun, settings.Verbose, cancellationToken);
     }
 }

@@ -26,6 +26,10 @@ internal sealed class RunCommand(CliServices services) : Command<RunCommand.Sett
         [Description("key=value overrides: a.b=1, list=[[x,y]], key=null, ~key deletes, model=NAME swaps a component")]
         public string[] Overrides { get; init; } = [];
 
+        [CommandOption("-v|--verbose")]
+        [Description("Also print debugging details (allocator settings ...)")]
+        public bool Verbose { get; init; }
+
         public override Spectre.Console.ValidationResult Validate() =>
             string.IsNullOrEmpty(Config) ? Spectre.Console.ValidationResult.Error("run needs --config <name-or-path>") : Spectre.Console.ValidationResult.Success();
     }
@@ -44,7 +48,7 @@ internal sealed class RunCommand(CliServices services) : Command<RunCommand.Sett
             services.WriteErrLine($"error: {result.Problems.Count} config problem{(result.Problems.Count == 1 ? "" : "s")}; nothing was run");
             return 1;
         }
-        var reporter = new ConsoleReporter(services);
+        var reporter = new ConsoleReporter(services, settings.Verbose);
         if (Mpi.LauncherEnvironment() is null)
         {
             // Plain one-process run: errors propagate to the CLI's usual handling.

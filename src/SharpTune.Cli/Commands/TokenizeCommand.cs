@@ -1,6 +1,7 @@
-// `sharptune tokenize --tokenizer <path> [--text T | --file F] [--chat]`: prints the token ids of a text as JSON, the
-// way the model will see them (BOS as the family adds it; with --chat, the text as a user message of the chat format),
-// so users can debug prompts and templates. --pieces also prints each id's decoded text.
+// `sharptune tokenize --tokenizer <path> [--text T | --file F] [--chat]`: prints what the model is fed as JSON,
+// {"ids":[...],"count":n,"pieces":[...]} (BOS as the family adds it), so users can debug prompts and templates. With
+// --chat the text is a JSON array of {"role","content"} messages (or plain text, one user message) in the family's
+// chat format, and the output adds "mask" (true = not trained on). The work is the library's TokenizeReport.
 using System.ComponentModel;
 using System.Text;
 using System.Text.Json;
@@ -10,12 +11,9 @@ using Spectre.Console.Cli;
 
 namespace SharpTune.Cli.Commands;
 
-/// <summary>Prints token ids.</summary>
+/// <summary>Prints token ids, pieces and (for chats) the loss mask.</summary>
 internal sealed class TokenizeCommand(CliServices services) : Command<TokenizeCommand.Settings>
 {
-    // Special-token strings such as <|eot_id|> stay readable instead of \u003C escapes.
-    private static readonly JsonSerializerOptions s_json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
     /// <summary>Arguments of <c>tokenize</c>.</summary>
     public sealed class Settings : CommandSettings
     {
@@ -24,15 +22,15 @@ internal sealed class TokenizeCommand(CliServices services) : Command<TokenizeCo
         public string? Tokenizer { get; init; }
 
         [CommandOption("--text <TEXT>")]
-        [Description("the text to encode")]
+        [Description("the text to encode (with --chat: a JSON array of {\"role\",\"content\"} messages, or plain text as one user message)")]
         public string? Text { get; init; }
 
         [CommandOption("--file <FILE>")]
-        [Description("a UTF-8 file whose whole content is encoded")]
+        [Description("a UTF-8 file whose whole content is encoded (as --text)")]
         public string? File { get; init; }
 
         [CommandOption("--chat")]
-        [Description("encode the text as a user message of the tokenizer's chat format")]
+        [Description("encode the messages in the tokenizer's chat format and print the loss mask too")]
         public bool Chat { get; init; }
 
         [CommandOption("--no-bos")]
@@ -40,18 +38,14 @@ internal sealed class TokenizeCommand(CliServices services) : Command<TokenizeCo
         public bool NoBos { get; init; }
 
         [CommandOption("--eos")]
-        [Description("plain text: add EOS")]
+        [Description("add EOS (with --chat: the end token even when the last message is not the assistant's)")]
         public bool Eos { get; init; }
-
-        [CommandOption("--pieces")]
-        [Description("print {id, text} objects instead of bare ids")]
-        public bool Pieces { get; init; }
 
         public override ValidationResult Validate()
         {
             if (string.IsNullOrEmpty(Tokenizer)) return ValidationResult.Error("tokenize needs --tokenizer <path>");
             if ((Text is null) == (File is null)) return ValidationResult.Error("give exactly one of --text and --file");
-            if (Chat && (NoBos || Eos)) return ValidationResult.Error("--no-bos/--eos apply to plain text, not --chat");
+            if (Chat && NoBos) return ValidationResult.Error("--no-bos applies to plain text; the chat format decides BOS");
             return ValidationResult.Success();
         }
     }
@@ -66,26 +60,13 @@ internal sealed class TokenizeCommand(CliServices services) : Command<TokenizeCo
             text = System.IO.File.ReadAllText(file, Encoding.UTF8);
         }
         else text = settings.Text!;
-        IReadOnlyList<int> ids = settings.Chat
-            ? tokenizer.TokenizeMessages([new Message("user", text)], addEos: true).Tokens
-            : tokenizer.Encode(text, addBos: !settings.NoBos, addEos: settings.Eos);
-        var json = settings.Pieces
-            ? JsonSerializer.Serialize(Pieces(tokenizer, ids).Select(p => new { id = p.Id, text = p.Text }), s_json)
-            : JsonSerializer.Serialize(ids, s_json);
+        string json;
+        try { json = TokenizeReport.ToJson(tokenizer, text, settings.Chat, addBos: !settings.NoBos, addEos: settings.Eos); }
+        catch (Exception e) when (settings.Chat && e is JsonException or FormatException or InvalidOperationException)
+        {
+            throw new ArgumentException($"--chat: expected a JSON array of {{\"role\": string, \"content\": string}} messages: {e.Message}", e);
+        }
         services.WriteOut(json + "\n");
         return 0;
-    }
-
-    // Each id's share of the decoded text: decode(ids[..i+1]) minus decode(ids[..i]), so word-boundary spaces that
-    // decoding a lone SentencePiece id drops are kept. Quadratic, which is fine at debugging sizes.
-    private static IEnumerable<(int Id, string Text)> Pieces(ITokenizer tokenizer, IReadOnlyList<int> ids)
-    {
-        var previous = "";
-        for (var i = 0; i < ids.Count; i++)
-        {
-            var text = tokenizer.Decode(ids.Take(i + 1), skipSpecialTokens: false);
-            yield return (ids[i], text.StartsWith(previous, StringComparison.Ordinal) ? text[previous.Length..] : tokenizer.Decode([ids[i]], false));
-            previous = text;
-        }
     }
 }

@@ -71,4 +71,10 @@ public interface IRecipeReporter
 
     /// <summary>Progress through a stage (<paramref name="total"/> 0 when unknown).</summary>
     void Progress(string stage, long completed, long total);
+
+    /// <summary>
+    /// A debugging detail (e.g. the allocator settings) that the user sees only on request (<c>--verbose</c>);
+    /// dropped unless the reporter overrides this.
+    /// </summary>
+    void Verbose(string message) { }
 }

@@ -180,5 +180,7 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
         public void Metrics(long step, IReadOnlyDictionary<string, double> values) => inner.Metrics(step, values);
 
         public void Progress(string stage, long completed, long total) => inner.Progress($"{arm}: {stage}", completed, total);
+
+        public void Verbose(string message) => inner.Verbose($"  [{arm}] {message}");
     }
 }

@@ -6,6 +6,7 @@
 // torchtune recipes/*_single_device.py (_setup_lr_scheduler passes num_training_steps and last_epoch).
 using SharpTune.Config;
 using SharpTune.Modules;
+using SharpTune.Native;
 using SharpTune.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -25,15 +26,20 @@ public static class RecipeRuntime
         if (d == "cpu") return CPU;
         if (d == "cuda" || d.StartsWith("cuda:", StringComparison.Ordinal))
         {
-            if (!cuda.is_available())
-                throw new InvalidOperationException(
-                    $"device '{device}': CUDA is not available to this build. SharpTune ships libtorch's CPU natives; reference a " +
-                    "CUDA natives package (libtorch-cuda-12.x-linux-x64 / TorchSharp-cuda-linux) instead of libtorch-cpu-linux-x64 " +
-                    "and run on a machine with an NVIDIA driver (see README, 'CUDA'), or set device=cpu");
+            if (!cuda.is_available()) throw new NotSupportedException(CudaUnavailable(device, LibTorchNatives.Find()));
             return new Device(d);
         }
         throw new ArgumentException($"device must be 'cpu' or 'cuda' (or 'cuda:N'), got '{device}'", nameof(device));
     }
+
+    /// <summary>Why <paramref name="device"/> cannot be used, and what to do, given the natives this build has.</summary>
+    public static string CudaUnavailable(string device, LibTorchNatives? natives) => natives?.Kind == "cuda"
+        ? $"device '{device}': this build has libtorch's CUDA natives ({natives}), but CUDA is not available: no NVIDIA " +
+          "GPU or driver is visible to this process (check nvidia-smi), or set device=cpu"
+        : $"device '{device}': this build has libtorch's CPU natives ({natives?.ToString() ?? "libtorch-cpu-linux-x64"}), which " +
+          "cannot use a GPU. For CUDA, reference TorchSharp's CUDA natives (TorchSharp-cuda-linux, libtorch-cuda-12.x-linux-x64) " +
+          "instead of libtorch-cpu-linux-x64 in src/SharpTune/SharpTune.csproj and Directory.Packages.props and rebuild, on a " +
+          "machine with an NVIDIA driver (README, 'CUDA'); or set device=cpu";
 
     /// <summary>
     /// <c>fp32</c>/<c>float32</c> or <c>bf16</c>/<c>bfloat16</c>. bf16 on a CPU without native bf16 instructions is

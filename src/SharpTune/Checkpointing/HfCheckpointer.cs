@@ -96,8 +96,9 @@ public sealed class HfCheckpointer
 
     /// <summary>Config component: <c>_component_: sharptune.checkpointing.full_model_hf_checkpointer</c>.</summary>
     /// <remarks>
-    /// torchtune's <c>recipe_checkpoint</c> (resuming optimizer/dataloader state) is not supported here: a non-null
-    /// value is an error rather than being ignored.
+    /// torchtune's <c>recipe_checkpoint</c> key is not used: resuming (optimizer, RNG, data-loader position) is
+    /// implemented, with the state in <c>output_dir/recipe_state</c> found by <c>resume_from_checkpoint: true</c>
+    /// (<see cref="RecipeStateStore"/>). A non-null value is an error rather than being ignored.
     /// </remarks>
     [Component("sharptune.checkpointing.full_model_hf_checkpointer")]
     public static HfCheckpointer FullModelHfCheckpointer(string checkpointDir, string outputDir,
@@ -105,7 +106,7 @@ public sealed class HfCheckpointer
         List<string>? checkpointFiles = null, string? modelType = null, string? recipeCheckpoint = null)
     {
         if (recipeCheckpoint is not null)
-            throw new NotSupportedException($"recipe_checkpoint '{recipeCheckpoint}': resuming recipe state is not supported by this checkpointer");
+            throw new NotSupportedException($"recipe_checkpoint '{recipeCheckpoint}': this key is not used; resume_from_checkpoint: true resumes from output_dir/{RecipeStateStore.FolderName} (remove the key or set it to null)");
         return new(checkpointDir, outputDir, keepLastNCheckpoints, maxShardBytes, checkpointFiles, modelType);
     }
 

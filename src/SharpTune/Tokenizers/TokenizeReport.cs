@@ -7,7 +7,12 @@ namespace SharpTune.Tokenizers;
 /// <summary>Tokenization as JSON for debugging prompts.</summary>
 public static class TokenizeReport
 {
-    private static readonly JsonSerializerOptions s_options = new() { WriteIndented = false };
+    // Special-token strings such as <|eot_id|> stay readable instead of \u003C escapes.
+    private static readonly JsonSerializerOptions s_options = new()
+    {
+        WriteIndented = false,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
 
     /// <summary>
     /// Tokenizes <paramref name="text"/> and returns JSON <c>{"ids":[...],"count":n,"pieces":[...]}</c>. With
@@ -27,7 +32,7 @@ public static class TokenizeReport
             mask = result.Mask;
         }
         else ids = [.. tokenizer.Encode(text, addBos, addEos)];
-        var pieces = ids.Select(id => tokenizer.Decode([id], skipSpecialTokens: false)).ToArray();
+        var pieces = Pieces(tokenizer, ids);
         return mask is null
             ? JsonSerializer.Serialize(new { ids, count = ids.Length, pieces }, s_options)
             : JsonSerializer.Serialize(new { ids, count = ids.Length, pieces, mask }, s_options);
@@ -37,7 +42,7 @@ public static class TokenizeReport
     public static IReadOnlyList<Message> ParseMessages(string text)
     {
         var trimmed = text.TrimStart();
-        if (!trimmed.StartsWith('[')) return [new Message("user", text)];
+        if (!trimmed.StartsWith('[')) return [new Message("user", text, Masked: true)];
         using var doc = JsonDocument.Parse(trimmed);
         var messages = new List<Message>();
         var i = 0;
@@ -51,5 +56,23 @@ public static class TokenizeReport
             i++;
         }
         return messages;
+    }
+
+    /// <summary>
+    /// Each id's share of the decoded text: decode(ids[..i+1]) minus decode(ids[..i]), so the word-boundary spaces
+    /// that decoding a lone SentencePiece id drops are kept and the pieces concatenate to the decoded text. Quadratic,
+    /// which is fine at debugging sizes.
+    /// </summary>
+    public static string[] Pieces(ITokenizer tokenizer, IReadOnlyList<int> ids)
+    {
+        var pieces = new string[ids.Count];
+        var previous = "";
+        for (var i = 0; i < ids.Count; i++)
+        {
+            var text = tokenizer.Decode(ids.Take(i + 1), skipSpecialTokens: false);
+            pieces[i] = text.StartsWith(previous, StringComparison.Ordinal) ? text[previous.Length..] : tokenizer.Decode([ids[i]], false);
+            previous = text;
+        }
+        return pieces;
     }
 }

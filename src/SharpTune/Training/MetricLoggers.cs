@@ -2,8 +2,9 @@
 // TensorBoard event files. Both flush after every record so a killed run keeps what it logged.
 // The metric names follow torchtune's KD recipe (loss, class_loss, kd_loss, lr, grad_norm, tokens_per_second,
 // peak_memory); any other name is accepted.
-// TensorBoard: TorchSharp 0.107 ships torch.utils.tensorboard.SummaryWriter; the tests read its files back with an
-// independent TFRecord reader (length, masked CRC-32C, Event protobuf) and check steps, tags, values and wall time.
+// TensorBoard: TFRecord event files of TorchSharp's Event protobufs, written here (TorchSharp's SummaryWriter stamps
+// the file_version record in .NET ticks); the tests read them back with an independent TFRecord reader (length,
+// masked CRC-32C, Event protobuf) and check steps, tags, values and the wall time of every record.
 // References: torchtune training/metric_logging.py (DiskLogger, TensorBoardLogger); tensorflow record_writer.cc.
 using System.Globalization;
 using System.Text;
@@ -121,33 +122,73 @@ public sealed class JsonlMetricLogger : IMetricLogger
     public void Dispose() => _writer.Dispose();
 }
 
-/// <summary>Writes each metric as a TensorBoard scalar (tag = metric name) with TorchSharp's SummaryWriter.</summary>
-/// <remarks>TorchSharp's writer appends and closes the event file on every scalar, so nothing is lost on a kill.</remarks>
+/// <summary>Writes each metric as a TensorBoard scalar (tag = metric name) to a TFRecord event file.</summary>
+/// <remarks>
+/// The records are TorchSharp's <c>Tensorboard.Event</c> protobufs with TensorFlow's framing (<c>record_writer.cc</c>):
+/// uint64 length, masked CRC-32C of the length, the payload, masked CRC-32C of the payload. Every record, the first
+/// (<c>file_version</c>) included, has its wall time in Unix seconds, as TensorBoard reads it; TorchSharp's own
+/// SummaryWriter stamps the first record with .NET ticks (TensorBoard then dates the run 20 billion years ahead), which
+/// is why it is not used. The file is opened, appended and closed per record, so nothing is lost on a kill.
+/// </remarks>
 public sealed class TensorBoardMetricLogger : IMetricLogger
 {
-    private readonly TorchSharp.Modules.SummaryWriter _writer;
+    private static int s_uid;
 
     /// <param name="logDir">The run's TensorBoard folder (created); one new event file per logger.</param>
     public TensorBoardMetricLogger(string logDir)
     {
+        LogDir = logDir;
         Directory.CreateDirectory(logDir);
-        _writer = TorchSharp.torch.utils.tensorboard.SummaryWriter(logDir);
+        // TensorFlow's name: events.out.tfevents.<unix seconds>.<host>.<pid>.<uid>; TensorBoard reads any such file.
+        FilePath = System.IO.Path.Combine(logDir, string.Create(CultureInfo.InvariantCulture,
+            $"events.out.tfevents.{DateTimeOffset.UtcNow.ToUnixTimeSeconds()}.{Environment.MachineName}.{Environment.ProcessId}.{Interlocked.Increment(ref s_uid)}"));
+        Append(new Tensorboard.Event { FileVersion = "brain.Event:2", WallTime = UnixSeconds() });
     }
 
     /// <summary>The folder holding the event file.</summary>
-    public string LogDir => _writer.LogDir;
+    public string LogDir { get; }
+
+    /// <summary>The event file.</summary>
+    public string FilePath { get; }
 
     /// <inheritdoc />
     public void Log(long step, IReadOnlyDictionary<string, double> metrics)
     {
         ArgumentNullException.ThrowIfNull(metrics);
-        if (step is < 0 or > int.MaxValue)
-            throw new ArgumentOutOfRangeException(nameof(step), step, "TensorBoard's global_step is a 32-bit integer");
-        foreach (var (tag, value) in metrics) _writer.add_scalar(tag, (float)value, (int)step);
+        ArgumentOutOfRangeException.ThrowIfNegative(step);
+        var wallTime = UnixSeconds();
+        foreach (var (tag, value) in metrics)
+        {
+            var summary = new Tensorboard.Summary();
+            summary.Value.Add(new Tensorboard.Summary.Types.Value { Tag = tag, SimpleValue = (float)value });
+            Append(new Tensorboard.Event { Step = step, WallTime = wallTime, Summary = summary });
+        }
     }
 
     /// <inheritdoc />
     public void Dispose() { }
+
+    private static double UnixSeconds() => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0;
+
+    private void Append(Tensorboard.Event record)
+    {
+        var payload = Google.Protobuf.MessageExtensions.ToByteArray(record);
+        var frame = new byte[12 + payload.Length + 4];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(frame, (ulong)payload.Length);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(8), MaskedCrc32C(frame.AsSpan(0, 8)));
+        payload.CopyTo(frame, 12);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(12 + payload.Length), MaskedCrc32C(payload));
+        using var file = new FileStream(FilePath, FileMode.Append, FileAccess.Write, FileShare.Read);
+        file.Write(frame);
+    }
+
+    // TFRecord's masked CRC-32C (Castagnoli): rotate right by 15 and add a constant (tensorflow/core/lib/hash/crc32c.h).
+    // The CRC itself is TorchSharp's (the one its SummaryWriter frames records with).
+    private static uint MaskedCrc32C(ReadOnlySpan<byte> data)
+    {
+        var crc = TorchSharp.Utils.CRC32C.process(data.ToArray());
+        return ((crc >> 15) | (crc << 17)) + 0xA282EAD8u;
+    }
 }
 
 /// <summary>Sends every record to several loggers.</summary>

@@ -14,12 +14,12 @@ public sealed class CacheInfoCommandTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private string MakeCache()
+    private string MakeCache(string teacherId = "tiny-teacher")
     {
         var writer = TeacherCacheWriter.Open(_dir, new TeacherCacheManifest
         {
             K = 4, Vocab = 20, LogProbStep = 1.0 / 64, Temperature = 1,
-            TeacherId = "tiny-teacher", DataHash = "feed", TokenizerHash = "t", TeacherHash = "w", Samples = 3, SamplesPerShard = 2,
+            TeacherId = teacherId, DataHash = "feed", TokenizerHash = "t", TeacherHash = "w", Samples = 3, SamplesPerShard = 2,
         });
         var g = new torch.Generator(1);
         for (var i = 0; i < 3; i++) writer.AppendLogits(i, torch.randn(10, 20, generator: g));
@@ -79,6 +79,17 @@ public sealed class CacheInfoCommandTests : IDisposable
         // ... and the table shows them too
         var table = CliHarness.Run("cache-info", budgeted);
         Assert.Contains("kept_entries_min", table.Out);
+    }
+
+    [Fact]
+    public void CacheInfo_PipedTable_LongValuesNotWrappedOrCut()
+    {
+        var teacher = "org/" + new string('t', 120);
+        var r = CliHarness.Run("cache-info", MakeCache(teacher));
+        Assert.True(r.ExitCode == 0, r.Err);
+        var line = Assert.Single(r.Out.Split('\n'), l => l.Contains("teacher ", StringComparison.Ordinal) && !l.Contains("hash", StringComparison.Ordinal));
+        Assert.Contains(teacher, line);
+        Assert.Contains(Path.GetFullPath(_dir), r.Out);
     }
 
     [Fact]

@@ -38,6 +38,48 @@ public sealed class CliCommandTests : IDisposable
     }
 
     [Fact]
+    public void Ls_Piped_LongNamesNotWrappedOrCut()
+    {
+        // A redirected stdout has no terminal width; the table must not fall back to 80 columns and break names.
+        var family = "family_" + new string('f', 60);
+        var name = "config_" + new string('c', 60);
+        Directory.CreateDirectory(Path.Combine(_tmp, family));
+        File.WriteAllText(Path.Combine(_tmp, family, name + ".yaml"), "# recipe: torch_info\noutput_dir: /tmp/x\n");
+        var r = CliHarness.Run(["ls"], _tmp);
+        Assert.Equal(0, r.ExitCode);
+        var line = Assert.Single(r.Out.Split('\n'), l => l.Contains(family, StringComparison.Ordinal));
+        Assert.Contains($"{family}/{name}", line);
+        Assert.Contains("torch_info", line);
+    }
+
+    [Fact]
+    public void Version_PrintsVersionCommitLibTorchAndNativesKind()
+    {
+        var r = CliHarness.Run("--version");
+        Assert.True(r.ExitCode == 0, r.Err);
+        var lines = r.Out.Trim().Split('\n').Select(l => l.TrimEnd()).ToArray();
+        var props = File.ReadAllText(Path.Combine(SharedData.RepoRoot, "Directory.Build.props"));
+        var version = System.Text.RegularExpressions.Regex.Match(props, "<Version>([^<]+)</Version>").Groups[1].Value;
+        Assert.Equal($"sharptune {version}", lines[0]);
+        // The commit the SDK's Source Link recorded at build time: a full sha in a git checkout.
+        var inCheckout = Directory.Exists(Path.Combine(SharedData.RepoRoot, ".git")) || File.Exists(Path.Combine(SharedData.RepoRoot, ".git"));
+        Assert.Matches(inCheckout ? "^commit: [0-9a-f]{40}$" : "^commit: unknown$", lines[1]);
+        var packages = File.ReadAllText(Path.Combine(SharedData.RepoRoot, "Directory.Packages.props"));
+        var torchSharp = System.Text.RegularExpressions.Regex.Match(packages, "Include=\"TorchSharp\" Version=\"([^\"]+)\"").Groups[1].Value;
+        Assert.Equal($"torchsharp: {torchSharp}", lines[2]);
+        var libtorch = System.Text.RegularExpressions.Regex.Match(packages, "Include=\"(libtorch-[^\"]+)\" Version=\"([^\"]+)\"");
+        Assert.Equal($"libtorch: {libtorch.Groups[2].Value} ({libtorch.Groups[1].Value})", lines[3]);
+        Assert.Equal($"natives: {(libtorch.Groups[1].Value.Contains("cuda", StringComparison.Ordinal) ? "cuda" : "cpu")}", lines[4]);
+    }
+
+    [Theory]
+    [InlineData("0.1.0+0123abc", "0.1.0", "0123abc")]
+    [InlineData("0.1.0", "0.1.0", "unknown")]
+    [InlineData(null, "unknown", "unknown")]
+    public void BuildInfo_Split_VersionAndCommit(string? informational, string version, string commit) =>
+        Assert.Equal((version, commit), SharpTune.Cli.BuildInfo.Split(informational));
+
+    [Fact]
     public void Cp_Config_CopiesFileVerbatimAndAddsExtension()
     {
         var dest = Path.Combine(_tmp, "mine");
@@ -51,6 +93,17 @@ public sealed class CliCommandTests : IDisposable
     {
         Assert.Equal(0, CliHarness.Run("cp", "dev/torch_info", _tmp).ExitCode);
         Assert.True(File.Exists(Path.Combine(_tmp, "torch_info.yaml")));
+    }
+
+    [Fact]
+    public void Cp_TrailingSlashToNewFolder_WritesUnderSourceName()
+    {
+        // docs/cli.md: `cp dev/torch_info my_configs/ --make-parents` -> my_configs/torch_info.yaml (not my_configs/.yaml)
+        var folder = Path.Combine(_tmp, "my_configs");
+        Assert.Equal(0, CliHarness.Run("cp", "dev/torch_info", folder + "/", "--make-parents").ExitCode);
+        Assert.Equal(["torch_info.yaml"], Directory.GetFiles(folder).Select(Path.GetFileName));
+        Assert.Equal(0, CliHarness.Run("cp", "torch_info", Path.Combine(_tmp, "recipes") + "/", "--make-parents").ExitCode);
+        Assert.Equal(["TorchInfo.cs"], Directory.GetFiles(Path.Combine(_tmp, "recipes")).Select(Path.GetFileName));
     }
 
     [Fact]

@@ -25,16 +25,6 @@ public static class CliHarness
 
     public static CliResult Run(params string[] args) => Run(args, null, null);
 
-    private static IAnsiConsole Console(StringWriter writer)
-    {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-            Out = new AnsiConsoleOutput(writer),
-        });
-        console.Profile.Width = 200;
-        return console;
-    }
+    // The consoles the program gives a redirected stdout/stderr (as output is when piped), so tests see what a pipe sees.
+    private static IAnsiConsole Console(StringWriter writer) => CliServices.CreateConsole(writer, redirected: true);
 }

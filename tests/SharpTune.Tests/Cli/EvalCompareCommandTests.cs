@@ -46,6 +46,19 @@ public sealed class EvalCompareCommandTests : IDisposable
     }
 
     [Fact]
+    public void Compare_PipedThroughCli_LongModelNamesNotWrappedOrCut()
+    {
+        var a = new string('a', 70);
+        var b = new string('b', 70);
+        var r = CliHarness.Run("eval", "--compare", Save(a, 0.6064), Save(b, 0.6164));
+        Assert.True(r.ExitCode == 0, r.Err);
+        var header = Assert.Single(r.Out.Split('\n'), l => l.Contains(a, StringComparison.Ordinal));
+        Assert.Contains($"{a} (baseline)", header);
+        Assert.Contains(b, header);
+        Assert.Contains("0.6164 (+0.0100)", Assert.Single(r.Out.Split('\n'), l => l.Contains("hellaswag", StringComparison.Ordinal)));
+    }
+
+    [Fact]
     public void Run_BaselineOutOfRange_Fails()
     {
         var (code, text) = Run(Save("a", 0.5), "--baseline", "3");

@@ -1,5 +1,6 @@
-// `sharptune tokenize` on the real Llama 3 and stories260K tokenizer files: ids equal the published/known ids, the
-// flags change exactly what they say, --chat applies the chat format.
+// `sharptune tokenize` on the real Llama 3 and stories260K tokenizer files: it prints the library's TokenizeReport
+// ({"ids","count","pieces"}, plus "mask" with --chat, as docs/data.md says), ids equal the published/known ids, the
+// flags change exactly what they say, and --chat reads a JSON message array in the chat format.
 using System.Text.Json;
 using SharpTune.Tests.Tokenizers;
 
@@ -10,46 +11,86 @@ public sealed class TokenizeCommandTests
     private const string Sentence = "Hello world! Below is an instruction that describes a task.";
     private static readonly int[] SentenceIds = [9906, 1917, 0, 21883, 374, 459, 7754, 430, 16964, 264, 3465, 13];
 
-    private static int[] Ids(CliResult r)
+    private sealed record Report(int[] Ids, int Count, string[] Pieces, bool[]? Mask);
+
+    private static Report Parse(CliResult r)
     {
         Assert.True(r.ExitCode == 0, r.Err);
-        return JsonSerializer.Deserialize<int[]>(r.Out)!;
+        using var doc = JsonDocument.Parse(r.Out);
+        var root = doc.RootElement;
+        Assert.Equal(root.TryGetProperty("mask", out _) ? ["ids", "count", "pieces", "mask"] : ["ids", "count", "pieces"],
+            root.EnumerateObject().Select(p => p.Name));
+        return new Report(
+            [.. root.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32())],
+            root.GetProperty("count").GetInt32(),
+            [.. root.GetProperty("pieces").EnumerateArray().Select(e => e.GetString()!)],
+            root.TryGetProperty("mask", out var m) ? [.. m.EnumerateArray().Select(e => e.GetBoolean())] : null);
     }
 
     [SharedDataFact(TokenizerFiles.Llama3Json)]
-    public void Tokenize_Llama3Text_PrintsKnownIdsWithBos()
+    public void Tokenize_Llama3Text_PrintsIdsCountAndPieces()
     {
         var path = SharedData.PathOf(TokenizerFiles.Llama3Json);
-        Assert.Equal([128000, .. SentenceIds], Ids(CliHarness.Run("tokenize", "--tokenizer", path, "--text", Sentence)));
-        Assert.Equal([.. SentenceIds, 128001], Ids(CliHarness.Run("tokenize", "--tokenizer", path, "--text", Sentence, "--no-bos", "--eos")));
+        var r = Parse(CliHarness.Run("tokenize", "--tokenizer", path, "--text", Sentence));
+        Assert.Equal([128000, .. SentenceIds], r.Ids);
+        Assert.Equal(r.Ids.Length, r.Count);
+        Assert.Equal(r.Ids.Length, r.Pieces.Length);
+        Assert.Equal("<|begin_of_text|>" + Sentence, string.Concat(r.Pieces));
+        Assert.Null(r.Mask);
+        Assert.Equal([.. SentenceIds, 128001], Parse(CliHarness.Run("tokenize", "--tokenizer", path, "--text", Sentence, "--no-bos", "--eos")).Ids);
     }
 
     [SharedDataFact(TokenizerFiles.Llama3Json)]
-    public void Tokenize_Llama3Chat_WrapsUserMessage()
+    public void Tokenize_Llama3ChatPlainText_UserPromptMaskedEndOnlyWithEos()
     {
-        // <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n Hello world!...<|eot_id|>
-        var ids = Ids(CliHarness.Run("tokenize", "--tokenizer", SharedData.PathOf(TokenizerFiles.Llama3Json), "--text", Sentence, "--chat"));
-        Assert.Equal([128000, 128006], ids[..2]);
-        Assert.Equal(128007, ids[3]);
-        Assert.Equal(271, ids[4]); // "\n\n"
-        Assert.Equal(SentenceIds, ids[5..(5 + SentenceIds.Length)]);
-        Assert.Equal(128009, ids[5 + SentenceIds.Length]);
+        // <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n Hello world!...: a prompt, open for the reply
+        var path = SharedData.PathOf(TokenizerFiles.Llama3Json);
+        var r = Parse(CliHarness.Run("tokenize", "--tokenizer", path, "--text", Sentence, "--chat"));
+        Assert.Equal([128000, 128006, 882, 128007, 271, .. SentenceIds], r.Ids); // 882 "user", 271 "\n\n"
+        Assert.Equal(r.Ids.Length, r.Mask!.Length);
+        Assert.All(r.Mask, Assert.True); // a user message is not trained on
+        // --eos closes the turn (<|eot_id|>) and the sequence (<|end_of_text|>), as a training sample ends.
+        var closed = Parse(CliHarness.Run("tokenize", "--tokenizer", path, "--text", Sentence, "--chat", "--eos"));
+        Assert.Equal([.. r.Ids, 128009, 128001], closed.Ids);
+    }
+
+    [SharedDataFact(TokenizerFiles.Llama3Json)]
+    public void Tokenize_Llama3ChatJsonMessages_AppliesFormatAndMask()
+    {
+        const string messages = """[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"}]""";
+        var r = Parse(CliHarness.Run("tokenize", "--tokenizer", SharedData.PathOf(TokenizerFiles.Llama3Json), "--text", messages, "--chat"));
+        var tok = TokenizerFiles.Llama3;
+        // Two turns of the Llama 3 format, then <|end_of_text|> because the last message is the assistant's.
+        int[] expected = [128000, 128006, .. tok.Encode("user", false, false), 128007, .. tok.Encode("\n\nHi", false, false), 128009,
+            128006, .. tok.Encode("assistant", false, false), 128007, .. tok.Encode("\n\nHello", false, false), 128009, 128001];
+        Assert.Equal(expected, r.Ids);
+        Assert.DoesNotContain(tok.Encode("role", false, false)[0], r.Ids); // the JSON is parsed, not encoded as text
+        var hello = Array.IndexOf(r.Pieces, "Hello");
+        Assert.True(hello > 0, string.Join("|", r.Pieces));
+        Assert.False(r.Mask![hello]);                                 // the assistant's reply is trained on
+        Assert.True(r.Mask[Array.IndexOf(r.Pieces, "Hi")]);           // the user's turn is not
+    }
+
+    [SharedDataFact(TokenizerFiles.Llama3Json)]
+    public void Tokenize_ChatMalformedJson_OneLineError()
+    {
+        var r = CliHarness.Run("tokenize", "--tokenizer", SharedData.PathOf(TokenizerFiles.Llama3Json), "--text", """[{"role":"user"}]""", "--chat");
+        Assert.Equal(1, r.ExitCode);
+        Assert.StartsWith("error: --chat: expected a JSON array", r.Err);
+        Assert.Single(r.Err.Trim().Split('\n'));
     }
 
     [SharedDataFact(TokenizerFiles.Tok512Model)]
-    public void Tokenize_FileWithPieces_MatchesTokenizerAndDecodes()
+    public void Tokenize_FileWithSentencePiece_PiecesKeepWordSpaces()
     {
         var file = Path.GetTempFileName();
         try
         {
             File.WriteAllText(file, "Once upon a time");
-            var r = CliHarness.Run("tokenize", "--tokenizer", SharedData.PathOf(TokenizerFiles.Tok512Model), "--file", file, "--pieces");
-            Assert.True(r.ExitCode == 0, r.Err);
-            var pieces = JsonSerializer.Deserialize<JsonElement[]>(r.Out)!;
-            var expected = TokenizerFiles.Tok512.Encode("Once upon a time", addBos: true, addEos: false);
-            Assert.Equal(expected, pieces.Select(p => p.GetProperty("id").GetInt32()).ToArray());
-            Assert.Equal("Once upon a time", string.Concat(pieces.Select(p => p.GetProperty("text").GetString())).Replace("<s>", "").Trim());
-            Assert.Equal(" upon", pieces[2].GetProperty("text").GetString());
+            var r = Parse(CliHarness.Run("tokenize", "--tokenizer", SharedData.PathOf(TokenizerFiles.Tok512Model), "--file", file));
+            Assert.Equal(TokenizerFiles.Tok512.Encode("Once upon a time", addBos: true, addEos: false), r.Ids);
+            Assert.Equal("Once upon a time", string.Concat(r.Pieces).Replace("<s>", "").Trim());
+            Assert.Equal(" upon", r.Pieces[2]);
         }
         finally { File.Delete(file); }
     }

@@ -19,6 +19,7 @@ internal sealed class RecordingReporter : IRecipeReporter
 
     public List<string> Infos { get; } = [];
     public List<string> Warnings { get; } = [];
+    public List<string> Verboses { get; } = [];
     public List<(long Step, IReadOnlyDictionary<string, double> Values)> Metrics { get; } = [];
 
     public void Info(string message)
@@ -27,6 +28,7 @@ internal sealed class RecordingReporter : IRecipeReporter
         OnInfo?.Invoke(message);
     }
     public void Warning(string message) => Warnings.Add(message);
+    public void Verbose(string message) => Verboses.Add(message);
     void IRecipeReporter.Metrics(long step, IReadOnlyDictionary<string, double> values) => Metrics.Add((step, values));
     public void Progress(string stage, long completed, long total) { }
 }

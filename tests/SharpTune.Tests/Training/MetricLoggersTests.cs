@@ -64,7 +64,7 @@ public sealed class MetricLoggersTests : IDisposable
     [Fact]
     public void TensorBoardLogger_Scalars_ReadBackWithValidFraming()
     {
-        var before = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var before = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0;
         string dir;
         using (var tb = new TensorBoardMetricLogger(Path.Combine(_dir, "tb")))
         {
@@ -72,20 +72,34 @@ public sealed class MetricLoggersTests : IDisposable
             tb.Log(5, new Dictionary<string, double> { ["loss"] = 1.75, ["lr"] = 0.001 });
             tb.Log(10, new Dictionary<string, double> { ["loss"] = 1.5 });
         }
+        var after = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0;
         var file = Directory.GetFiles(dir, "events.out.tfevents.*").Single();
         var events = ReadEvents(file);
         Assert.Equal("brain.Event:2", events[0].FileVersion);
         var scalars = events.Where(e => e.Summary is not null)
             .Select(e => (e.Step, e.Summary.Value[0].Tag, e.Summary.Value[0].SimpleValue)).ToList();
         Assert.Equal(new[] { (5L, "loss", 1.75f), (5L, "lr", 0.001f), (10L, "loss", 1.5f) }, scalars);
-        Assert.InRange(events[^1].WallTime, before - 1, before + 120); // Unix seconds, as TensorBoard expects
+        // Every record, the first (file_version) included, is stamped in Unix seconds (a double, millisecond
+        // resolution) between the moments before and after writing, as TensorBoard expects.
+        Assert.All(events, e => Assert.InRange(e.WallTime, before - 0.001, after + 0.001));
+        // TensorFlow's file name carries the creation time in Unix seconds too.
+        var stamp = long.Parse(Path.GetFileName(file).Split('.')[3], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(stamp, (long)Math.Floor(before), (long)Math.Ceiling(after));
     }
 
     [Fact]
-    public void TensorBoardLogger_StepBeyondInt32_ThrowsClearError()
+    public void TensorBoardLogger_StepBeyondInt32_WrittenAsInt64()
     {
-        using var tb = new TensorBoardMetricLogger(Path.Combine(_dir, "tb2"));
-        Assert.Throws<ArgumentOutOfRangeException>(() => tb.Log(1L << 32, new Dictionary<string, double> { ["loss"] = 1 }));
+        // Event.step is an int64 in TensorBoard's protobuf; a step past 2^31 is kept, not wrapped.
+        string file;
+        using (var tb = new TensorBoardMetricLogger(Path.Combine(_dir, "tb2")))
+        {
+            tb.Log(1L << 32, new Dictionary<string, double> { ["loss"] = 1 });
+            file = tb.FilePath;
+        }
+        Assert.Equal(1L << 32, ReadEvents(file)[^1].Step);
+        using var again = new TensorBoardMetricLogger(Path.Combine(_dir, "tb3"));
+        Assert.Throws<ArgumentOutOfRangeException>(() => again.Log(-1, new Dictionary<string, double> { ["loss"] = 1 }));
     }
 
     [Fact]
