@@ -190,7 +190,8 @@ public sealed class HfCheckpointer
     /// straight into the parameter's memory. Strict: every missing key, unexpected key, shape mismatch and dtype
     /// mismatch is listed in one <see cref="CheckpointFormatException"/> naming the folder (and each tensor's file),
     /// and nothing is loaded. Non-strict tolerates missing/unexpected keys (returned) but not shape/dtype mismatches.
-    /// <paramref name="convertDtype"/> casts stored tensors to the model's dtype instead of rejecting them.
+    /// <paramref name="convertDtype"/> casts stored float tensors to the model's float dtype (F32 to BF16 when the config asks for
+    /// bf16) instead of rejecting them; an integer or bool tensor where the model has a float is rejected either way.
     /// A weight tied to another (lm_head.weight sharing model.embed_tokens.weight) may be absent from the folder.
     /// </summary>
     public static LoadReport LoadInto(nn.Module model, string folder, bool strict = true, bool convertDtype = false) =>

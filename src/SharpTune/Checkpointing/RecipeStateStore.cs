@@ -5,6 +5,7 @@
 //   recipe_state/optimizer.bin   TorchSharp OptimizerHelper.save_state_dict (per group options, then per parameter
 //                                 state: AdamW step, exp_avg, exp_avg_sq; SGD momentum_buffer), raw tensor bytes
 //   recipe_state/rng_cpu.bin     torch.get_rng_state() saved with TorchSharp's Tensor.Save
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using TorchSharp;
@@ -100,10 +101,7 @@ public static class RecipeStateStore
         }
         var manifestPath = Path.Combine(folder, ManifestFile);
         if (!File.Exists(manifestPath)) throw new FileNotFoundException($"recipe state manifest missing: '{manifestPath}'", manifestPath);
-        Manifest manifest;
-        using (var s = File.OpenRead(manifestPath))
-            manifest = JsonSerializer.Deserialize<Manifest>(s, Json)
-                       ?? throw new InvalidDataException($"'{manifestPath}' is empty");
+        var manifest = ReadManifest(manifestPath);
         if (manifest.Format != Format || manifest.Version != Version)
             throw new InvalidDataException($"'{manifestPath}': expected format '{Format}' version {Version}, got '{manifest.Format}' version {manifest.Version}");
         if (manifest.State is null) throw new InvalidDataException($"'{manifestPath}': key 'state' is missing");
@@ -117,18 +115,84 @@ public static class RecipeStateStore
             if (!saved[i].SequenceEqual(shapes[i]))
                 throw new InvalidDataException($"'{manifestPath}': parameter {i} has shape [{string.Join(", ", saved[i])}] in the saved state but [{string.Join(", ", shapes[i])}] in the model");
 
-        using (var s = File.OpenRead(Path.Combine(folder, OptimizerFile)))
-        using (var r = new BinaryReader(s))
-            optimizer.load_state_dict(r);
-        if (restoreRng)
-        {
-            using var s = File.OpenRead(Path.Combine(folder, RngFile));
-            using var r = new BinaryReader(s);
-            using var rng = TensorExtensionMethods.Load(r);
-            torch.set_rng_state(rng);
-        }
+        LoadOptimizer(Path.Combine(folder, OptimizerFile), optimizer);
+        if (restoreRng) RestoreRng(Path.Combine(folder, RngFile));
         return manifest.State;
     }
+
+    // The readers below turn what a truncated or garbled file makes the deserializers throw (EndOfStreamException
+    // without a file name, JsonException, ...) into one line naming the file. None of them can detect a flipped bit in
+    // tensor data: the files carry no checksum.
+
+    private static Manifest ReadManifest(string path)
+    {
+        try
+        {
+            using var s = File.OpenRead(path);
+            return JsonSerializer.Deserialize<Manifest>(s, Json) ?? throw new CheckpointFormatException(path, "manifest is JSON null");
+        }
+        catch (JsonException e)
+        {
+            throw new CheckpointFormatException(path, $"not valid JSON for a recipe state manifest (truncated or corrupt): {OneLine(e.Message)}", e);
+        }
+    }
+
+    private static void LoadOptimizer(string path, OptimizerHelper optimizer)
+    {
+        using var s = File.OpenRead(path);
+        using var r = new BinaryReader(s);
+        try
+        {
+            optimizer.load_state_dict(r);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new CheckpointFormatException(path, $"truncated: the optimizer state needs more than the file's {s.Length} bytes", e);
+        }
+        catch (Exception e) when (e is InvalidDataException or ArgumentException or FormatException or OverflowException
+                                      or InvalidOperationException or IndexOutOfRangeException or ExternalException)
+        {
+            throw new CheckpointFormatException(path, $"corrupt optimizer state ({e.GetType().Name}: {OneLine(e.Message)})", e);
+        }
+        if (s.Position != s.Length)
+            throw new CheckpointFormatException(path,
+                $"{s.Length - s.Position} bytes follow the optimizer state (which ends at byte {s.Position}): corrupt, or saved for other parameters");
+    }
+
+    /// <summary>
+    /// The CPU generator's state has a fixed size, so the file must be byte-for-byte as long as the current state
+    /// saved the same way, with the same dtype/shape prefix; checking that first also keeps a garbled shape from
+    /// allocating a huge tensor.
+    /// </summary>
+    private static void RestoreRng(string path)
+    {
+        var bytes = File.ReadAllBytes(path);
+        using var current = torch.get_rng_state();
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) current.Save(w);
+        var expected = ms.ToArray();
+        if (bytes.Length < expected.Length)
+            throw new CheckpointFormatException(path, $"truncated: {bytes.Length} bytes, a saved CPU generator state is {expected.Length}");
+        if (bytes.Length > expected.Length)
+            throw new CheckpointFormatException(path,
+                $"{bytes.Length - expected.Length} bytes follow the CPU generator state ({expected.Length} bytes): corrupt");
+        var prefix = expected.Length - (int)(current.numel() * current.element_size());
+        if (!bytes.AsSpan(0, prefix).SequenceEqual(expected.AsSpan(0, prefix)))
+            throw new CheckpointFormatException(path,
+                $"does not hold a CPU generator state: its {prefix}-byte dtype/shape prefix differs from a {current.dtype} [{string.Join(", ", current.shape)}] tensor's");
+        using var r = new BinaryReader(new MemoryStream(bytes));
+        using var rng = TensorExtensionMethods.Load(r);
+        try
+        {
+            torch.set_rng_state(rng);
+        }
+        catch (ExternalException e)
+        {
+            throw new CheckpointFormatException(path, $"libtorch rejects the CPU generator state: {OneLine(e.Message)}", e);
+        }
+    }
+
+    private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
 
     private static void WriteFile(string path, Action<Stream> write)
     {

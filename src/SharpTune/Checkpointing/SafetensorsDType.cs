@@ -49,6 +49,13 @@ public static class SafetensorsDType
             $"tensor dtype {type} cannot be stored in safetensors by SharpTune (supported: {string.Join(", ", Supported)})");
     }
 
+    /// <summary>
+    /// True for the float types (F64, F32, F16, BF16): the only ones a load may convert between, because a cast among
+    /// them changes precision, not meaning. Integer or bool data where a float is expected is a corrupt or wrong file.
+    /// </summary>
+    public static bool IsFloat(ScalarType type) =>
+        type is ScalarType.Float64 or ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16;
+
     /// <summary>Bytes per element of <paramref name="type"/>.</summary>
     public static int SizeOf(ScalarType type)
     {

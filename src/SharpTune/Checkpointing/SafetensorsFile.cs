@@ -3,8 +3,15 @@
 // Format (https://github.com/huggingface/safetensors, README "Format"): 8-byte little-endian u64 N, then N bytes of
 // UTF-8 JSON {"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets": [begin, end]}}, then the data
 // section; offsets are relative to the start of the data section, tensors are little-endian and row-major.
-// Validation follows the reference implementation's checks (safetensors/src/tensor.rs): header size limit, JSON
-// object, known dtype, byte range inside the buffer and equal to numel * element size, no overlapping ranges.
+// Validation follows the format's rules and the reference implementation's checks (safetensors/src/tensor.rs,
+// read_metadata and Metadata::validate): header size limit; header valid UTF-8, starting with '{' and padded only
+// with spaces (0x20); a JSON object; known dtype; byte range equal to numel * element size; and the byte ranges,
+// sorted, tile the data section exactly - the first starts at 0, each starts where the previous ended, the last ends
+// at the end of the file. The last rule is what catches a header length field that is off by a few bytes (the JSON
+// still parses when the length cuts into the padding, but every tensor would be read shifted).
+// 8-byte alignment of the data section is what our writer produces but is not required here: published files
+// written by other tools (e.g. some transformers exports) have odd header lengths and are valid.
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
@@ -160,19 +167,21 @@ public sealed class SafetensorsFile : IDisposable
         var dataStart = 8 + (long)headerLength;
         var dataLength = fileLength - dataStart;
 
+        var json = CheckUtf8(path, header);
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(header);
+            doc = JsonDocument.Parse(json);
         }
         catch (JsonException e)
         {
-            throw new CheckpointFormatException(path, $"header is not valid JSON: {e.Message}", e);
+            throw new CheckpointFormatException(path, $"header is not valid JSON (is the header length field wrong?): {e.Message}", e);
         }
         using (doc)
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new CheckpointFormatException(path, $"header must be a JSON object, found {doc.RootElement.ValueKind}");
+            CheckPadding(path, json.Span);
             var tensors = new Dictionary<string, SafetensorsTensorInfo>(StringComparer.Ordinal);
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
             var seenMetadata = false;
@@ -189,17 +198,57 @@ public sealed class SafetensorsFile : IDisposable
                     throw new CheckpointFormatException(path, $"header lists tensor '{prop.Name}' twice");
                 tensors[prop.Name] = ParseEntry(path, prop.Name, prop.Value, dataLength);
             }
-            CheckNoOverlap(path, tensors.Values);
+            CheckTiling(path, tensors.Values, dataLength, headerLength);
             return (tensors, metadata, dataStart);
         }
     }
 
+    /// <summary>Checks that the header is UTF-8 and returns it without its trailing space padding.</summary>
+    private static ReadOnlyMemory<byte> CheckUtf8(string path, byte[] header)
+    {
+        // Decoding finds the first invalid sequence; JsonDocument accepts some invalid UTF-8 inside strings and fails
+        // only later, when a name is read, with an exception that does not name the file.
+        var chars = ArrayPool<char>.Shared.Rent(Math.Max(1, header.Length));
+        try
+        {
+            var status = System.Text.Unicode.Utf8.ToUtf16(header, chars, out var read, out _, replaceInvalidSequences: false);
+            if (status != OperationStatus.Done)
+                throw new CheckpointFormatException(path,
+                    $"header is not valid UTF-8: invalid byte 0x{header[read]:X2} at file offset {8 + read}");
+        }
+        finally
+        {
+            ArrayPool<char>.Shared.Return(chars);
+        }
+        var end = header.Length;
+        while (end > 0 && header[end - 1] == (byte)' ') end--;
+        return header.AsMemory(0, end);
+    }
+
+    /// <summary>
+    /// JSON allows other whitespace around the object; the format does not: the header starts with '{' and only
+    /// spaces follow the closing '}'.
+    /// </summary>
+    private static void CheckPadding(string path, ReadOnlySpan<byte> json)
+    {
+        if (json[0] != (byte)'{')
+            throw new CheckpointFormatException(path, $"header must start with '{{', found {Describe(json[0])} at file offset 8");
+        if (json[^1] != (byte)'}')
+            throw new CheckpointFormatException(path,
+                $"header must be padded with spaces (0x20) only, found {Describe(json[^1])} at file offset {8 + json.Length - 1}");
+    }
+
+    private static string Describe(byte b) =>
+        b is >= 0x21 and < 0x7F ? $"'{(char)b}'" : $"byte 0x{b:X2}";
+
     private static void ParseMetadata(string path, JsonElement value, Dictionary<string, string> metadata)
     {
+        if (value.ValueKind == JsonValueKind.Null) return; // the reference reads it as an Option
         if (value.ValueKind != JsonValueKind.Object)
             throw new CheckpointFormatException(path, $"'__metadata__' must be an object of strings, found {value.ValueKind}");
         foreach (var m in value.EnumerateObject())
         {
+            if (metadata.ContainsKey(m.Name)) throw new CheckpointFormatException(path, $"'__metadata__' has key '{m.Name}' twice");
             if (m.Value.ValueKind != JsonValueKind.String)
                 throw new CheckpointFormatException(path, $"'__metadata__.{m.Name}' must be a string, found {m.Value.ValueKind}");
             metadata[m.Name] = m.Value.GetString()!;
@@ -210,6 +259,13 @@ public sealed class SafetensorsFile : IDisposable
     {
         if (value.ValueKind != JsonValueKind.Object)
             throw new CheckpointFormatException(path, $"tensor '{name}': entry must be an object, found {value.ValueKind}");
+        var fields = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var field in value.EnumerateObject())
+        {
+            if (field.Name is not ("dtype" or "shape" or "data_offsets"))
+                throw new CheckpointFormatException(path, $"tensor '{name}': unknown field '{field.Name}' (expected dtype, shape, data_offsets)");
+            if (!fields.Add(field.Name)) throw new CheckpointFormatException(path, $"tensor '{name}': field '{field.Name}' appears twice");
+        }
         if (!value.TryGetProperty("dtype", out var dtypeEl) || dtypeEl.ValueKind != JsonValueKind.String)
             throw new CheckpointFormatException(path, $"tensor '{name}': missing string field 'dtype'");
         var dtype = dtypeEl.GetString()!;
@@ -256,16 +312,29 @@ public sealed class SafetensorsFile : IDisposable
         return values.ToArray();
     }
 
-    private static void CheckNoOverlap(string path, IEnumerable<SafetensorsTensorInfo> entries)
+    /// <summary>
+    /// The byte ranges, sorted, must tile the data section: no hole, no overlap, no byte after the last tensor
+    /// (reference: Metadata::validate and the MetadataIncompleteBuffer check). Zero-byte tensors sit at a boundary.
+    /// </summary>
+    private static void CheckTiling(string path, IEnumerable<SafetensorsTensorInfo> entries, long dataLength, ulong headerLength)
     {
         SafetensorsTensorInfo? previous = null;
-        foreach (var e in entries.Where(e => e.End > e.Begin).OrderBy(e => e.Begin).ThenBy(e => e.End))
+        long covered = 0;
+        foreach (var e in entries.OrderBy(e => e.Begin).ThenBy(e => e.End).ThenBy(e => e.Name, StringComparer.Ordinal))
         {
-            if (previous is not null && e.Begin < previous.End)
+            if (e.Begin < covered)
                 throw new CheckpointFormatException(path,
-                    $"tensors '{previous.Name}' [{previous.Begin}, {previous.End}] and '{e.Name}' [{e.Begin}, {e.End}] overlap");
+                    $"tensors '{previous!.Name}' [{previous.Begin}, {previous.End}] and '{e.Name}' [{e.Begin}, {e.End}] overlap");
+            if (e.Begin > covered)
+                throw new CheckpointFormatException(path,
+                    $"data section bytes [{covered}, {e.Begin}) belong to no tensor (a hole before '{e.Name}' [{e.Begin}, {e.End}])");
+            covered = e.End;
             previous = e;
         }
+        if (covered != dataLength)
+            throw new CheckpointFormatException(path,
+                $"the data section after the {headerLength}-byte header holds {dataLength} bytes but the tensors cover {covered}: " +
+                $"{dataLength - covered} trailing bytes belong to no tensor (wrong header length field, or bytes appended to the file)");
     }
 
     private static void ReadExactly(SafeFileHandle handle, string path, Span<byte> buffer, long offset)

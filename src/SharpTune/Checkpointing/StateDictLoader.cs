@@ -1,6 +1,6 @@
 // Strict loading of checkpoint tensors into existing model tensors (torch's load_state_dict(strict=True) semantics):
 // every missing key, unexpected key, shape mismatch and dtype mismatch is collected and reported in one error, and
-// nothing is copied unless the whole check passes. Matching tensors are read straight into the model's parameter
+// nothing is copied unless the whole check passes. Dtype conversion, when asked for, is only between float types. Matching tensors are read straight into the model's parameter
 // memory, so loading needs no second copy of the weights.
 using TorchSharp;
 using static TorchSharp.torch;
@@ -38,6 +38,9 @@ internal static class StateDictLoader
                 problems.Add($"shape mismatch: '{key}': checkpoint [{Dims(info.Shape)}] in {file}, model [{Dims(dst.shape)}]");
             else if (info.ScalarType != dst.dtype && !convertDtype)
                 problems.Add($"dtype mismatch: '{key}': checkpoint {info.DType} in {file}, model {dst.dtype}");
+            else if (info.ScalarType != dst.dtype && !(SafetensorsDType.IsFloat(info.ScalarType) && SafetensorsDType.IsFloat(dst.dtype)))
+                problems.Add($"dtype mismatch: '{key}': checkpoint {info.DType} in {file}, model {dst.dtype} " +
+                             "(only float dtypes convert into each other; an integer or bool tensor where a float is expected means a corrupt or wrong file)");
         }
         if (strict)
             foreach (var key in unexpected.Where(k => !IsIgnorableExtra(k)))

@@ -118,6 +118,9 @@ public sealed record TeacherCacheManifest
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = true,
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        // A null where the record has a non-nullable string or list is a corrupt manifest, not a NullReferenceException later.
+        RespectNullableAnnotations = true,
+        RespectRequiredConstructorParameters = true,
     };
 
     /// <summary>Reads <c>manifest.json</c> of <paramref name="folder"/>.</summary>
@@ -151,6 +154,9 @@ public sealed record TeacherCacheManifest
         if (manifest is null) throw new InvalidDataException($"teacher cache: {path} is not a valid manifest (null)");
         try { manifest.Encoding.Validate(); }
         catch (ArgumentException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
+        foreach (var shard in manifest.Shards)
+            if (shard.File.Contains('/') || shard.File.Contains('\\') || shard.File is "" or "." or "..")
+                throw new InvalidDataException($"teacher cache: {path}: shard '{shard.File}' is not a file name in the cache folder");
         return manifest;
     }
 

@@ -30,10 +30,21 @@ public sealed class SentencePieceBpe
         _types = pieces.Select(p => p.Type).ToArray();
         for (var i = 0; i < _pieces.Length; i++)
         {
+            if (_types[i] is < Normal or > Byte)
+                throw new InvalidDataException($"{path}: piece {i} has type {_types[i]}, not a SentencePiece piece type (1-6); corrupt file?");
             _ids.TryAdd(_pieces[i], i);
-            if (_types[i] == Byte && _pieces[i].Length == 6 && _pieces[i].StartsWith("<0x", StringComparison.Ordinal))
-                _byteIds[Convert.ToInt32(_pieces[i][3..5], 16)] = i;
+            if (_types[i] == Byte)
+            {
+                if (_pieces[i].Length != 6 || !_pieces[i].StartsWith("<0x", StringComparison.Ordinal) || _pieces[i][5] != '>' ||
+                    !byte.TryParse(_pieces[i].AsSpan(3, 2), System.Globalization.NumberStyles.AllowHexSpecifier, null, out var value))
+                    throw new InvalidDataException($"{path}: byte piece {i} is '{_pieces[i]}', expected <0xHH>; corrupt file?");
+                _byteIds[value] = i;
+            }
         }
+        if ((uint)spec.UnkId >= (uint)_pieces.Length || spec.BosId < -1 || spec.BosId >= _pieces.Length ||
+            spec.EosId < -1 || spec.EosId >= _pieces.Length || spec.PadId < -1 || spec.PadId >= _pieces.Length)
+            throw new InvalidDataException(
+                $"{path}: special ids unk={spec.UnkId} bos={spec.BosId} eos={spec.EosId} pad={spec.PadId} lie outside the {_pieces.Length} pieces; corrupt file?");
         _userDefined = [.. Enumerable.Range(0, _pieces.Length).Where(i => _types[i] == UserDefined).Select(i => _pieces[i]).OrderByDescending(p => p.Length)];
         if (spec.ModelType != 2)
             throw new NotSupportedException($"{path}: SentencePiece model_type {spec.ModelType} is not BPE (2); unigram models are not supported");
@@ -83,16 +94,20 @@ public sealed class SentencePieceBpe
             while (r.Next(out var field, out var wire))
             {
                 if (field == 1 && wire == 2) pieces.Add(ReadPiece(r.Sub()));
-                else if (field == 2 && wire == 2) ReadTrainer(r.Sub(), spec);
-                else if (field == 3 && wire == 2) ReadNormalizer(r.Sub(), spec);
+                else if (field == 2 && wire == 2) { ReadTrainer(r.Sub(), spec); spec.HasTrainer = true; }
+                else if (field == 3 && wire == 2) { ReadNormalizer(r.Sub(), spec); spec.HasNormalizer = true; }
                 else r.Skip(wire);
             }
         }
-        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or DecoderFallbackException)
+        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or DecoderFallbackException or OverflowException)
         {
-            throw new InvalidDataException($"{path}: not a SentencePiece model protobuf ({e.Message})", e);
+            throw new InvalidDataException($"{path}: not a SentencePiece model protobuf, or truncated ({e.Message})", e);
         }
         if (pieces.Count == 0) throw new InvalidDataException($"{path}: no pieces; not a SentencePiece model");
+        // sentencepiece writes both specs after the pieces; a file cut at a piece boundary parses but lacks them.
+        if (!spec.HasTrainer || !spec.HasNormalizer)
+            throw new InvalidDataException(
+                $"{path}: no {(spec.HasTrainer ? "normalizer_spec" : "trainer_spec")} after {pieces.Count} pieces; truncated, or not a SentencePiece model");
         return new SentencePieceBpe(pieces, spec, path);
     }
 
@@ -252,6 +267,7 @@ public sealed class SentencePieceBpe
     {
         public int ModelType = 1, UnkId, BosId = 1, EosId = 2, PadId = -1;
         public bool ByteFallback, AddDummyPrefix = true, RemoveExtraWhitespaces = true, EscapeWhitespaces = true, HasCharsMap;
+        public bool HasTrainer, HasNormalizer;
         public string? NormalizerName;
     }
 
@@ -281,6 +297,7 @@ public sealed class SentencePieceBpe
             ulong v = 0;
             for (var shift = 0; shift < 64; shift += 7)
             {
+                if (_pos >= _end) throw new ArgumentException("varint runs past its message");
                 var b = _buffer[_pos++];
                 v |= (ulong)(b & 0x7F) << shift;
                 if (b < 0x80) return v;
@@ -288,7 +305,13 @@ public sealed class SentencePieceBpe
             throw new ArgumentException("varint too long");
         }
 
-        public float Float() { var f = BitConverter.ToSingle(_buffer, _pos); _pos += 4; return f; }
+        public float Float()
+        {
+            if (_pos + 4 > _end) throw new ArgumentException("float runs past its message");
+            var f = BitConverter.ToSingle(_buffer, _pos);
+            _pos += 4;
+            return f;
+        }
 
         public string String() { var r = Sub(); return new UTF8Encoding(false, true).GetString(_buffer, r._start, r.Length); }
 

@@ -122,6 +122,163 @@ public sealed class SafetensorsCorruptFileTests
         Assert.Contains(expected, OpenBroken(dir, File1(header, 4)).Message);
     }
 
+    private const string OneF32 = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+
+    [Theory]
+    [InlineData(-1)]
+    [InlineData(-2)]
+    [InlineData(-4)]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void Open_HeaderLengthFieldOffIntoPadding_Throws(int delta)
+    {
+        // The JSON still parses when the length cuts into the space padding, but every tensor would be read shifted.
+        using var dir = new TempDir();
+        var header = OneF32 + "    ";
+        var e = OpenBroken(dir, SafetensorsSpecTests.Assemble(header, new byte[8], (ulong)(header.Length + delta)));
+        if (delta < 0) Assert.Contains($"holds {8 - delta} bytes but the tensors cover 8: {-delta} trailing bytes", e.Message);
+    }
+
+    [Fact]
+    public void Open_BytesAppended_Throws()
+    {
+        using var dir = new TempDir();
+        var e = OpenBroken(dir, File1(OneF32, 8 + 16));
+        Assert.Contains("16 trailing bytes belong to no tensor", e.Message);
+    }
+
+    [Fact]
+    public void Open_HoleBetweenTensors_Throws()
+    {
+        using var dir = new TempDir();
+        var e = OpenBroken(dir, File1(
+            "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}", 12));
+        Assert.Contains("bytes [4, 8) belong to no tensor (a hole before 'b' [8, 12])", e.Message);
+    }
+
+    [Fact]
+    public void Open_FirstTensorNotAtZero_Throws()
+    {
+        using var dir = new TempDir();
+        Assert.Contains("bytes [0, 4) belong to no tensor",
+            OpenBroken(dir, File1("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8)).Message);
+    }
+
+    [Fact]
+    public void Open_ZeroSizeTensorInsideAnother_Throws()
+    {
+        // The reference requires every range, empty ones included, to start where the previous one ended.
+        using var dir = new TempDir();
+        var e = OpenBroken(dir, File1(
+            "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]}}", 8));
+        Assert.Contains("'a' [0, 8] and 'e' [4, 4] overlap", e.Message);
+    }
+
+    [Fact]
+    public void Open_HeaderListsTensorsOutOfOffsetOrder_LoadsEachFromItsRange()
+    {
+        // JSON key order carries no meaning; the ranges, sorted, must tile the data.
+        using var dir = new TempDir();
+        var path = dir.File("ok.safetensors");
+        File.WriteAllBytes(path, SafetensorsSpecTests.Assemble(
+            "{\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,4]},\"z\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[2,2]}," +
+            "\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", [1, 2, 3, 4]));
+        using var file = SafetensorsFile.Open(path);
+        using var a = file.Load("a");
+        using var b = file.Load("b");
+        Assert.Equal(new byte[] { 1, 2 }, a.data<byte>().ToArray());
+        Assert.Equal(new byte[] { 3, 4 }, b.data<byte>().ToArray());
+    }
+
+    [Fact]
+    public void Open_InvalidUtf8InHeader_ThrowsNamingOffset()
+    {
+        // 0xC3 0x28 is an invalid two-byte sequence, inside a tensor name.
+        using var dir = new TempDir();
+        var bytes = File1("{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
+        bytes[10] = 0xC3;
+        bytes[11] = 0x28;
+        bytes[12] = (byte)'"';
+        var e = OpenBroken(dir, bytes);
+        Assert.Contains("header is not valid UTF-8: invalid byte 0xC3 at file offset 10", e.Message);
+    }
+
+    [Theory]
+    [InlineData("\n", "found byte 0x0A")]
+    [InlineData("\t ", "found byte 0x09")]
+    [InlineData("\0", "not valid JSON")]
+    public void Open_PaddingNotSpaces_Throws(string padding, string expected)
+    {
+        using var dir = new TempDir();
+        Assert.Contains(expected, OpenBroken(dir, File1(OneF32 + padding, 8)).Message);
+    }
+
+    [Fact]
+    public void Open_LeadingWhitespace_Throws()
+    {
+        using var dir = new TempDir();
+        Assert.Contains("must start with '{'", OpenBroken(dir, File1(" " + OneF32, 8)).Message);
+    }
+
+    [Theory]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"extra\":1}}", "unknown field 'extra'")]
+    [InlineData("{\"w\":{\"dtype\":\"F32\",\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "field 'dtype' appears twice")]
+    [InlineData("{\"__metadata__\":{\"a\":\"1\",\"a\":\"2\"},\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "key 'a' twice")]
+    [InlineData("{\"__metadata__\":[],\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "must be an object of strings")]
+    public void Open_AmbiguousEntry_Throws(string header, string expected)
+    {
+        using var dir = new TempDir();
+        Assert.Contains(expected, OpenBroken(dir, File1(header, 8)).Message);
+    }
+
+    [Fact]
+    public void Open_NullMetadata_ReadsAsEmpty()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("ok.safetensors");
+        File.WriteAllBytes(path, File1("{\"__metadata__\":null," + OneF32[1..], 8));
+        using var file = SafetensorsFile.Open(path);
+        Assert.Empty(file.Metadata);
+        Assert.Equal(["w"], file.Keys);
+    }
+
+    [Fact]
+    public void LoadInto_F32RelabelledI32_ThrowsNamingFileAndTensor()
+    {
+        // Relabelling F32 data as I32 keeps every size consistent: only the model's dtype shows the file is wrong,
+        // and converting would feed the bit patterns, read as integers, to training.
+        using var dir = new TempDir();
+        using var src = new TinyHfModel(seed: 4);
+        var path = dir.File(SafetensorsWriter.SingleFileName);
+        SafetensorsWriter.Save(path, src.state_dict());
+        var text = System.Text.Encoding.Latin1.GetString(File.ReadAllBytes(path));
+        var relabelled = text.Replace("\"model.norm.weight\":{\"dtype\":\"F32\"", "\"model.norm.weight\":{\"dtype\":\"I32\"", StringComparison.Ordinal);
+        Assert.NotEqual(text, relabelled);
+        File.WriteAllBytes(path, System.Text.Encoding.Latin1.GetBytes(relabelled));
+        using var model = new TinyHfModel(seed: 5);
+
+        var e = Assert.Throws<CheckpointFormatException>(() => HfCheckpointer.LoadInto(model, dir.Path, convertDtype: true));
+        Assert.Contains($"'model.norm.weight': checkpoint I32 in {SafetensorsWriter.SingleFileName}, model Float32", e.Message);
+        Assert.Contains("only float dtypes convert", e.Message);
+    }
+
+    [Theory]
+    [InlineData(ScalarType.Bool, "BOOL")]
+    [InlineData(ScalarType.Byte, "U8")]
+    [InlineData(ScalarType.Int64, "I64")]
+    public void LoadInto_IntegerTensorWhereFloatExpected_Throws(ScalarType stored, string name)
+    {
+        using var dir = new TempDir();
+        using var src = new TinyHfModel(seed: 4);
+        using var wrong = ones(4, stored);
+        var tensors = new Dictionary<string, Tensor>(src.state_dict()) { ["model.norm.weight"] = wrong };
+        SafetensorsWriter.Save(dir.File(SafetensorsWriter.SingleFileName), tensors);
+        using var model = new TinyHfModel(seed: 5);
+
+        var e = Assert.Throws<CheckpointFormatException>(() => HfCheckpointer.LoadInto(model, dir.Path, convertDtype: true));
+        Assert.Contains($"'model.norm.weight': checkpoint {name} in {SafetensorsWriter.SingleFileName}, model Float32", e.Message);
+    }
+
     [Fact]
     public void Load_FileTruncatedAfterOpen_ThrowsNotPartial()
     {

@@ -199,6 +199,45 @@ public sealed class TeacherCacheTests : IDisposable
     }
 
     [Fact]
+    public void Open_ManifestTruncatedAnywhere_ThrowsNamingManifest()
+    {
+        // Every prefix of a real manifest: an interrupted copy, a full disk. Each must be one error naming the file.
+        var folder = Write(Path.Combine(_dir, "m"), Template(3, 10, 4), TeacherLogits(3, 10, 1));
+        var path = Path.Combine(folder, TeacherCacheManifest.FileName);
+        var whole = File.ReadAllBytes(path);
+        for (var length = 0; length < whole.Length; length += 3)
+        {
+            File.WriteAllBytes(path, whole[..length]);
+            var e = Assert.Throws<InvalidDataException>(() => TeacherCache.Open(folder).Dispose());
+            Assert.Contains(path, e.Message);
+            Assert.DoesNotContain('\n', e.Message);
+        }
+    }
+
+    [Theory]
+    [InlineData("shards", "null", "shards")]
+    [InlineData("teacher_id", "null", "teacher_id")]
+    [InlineData("data_hash", "null", "data_hash")]
+    [InlineData("k", "\"4\"", "k")]
+    [InlineData("shards.0.file", "null", "file")]
+    [InlineData("shards.0.file", "\"../shard-00000.tkc\"", "not a file name")]
+    [InlineData("shards.0.sha256", "null", "sha256")]
+    public void Open_ManifestFieldNullOrWrongType_ThrowsNamingManifest(string key, string json, string expected)
+    {
+        var folder = Write(Path.Combine(_dir, "n"), Template(3, 10, 4), TeacherLogits(3, 10, 1));
+        var path = Path.Combine(folder, TeacherCacheManifest.FileName);
+        var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!;
+        var parts = key.Split('.');
+        var parent = parts[..^1].Aggregate(root, (node, p) => int.TryParse(p, out var i) ? node[i]! : node[p]!);
+        parent[parts[^1]] = System.Text.Json.Nodes.JsonNode.Parse(json);
+        File.WriteAllText(path, root.ToJsonString());
+
+        var e = Assert.Throws<InvalidDataException>(() => TeacherCache.Open(folder).Dispose());
+        Assert.Contains(path, e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
     public void Verify_FlippedByte_ThrowsCorruptShard()
     {
         var folder = Write(Path.Combine(_dir, "f"), Template(3, 10, 4), TeacherLogits(3, 10, 1));

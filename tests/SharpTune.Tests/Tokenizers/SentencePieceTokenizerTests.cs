@@ -66,6 +66,78 @@ public sealed class SentencePieceTokenizerTests
         Assert.Equal(32_000, t.VocabSize);
         Assert.Equal([1, 15043, 3186], t.Encode("Hello world", addBos: true, addEos: false));
     }
+
+    /// <summary>Loads <paramref name="bytes"/> as a tokenizer.model: null when it loads, else the error, which must name the file.</summary>
+    private static Exception? LoadMutant(string dir, byte[] bytes)
+    {
+        var path = Path.Combine(dir, "tokenizer.model");
+        File.WriteAllBytes(path, bytes);
+        try
+        {
+            var t = TokenizerLoader.Load(path);
+            t.Decode(t.Encode("Once upon a time, a tiny robot found 42 \u00e9clairs."));
+            return null;
+        }
+        catch (Exception e) when (e is InvalidDataException or NotSupportedException)
+        {
+            Assert.Contains(path, e.Message);
+            Assert.DoesNotContain('\n', e.Message);
+            return e;
+        }
+    }
+
+    [Fact]
+    public void Load_RandomBytes_ThrowsNamingFile()
+    {
+        var dir = Directory.CreateTempSubdirectory("sharptune-spm-").FullName;
+        try
+        {
+            var random = new Random(512);
+            foreach (var size in new[] { 0, 1, 2, 7, 64, 300, 4096, 65_536 }.Concat(Enumerable.Range(0, 40).Select(_ => random.Next(1, 8192))))
+            {
+                var garbage = new byte[size];
+                random.NextBytes(garbage);
+                Assert.NotNull(LoadMutant(dir, garbage));
+            }
+            // A piece whose length varint exceeds int.MaxValue (it used to escape as OverflowException).
+            Assert.NotNull(LoadMutant(dir, [0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]));
+            // Text where a binary model was expected; a first line "token rank" makes it look like tiktoken.
+            foreach (var text in new[] { "garbage\n", "<html>404 Not Found</html>\n", "hello 1\n", "IQ== 0\n", "IQ== 0\nIQ== 1\n", "IQ== 5\nIg== 2\n", "IQ== 99999999999\n" })
+                Assert.NotNull(LoadMutant(dir, Encoding.UTF8.GetBytes(text)));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [SharedDataFact(Tok512Model)]
+    public void Load_Tok512TruncatedOrFlipped_LoadsOrThrowsNamingFile()
+    {
+        // No checksum protects a tokenizer.model, so a flipped byte inside a piece may load as another piece; what must
+        // not happen is an exception that does not name the file. Every truncation must fail: the specs come last.
+        var dir = Directory.CreateTempSubdirectory("sharptune-spm-").FullName;
+        try
+        {
+            var whole = File.ReadAllBytes(SharedData.PathOf(Tok512Model));
+            var random = new Random(260);
+            for (var i = 0; i < 60; i++)
+            {
+                var length = i < 10 ? whole.Length - 1 - i : random.Next(whole.Length);
+                Assert.True(LoadMutant(dir, whole[..length]) is not null, $"truncated to {length} of {whole.Length} bytes, it loaded");
+            }
+            for (var i = 0; i < 200; i++)
+            {
+                var flipped = (byte[])whole.Clone();
+                flipped[random.Next(flipped.Length)] = (byte)random.Next(256);
+                LoadMutant(dir, flipped);
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }
 
 /// <summary>llama2.c's tokenizer.bin and its encoder (run.c `encode`), as an independent reference.</summary>
