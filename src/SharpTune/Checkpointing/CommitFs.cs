@@ -46,7 +46,15 @@ internal static class CommitFs
     /// </summary>
     public static void DeleteDirectory(string path)
     {
-        foreach (var sub in Directory.GetDirectories(path)) DeleteDirectory(sub);
+        foreach (var sub in Directory.GetDirectories(path))
+        {
+            if (new DirectoryInfo(sub).LinkTarget is null) DeleteDirectory(sub);
+            else
+            {
+                Before("unlink", sub, null); // a link to a folder: remove the link, never what it points to
+                Directory.Delete(sub, recursive: false);
+            }
+        }
         foreach (var file in Directory.GetFiles(path)) DeleteFile(file);
         Before("rmdir", path, null);
         Directory.Delete(path, recursive: false);
