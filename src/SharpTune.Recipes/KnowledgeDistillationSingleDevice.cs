@@ -167,6 +167,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
 
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
+        _dist.OnMain(() => RecipeCheckpoints.RecoverOutput(_checkpointer, _reporter)); // what a killed run left, before any resume
         _model = SetupModel(dtype);
         SetupLoss();
         if (_cacheDir is null)

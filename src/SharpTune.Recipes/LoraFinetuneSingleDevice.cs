@@ -144,6 +144,7 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
 
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
+        _dist.OnMain(() => RecipeCheckpoints.RecoverOutput(_checkpointer, _reporter)); // what a killed run left, before any resume
         _model = SetupModel(dtype);
         SetupLoss();
         if (_tokenizer.VocabSize > _model.VocabSize)

@@ -2,8 +2,10 @@
 // optionally creating that folder with seeded random weights first (tiny configs, from-scratch runs), saving a
 // step_N/epoch_N checkpoint (merged HF weights, plus the PEFT adapter for LoRA models) followed by recipe_state, and
 // loading the weights a resumed run continues from.
-// Order on save: the checkpoint folder (atomic), then recipe_state (atomic) naming that folder, then pruning to
-// keep_last_n_checkpoints, so a kill at any point leaves a recipe_state whose checkpoint folder exists.
+// Order on save (the commit protocol of docs/reliability.md): the checkpoint folder (atomic), then recipe_state
+// (committed by one rename) naming that folder, then pruning to keep_last_n_checkpoints (never the named folder),
+// then removal of hidden leftovers; a kill at any point leaves one newest state whose checkpoint folder exists, and
+// RecoverOutput at the next start puts it in place and removes what the kill left.
 // References: torchtune training/checkpointing/_checkpointer.py (save_checkpoint: model, adapter, recipe_state);
 // torchtune recipes/lora_finetune_single_device.py (_setup_model, save_checkpoint).
 using System.Text.Json.Nodes;
@@ -105,8 +107,42 @@ public static class RecipeCheckpoints
         }
         var extra = new Dictionary<string, string>(state.Extra) { [CheckpointKey] = tag.FolderName };
         RecipeStateStore.Save(checkpointer.OutputDir, state with { Extra = extra }, optimizer);
-        if (checkpointer.KeepLastNCheckpoints is { } n) HfCheckpointer.Prune(checkpointer.OutputDir, n);
+        if (checkpointer.KeepLastNCheckpoints is { } n) HfCheckpointer.Prune(checkpointer.OutputDir, n, keep: [tag.FolderName]);
+        CheckpointCommit.Recover(checkpointer.OutputDir); // hidden leftovers of this run's failed operations, if any
         return folder;
+    }
+
+    /// <summary>
+    /// Start of a run (rank 0, before any resume): puts the newest recipe state a killed run committed in place and
+    /// deletes the hidden folders it left (<see cref="CheckpointCommit.Recover"/>), then finishes the pruning a kill
+    /// may have cut short (keep_last_n_checkpoints, never the folder that state names). Reports what it did.
+    /// </summary>
+    public static void RecoverOutput(HfCheckpointer checkpointer, IRecipeReporter reporter)
+    {
+        var dir = checkpointer.OutputDir;
+        var recovery = CheckpointCommit.Recover(dir);
+        if (recovery.StateMoved)
+            reporter.Info($"recovered the newest recipe state of an interrupted save into {Path.Combine(dir, RecipeStateStore.FolderName)}");
+        if (recovery.Removed.Count > 0)
+            reporter.Info($"removed {recovery.Removed.Count} hidden folder(s) left by an interrupted run in {dir}: {string.Join(", ", recovery.Removed)}");
+        if (checkpointer.KeepLastNCheckpoints is not { } n || NamedCheckpoint(dir) is not { } named) return;
+        var pruned = HfCheckpointer.Prune(dir, n, keep: [named]);
+        if (pruned.Count > 0)
+            reporter.Info($"pruned {string.Join(", ", pruned.Select(Path.GetFileName))} (keep_last_n_checkpoints {n}), which an interrupted run had not yet deleted");
+    }
+
+    // The checkpoint folder the committed recipe state names; null without a readable one (a fresh run beside an
+    // unreadable state must not fail here: a resume reports that state's error itself).
+    private static string? NamedCheckpoint(string outputDir)
+    {
+        try
+        {
+            return RecipeStateStore.Peek(outputDir)?.Extra.GetValueOrDefault(CheckpointKey);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or System.Text.Json.JsonException)
+        {
+            return null;
+        }
     }
 
     /// <summary>

@@ -24,7 +24,7 @@ public static class AtomicFile
                 write(fs);
                 fs.Flush(flushToDisk: true);
             }
-            File.Move(temp, full, overwrite: true);
+            CommitFs.MoveFile(temp, full, overwrite: true);
         }
         catch
         {
@@ -47,7 +47,9 @@ public static class AtomicFile
     /// <summary>
     /// Builds a folder by running <paramref name="fill"/> on a temporary sibling folder, then renames it to
     /// <paramref name="folder"/>. An existing <paramref name="folder"/> is replaced only after the new one is complete
-    /// (it is moved aside, the new one renamed in, and the old one deleted). On failure nothing visible changes.
+    /// (it is renamed to the hidden <c>.{name}.trash-{guid}</c>, the new one renamed in, and the trash deleted; a kill
+    /// between the two renames leaves no <paramref name="folder"/>, so never replace a folder something committed
+    /// still names). On failure nothing visible changes.
     /// </summary>
     public static void WriteFolder(string folder, Action<string> fill)
     {
@@ -62,22 +64,22 @@ public static class AtomicFile
             fill(temp);
             if (Directory.Exists(full))
             {
-                var trash = Path.Combine(parent, $".{name}.old-{Guid.NewGuid():N}");
-                Directory.Move(full, trash);
+                var trash = Path.Combine(parent, $".{name}.trash-{Guid.NewGuid():N}");
+                CommitFs.MoveDirectory(full, trash);
                 try
                 {
-                    Directory.Move(temp, full);
+                    CommitFs.MoveDirectory(temp, full);
                 }
                 catch
                 {
-                    Directory.Move(trash, full); // put the previous checkpoint back
+                    CommitFs.MoveDirectory(trash, full); // put the previous checkpoint back
                     throw;
                 }
                 TryDeleteFolder(trash);
             }
             else
             {
-                Directory.Move(temp, full);
+                CommitFs.MoveDirectory(temp, full);
             }
         }
         catch
@@ -91,7 +93,7 @@ public static class AtomicFile
     {
         try
         {
-            if (File.Exists(path)) File.Delete(path);
+            if (File.Exists(path)) CommitFs.DeleteFile(path);
         }
         catch (IOException)
         {
@@ -106,7 +108,7 @@ public static class AtomicFile
     {
         try
         {
-            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+            if (Directory.Exists(path)) CommitFs.DeleteDirectory(path);
         }
         catch (IOException)
         {

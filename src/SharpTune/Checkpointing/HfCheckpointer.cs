@@ -242,10 +242,12 @@ public sealed class HfCheckpointer
 
     /// <summary>
     /// Deletes all but the newest <paramref name="keepLastN"/> <c>epoch_N</c> folders, and likewise <c>step_N</c>
-    /// folders, in <paramref name="outputDir"/> (newest = highest N). Other folders are never touched. Returns the
-    /// folders deleted.
+    /// folders, in <paramref name="outputDir"/> (newest = highest N), never one named in <paramref name="keep"/> (the
+    /// folder the committed recipe state names). Other folders are never touched. Each folder is first renamed to a
+    /// hidden <c>.{name}.trash-{guid}</c> and then deleted, so a kill part-way leaves hidden trash, never a visible
+    /// folder without its weights. Returns the folders deleted.
     /// </summary>
-    public static IReadOnlyList<string> Prune(string outputDir, int keepLastN)
+    public static IReadOnlyList<string> Prune(string outputDir, int keepLastN, IReadOnlyCollection<string>? keep = null)
     {
         if (keepLastN <= 0) throw new ArgumentOutOfRangeException(nameof(keepLastN), keepLastN, "must be at least 1");
         if (!Directory.Exists(outputDir)) return [];
@@ -257,7 +259,11 @@ public sealed class HfCheckpointer
         foreach (var group in groups)
             foreach (var old in group.OrderByDescending(x => long.Parse(x.Match.Groups[2].Value)).Skip(keepLastN))
             {
-                Directory.Delete(old.Path, recursive: true);
+                var name = Path.GetFileName(old.Path);
+                if (keep?.Contains(name) == true) continue;
+                var trash = Path.Combine(outputDir, $".{name}.trash-{Guid.NewGuid():N}");
+                CommitFs.MoveDirectory(old.Path, trash);
+                CommitFs.DeleteDirectory(trash);
                 deleted.Add(old.Path);
             }
         return deleted;

@@ -1,5 +1,8 @@
-// Saves and loads recipe_state/ atomically: the folder is written under a temporary name and renamed into place,
-// so a run killed mid-save leaves the previous state intact.
+// Saves and loads recipe_state/. A save writes a hidden .recipe_state.tmp-{guid}/ and commits it with one rename to
+// the fixed name .recipe_state.next/; the previous recipe_state/ is then renamed to a hidden trash name, .next renamed
+// to recipe_state/, and the trash deleted. A kill at any point therefore leaves exactly one newest state, found by a
+// fixed rule (Find): .recipe_state.next/ if present, else recipe_state/. CheckpointCommit.Recover makes that physical
+// at the next start. The whole protocol, with the checkpoint folders and pruning, is in docs/reliability.md.
 // Layout (format "sharptune.recipe_state" version 1; our own until the safetensors writer lands):
 //   recipe_state/manifest.json   format, version, optimizer type, parameter shapes, and the RecipeState record
 //   recipe_state/optimizer.bin   TorchSharp OptimizerHelper.save_state_dict (per group options, then per parameter
@@ -27,8 +30,53 @@ public static class RecipeStateStore
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
-    /// <summary>True when <paramref name="outputDir"/> holds a saved recipe state.</summary>
-    public static bool Exists(string outputDir) => File.Exists(Path.Combine(outputDir, FolderName, ManifestFile));
+    /// <summary>The hidden name a complete, committed state has between its commit and its rename to recipe_state/.</summary>
+    public const string PendingName = "." + FolderName + ".next";
+
+    /// <summary>True when <paramref name="outputDir"/> holds a saved recipe state (see <see cref="Find"/>).</summary>
+    public static bool Exists(string outputDir) => Find(outputDir) is not null;
+
+    /// <summary>
+    /// The folder a resume loads: <c>.recipe_state.next/</c> (committed by a save that was killed before it was
+    /// renamed into place, so newer than any <c>recipe_state/</c> beside it), else <c>recipe_state/</c>. When neither
+    /// exists (a run killed before its first commit, or a folder written before this protocol), the complete hidden
+    /// <c>.recipe_state.tmp-*</c> or <c>.recipe_state.old-*</c> state with the most steps; ties go to the ordinal
+    /// first name, never to directory order. Null when there is none.
+    /// </summary>
+    public static string? Find(string outputDir)
+    {
+        if (!Directory.Exists(outputDir)) return null;
+        foreach (var name in new[] { PendingName, FolderName })
+        {
+            var folder = Path.Combine(outputDir, name);
+            if (File.Exists(Path.Combine(folder, ManifestFile))) return folder;
+        }
+        return Directory.GetDirectories(outputDir, $".{FolderName}.*-*")
+            .Where(d => Path.GetFileName(d).StartsWith($".{FolderName}.tmp-", StringComparison.Ordinal) ||
+                        Path.GetFileName(d).StartsWith($".{FolderName}.old-", StringComparison.Ordinal))
+            .Select(d => (Folder: d, State: TryReadManifest(d)?.State))
+            .Where(x => x.State is not null && File.Exists(Path.Combine(x.Folder, OptimizerFile)) && File.Exists(Path.Combine(x.Folder, RngFile)))
+            .OrderByDescending(x => x.State!.StepsRun).ThenByDescending(x => x.State!.EpochsRun).ThenBy(x => x.Folder, StringComparer.Ordinal)
+            .Select(x => x.Folder)
+            .FirstOrDefault();
+    }
+
+    /// <summary>The counters of the state <see cref="Find"/> picks, without touching any optimizer; null when none.</summary>
+    public static RecipeState? Peek(string outputDir) => Find(outputDir) is { } folder ? ReadManifestIn(folder).State : null;
+
+    /// <summary>
+    /// Makes the state <see cref="Find"/> picks the folder <c>recipe_state/</c>: a pending or adopted hidden state is
+    /// renamed into place and the one it supersedes deleted. Idempotent and itself safe to kill at any point.
+    /// Returns true when anything moved.
+    /// </summary>
+    public static bool Recover(string outputDir)
+    {
+        var found = Find(outputDir);
+        if (found is null || Path.GetFileName(found) == FolderName) return false;
+        if (Path.GetFileName(found) != PendingName) CommitFs.MoveDirectory(found, Path.Combine(outputDir, PendingName));
+        Promote(outputDir);
+        return true;
+    }
 
     /// <summary>
     /// Saves <paramref name="state"/>, the optimizer state and libtorch's CPU RNG state into
@@ -39,6 +87,7 @@ public static class RecipeStateStore
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(optimizer);
         Directory.CreateDirectory(outputDir);
+        Recover(outputDir); // a pending state of a killed save is put in place first: the fixed .next name is free
         var target = Path.Combine(outputDir, FolderName);
         var temp = Path.Combine(outputDir, $".{FolderName}.tmp-{Guid.NewGuid():N}");
         Directory.CreateDirectory(temp);
@@ -63,48 +112,45 @@ public static class RecipeStateStore
                 ParameterShapes = optimizer.parameters().Select(p => p.shape).ToList(),
                 State = state,
             };
-            WriteFile(Path.Combine(temp, ManifestFile), s => JsonSerializer.Serialize(s, manifest, Json));
-
-            string? old = null;
-            if (Directory.Exists(target))
-            {
-                old = Path.Combine(outputDir, $".{FolderName}.old-{Guid.NewGuid():N}");
-                Directory.Move(target, old);
-            }
-            Directory.Move(temp, target);
-            if (old is not null) Directory.Delete(old, recursive: true);
-            return target;
+            WriteFile(Path.Combine(temp, ManifestFile), s => JsonSerializer.Serialize(s, manifest, Json)); // last: marks it complete
         }
         catch
         {
-            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+            AtomicFile.TryDeleteFolder(temp);
             throw;
         }
+        CommitFs.MoveDirectory(temp, Path.Combine(outputDir, PendingName)); // the commit point
+        Promote(outputDir);
+        return target;
+    }
+
+    // .recipe_state.next -> recipe_state: the superseded state goes to a hidden trash name first, so that until the
+    // last rename the newest state is still found under .next, and a kill while deleting leaves only hidden trash.
+    private static void Promote(string outputDir)
+    {
+        var target = Path.Combine(outputDir, FolderName);
+        string? trash = null;
+        if (Directory.Exists(target))
+        {
+            trash = Path.Combine(outputDir, $".{FolderName}.trash-{Guid.NewGuid():N}");
+            CommitFs.MoveDirectory(target, trash);
+        }
+        CommitFs.MoveDirectory(Path.Combine(outputDir, PendingName), target);
+        if (trash is not null) CommitFs.DeleteDirectory(trash);
     }
 
     /// <summary>
-    /// Loads the saved state from <c><paramref name="outputDir"/>/recipe_state</c> into <paramref name="optimizer"/>
+    /// Loads the saved state <see cref="Find"/> picks in <paramref name="outputDir"/> into <paramref name="optimizer"/>
     /// (which must be built over the same parameters in the same order) and, when <paramref name="restoreRng"/>,
     /// restores libtorch's CPU RNG. Returns the counters.
     /// </summary>
     public static RecipeState Load(string outputDir, OptimizerHelper optimizer, bool restoreRng = true)
     {
         ArgumentNullException.ThrowIfNull(optimizer);
-        var folder = Path.Combine(outputDir, FolderName);
-        if (!Directory.Exists(folder))
-        {
-            // A save killed between its two renames leaves the previous state under its old-name; use it.
-            var leftover = Directory.Exists(outputDir)
-                ? Directory.GetDirectories(outputDir, $".{FolderName}.old-*").FirstOrDefault(d => File.Exists(Path.Combine(d, ManifestFile)))
-                : null;
-            folder = leftover ?? throw new FileNotFoundException($"no {FolderName}/ folder in '{outputDir}' to resume from", folder);
-        }
+        var folder = Find(outputDir) ?? throw new FileNotFoundException(
+            $"no {FolderName}/ folder in '{outputDir}' to resume from", Path.Combine(outputDir, FolderName));
         var manifestPath = Path.Combine(folder, ManifestFile);
-        if (!File.Exists(manifestPath)) throw new FileNotFoundException($"recipe state manifest missing: '{manifestPath}'", manifestPath);
-        var manifest = ReadManifest(manifestPath);
-        if (manifest.Format != Format || manifest.Version != Version)
-            throw new InvalidDataException($"'{manifestPath}': expected format '{Format}' version {Version}, got '{manifest.Format}' version {manifest.Version}");
-        if (manifest.State is null) throw new InvalidDataException($"'{manifestPath}': key 'state' is missing");
+        var manifest = ReadManifestIn(folder);
         if (manifest.OptimizerType != optimizer.GetType().Name)
             throw new InvalidDataException($"'{manifestPath}': saved optimizer is {manifest.OptimizerType}, the recipe built {optimizer.GetType().Name}");
         var shapes = optimizer.parameters().Select(p => p.shape).ToList();
@@ -117,7 +163,32 @@ public static class RecipeStateStore
 
         LoadOptimizer(Path.Combine(folder, OptimizerFile), optimizer);
         if (restoreRng) RestoreRng(Path.Combine(folder, RngFile));
-        return manifest.State;
+        return manifest.State!; // ReadManifestIn checked it
+    }
+
+    // The manifest of a state folder, checked for format, version and state.
+    private static Manifest ReadManifestIn(string folder)
+    {
+        var manifestPath = Path.Combine(folder, ManifestFile);
+        if (!File.Exists(manifestPath)) throw new FileNotFoundException($"recipe state manifest missing: '{manifestPath}'", manifestPath);
+        var manifest = ReadManifest(manifestPath);
+        if (manifest.Format != Format || manifest.Version != Version)
+            throw new InvalidDataException($"'{manifestPath}': expected format '{Format}' version {Version}, got '{manifest.Format}' version {manifest.Version}");
+        if (manifest.State is null) throw new InvalidDataException($"'{manifestPath}': key 'state' is missing");
+        return manifest;
+    }
+
+    // A hidden candidate's manifest, or null when it is missing or cut short by a kill (then the folder is incomplete).
+    private static Manifest? TryReadManifest(string folder)
+    {
+        try
+        {
+            return ReadManifestIn(folder);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or JsonException)
+        {
+            return null;
+        }
     }
 
     // The readers below turn what a truncated or garbled file makes the deserializers throw (EndOfStreamException

@@ -210,6 +210,22 @@ public sealed class HfCheckpointerTests
     }
 
     [Fact]
+    public void Prune_KeptFolderOlderThanNewest_IsNeverDeletedAndNoTrashLeft()
+    {
+        // Given the folder a committed state names (step_8) and two newer ones a killed run left (step_10, step_12)
+        using var dir = new TempDir();
+        foreach (var step in new[] { 8, 10, 12 })
+            File.WriteAllText(Path.Combine(Directory.CreateDirectory(Path.Combine(dir.Path, $"step_{step}")).FullName, "model.safetensors"), "x");
+
+        // When pruning to one
+        var deleted = HfCheckpointer.Prune(dir.Path, 1, keep: ["step_8"]);
+
+        // Then the named folder and the newest stay, and nothing hidden is left
+        Assert.Equal(new[] { Path.Combine(dir.Path, "step_10") }, deleted);
+        Assert.Equal(new[] { "step_12", "step_8" }, Directory.EnumerateFileSystemEntries(dir.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public void Save_FailsAfterWeightsWritten_OldCheckpointIntactAndNoTempLeft()
     {
         using var dir = new TempDir();

@@ -126,6 +126,53 @@ public sealed class RecipeStateStoreTests : IDisposable
     }
 
     [Fact]
+    public void Load_SeveralLeftoversAndNoCommittedState_PicksMostStepsNotDirectoryOrder()
+    {
+        // Given the folder of issue 16: two kills between the renames of older versions left superseded states whose
+        // names sort before the newest, complete one
+        using var run = new TinyRun(seed: 1);
+        Directory.CreateDirectory(_dir);
+        foreach (var (steps, name) in new[] { (4, ".recipe_state.old-0000"), (12, ".recipe_state.tmp-ffff"), (8, ".recipe_state.old-1111") })
+        {
+            var source = RecipeStateStore.Save(_dir + "-" + name, new RecipeState { StepsRun = steps }, run.Optimizer);
+            Directory.Move(source, Path.Combine(_dir, name));
+            Directory.Delete(_dir + "-" + name);
+        }
+        Directory.CreateDirectory(Path.Combine(_dir, ".recipe_state.tmp-0001")); // cut short: no manifest
+        // Then the newest complete one is loaded, and Recover puts it in place
+        Assert.Equal(12, RecipeStateStore.Load(_dir, run.Optimizer).StepsRun);
+        var recovery = CheckpointCommit.Recover(_dir);
+        Assert.True(recovery.StateMoved);
+        Assert.Equal(new[] { RecipeStateStore.FolderName }, Directory.GetFileSystemEntries(_dir).Select(Path.GetFileName));
+        Assert.Equal(12, RecipeStateStore.Load(_dir, run.Optimizer).StepsRun);
+    }
+
+    [Fact]
+    public void Load_PendingStateBesideCommittedOne_PicksPendingAndRecoverPromotesIt()
+    {
+        // Given a save killed after its commit rename, before the pending state was renamed into place, plus the
+        // hidden folders other kills leave, and folders recovery must not touch
+        using var run = new TinyRun(seed: 1);
+        RecipeStateStore.Save(_dir, new RecipeState { StepsRun = 9 }, run.Optimizer);
+        Directory.Move(Path.Combine(_dir, RecipeStateStore.FolderName), Path.Combine(_dir, RecipeStateStore.PendingName));
+        RecipeStateStore.Save(_dir + "-older", new RecipeState { StepsRun = 7 }, run.Optimizer);
+        Directory.Move(Path.Combine(_dir + "-older", RecipeStateStore.FolderName), Path.Combine(_dir, RecipeStateStore.FolderName));
+        Directory.Delete(_dir + "-older");
+        foreach (var name in new[] { ".step_3.tmp-abc123", ".epoch_0.trash-0f", ".recipe_state.trash-99", "step_2", ".cache", ".step_x.tmp-1" })
+            File.WriteAllText(Path.Combine(Directory.CreateDirectory(Path.Combine(_dir, name)).FullName, "f"), "x");
+
+        // Then the pending state is the one found, and Recover leaves it as recipe_state/ with only the visible and
+        // foreign folders beside it
+        Assert.Equal(9, RecipeStateStore.Peek(_dir)!.StepsRun);
+        var recovery = CheckpointCommit.Recover(_dir);
+        Assert.Equal(new[] { ".epoch_0.trash-0f", ".recipe_state.trash-99", ".step_3.tmp-abc123" }, recovery.Removed);
+        Assert.Equal(new[] { ".cache", ".step_x.tmp-1", "recipe_state", "step_2" },
+            Directory.GetFileSystemEntries(_dir).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(9, RecipeStateStore.Load(_dir, run.Optimizer).StepsRun);
+        Assert.True(CheckpointCommit.Recover(_dir).Clean);
+    }
+
+    [Fact]
     public void Load_WrongFormatVersion_ThrowsNamingManifest()
     {
         using var run = new TinyRun(seed: 1);
