@@ -303,7 +303,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         var checkpointer = _config.Instantiate<HfCheckpointer>("teacher_checkpointer");
         // The tokenizer first: a teacher of another vocabulary is refused before its weights are loaded.
         _teacherTokenizerFile = TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer");
-        if (_teacherTokenizerFile is null)
+        if (_teacherTokenizerFile is null && Directory.Exists(checkpointer.CheckpointDir))
             _reporter.Info($"{checkpointer.CheckpointDir} has no tokenizer files: the teacher's tokenizer cannot be compared with the student's ({TeacherTokenizer.Describe(_config)})");
         var teacher = RecipeRuntime.BuildModel(_config, "teacher_model", _device, dtype);
         if (RecipeCheckpoints.IsLora(teacher))

@@ -183,7 +183,7 @@ public sealed class TeacherLogits : IRecipe
     {
         var checkpointer = _config.Instantiate<HfCheckpointer>("teacher_checkpointer");
         // The tokenizer first: a teacher of another vocabulary is refused before its weights are loaded.
-        if (TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer") is null)
+        if (TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer") is null && Directory.Exists(checkpointer.CheckpointDir))
             _reporter.Info($"{checkpointer.CheckpointDir} has no tokenizer files: the teacher's tokenizer cannot be compared with the run's ({TeacherTokenizer.Describe(_config)})");
         var teacher = RecipeRuntime.BuildModel(_config, "teacher_model", _device, dtype);
         checkpointer.LoadInto(teacher, strict: true, convertDtype: true);
