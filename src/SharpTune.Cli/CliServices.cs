@@ -86,28 +86,32 @@ internal sealed class CliServices(IAnsiConsole output, IAnsiConsole error, Recip
 
     private int Fail(Exception e)
     {
+        var (text, code) = Describe(e);
+        WriteErrLine(text);
+        return code;
+    }
+
+    /// <summary>What the CLI prints for a failure (one line for user errors; also used by every rank under mpirun).</summary>
+    public string DescribeError(Exception e) => Describe(e).Text;
+
+    private (string Text, int Code) Describe(Exception e)
+    {
         while (e is TargetInvocationException or AggregateException && e.InnerException is not null) e = e.InnerException!;
         switch (e)
         {
             case CommandAppException:
-                WriteErrLine($"error: {OneLine(e.Message)} (see `sharptune --help`)");
-                return 2;
+                return ($"error: {OneLine(e.Message)} (see `sharptune --help`)", 2);
             case ConfigException c when c.Problems.Count > 1:
-                foreach (var p in c.Problems) WriteErrLine(p.ToString());
-                WriteErrLine($"error: {c.Problems.Count} config problems");
-                return 1;
+                return (string.Join(System.Environment.NewLine, c.Problems.Select(p => p.ToString()).Append($"error: {c.Problems.Count} config problems")), 1);
             case OperationCanceledException:
-                WriteErrLine("error: cancelled");
-                return 130;
+                return ("error: cancelled", 130);
             case ConfigException or HubException or ArgumentException or IOException or UnauthorizedAccessException or InvalidDataException
                 or NotSupportedException:
-                WriteErrLine($"error: {OneLine(e.Message)}");
-                return 1;
+                return ($"error: {OneLine(e.Message)}", 1);
             default:
-                WriteErrLine($"error: {e.GetType().Name}: {OneLine(e.Message)}");
-                if (Environment("SHARPTUNE_DEBUG") is "1" or "true") WriteErrLine(e.ToString());
-                else WriteErrLine("(an unexpected failure: set SHARPTUNE_DEBUG=1 for the stack trace and please report it)");
-                return 1;
+                var debug = Environment("SHARPTUNE_DEBUG") is "1" or "true";
+                return ($"error: {e.GetType().Name}: {OneLine(e.Message)}{System.Environment.NewLine}" +
+                        (debug ? e.ToString() : "(an unexpected failure: set SHARPTUNE_DEBUG=1 for the stack trace and please report it)"), 1);
         }
     }
 

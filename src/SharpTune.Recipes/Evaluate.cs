@@ -34,7 +34,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("max_length", typeof(int?), Description = "scoring window; null uses the model's max_seq_len")]
 [RecipeKey("shared_context", typeof(bool), Description = "score a document's shared context once (same numbers, faster)")]
 [RecipeKey("dtype", typeof(string), Description = "float32 or bfloat16")]
-[RecipeKey("threads", typeof(int?), Description = "intra-op threads; null keeps libtorch's default")]
+[RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads; null keeps libtorch's default")]
 [RecipeKey("model_name", typeof(string), Description = "label of this run in reports and comparisons (default: the checkpoint folder name)")]
 public sealed class Evaluate : IRecipe
 {

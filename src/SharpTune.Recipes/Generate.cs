@@ -29,7 +29,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("seed", typeof(int), Description = "seed of the sampling generator")]
 [RecipeKey("stop_tokens", typeof(List<int>), Description = "extra ids that end generation")]
 [RecipeKey("dtype", typeof(string), Description = "float32 or bfloat16")]
-[RecipeKey("threads", typeof(int?), Description = "intra-op threads; null keeps libtorch's default")]
+[RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads; null keeps libtorch's default")]
 public sealed class Generate : IRecipe
 {
     private readonly SharpTuneConfig _config;

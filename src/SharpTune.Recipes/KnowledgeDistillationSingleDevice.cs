@@ -60,7 +60,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
 [RecipeKey("device", typeof(string), Description = "cpu | cuda")]
 [RecipeKey("dtype", typeof(string), Description = "fp32 | bf16")]
-[RecipeKey("threads", typeof(int?), Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
+[RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
 [RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute student layer activations in backward")]
 [RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
 [RecipeKey("log_every_n_steps", typeof(int))]
@@ -88,6 +88,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private readonly long? _configuredSeed;
 
     private DistributedContext _dist = DistributedContext.CurrentOrLocal;
+    private RunFolder? _runFolder;
+    private ConfigFingerprint? _fingerprint;
     private Device _device = CPU;
     private long _seed;
     private TransformerDecoder? _model;
@@ -104,6 +106,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private KdLoss? _kdLoss;
     private FusedLinearDistillationLoss? _fusedLoss;
     private long _truncateTeacherTo;
+    private string? _teacherTokenizerFile;
     private IMetricLogger? _metrics;
     private string? _jsonlPath;
     private int _stepsPerEpoch;
@@ -159,11 +162,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
         _dist = DistributedContext.CurrentOrLocal;
-        _dist.OnMain(() =>
-        {
-            Directory.CreateDirectory(_outputDir);
-            _config.Save(Path.Combine(_outputDir, "sharptune_config.yaml"));
-        });
+        _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
+        _fingerprint = ConfigFingerprint.Of(_config);
 
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
@@ -195,6 +195,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, (long)_epochs * _stepsPerEpoch)
             : null;
         if (_resume) Resume();
+        _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
         _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
                        (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen)") +
@@ -280,6 +281,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _teacher?.Dispose();
         _teacherCache?.Dispose();
         _optimizer?.Dispose();
+        _runFolder?.Dispose();
     }
 
     private TransformerDecoder SetupModel(ScalarType dtype)
@@ -300,6 +302,10 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private TransformerDecoder SetupTeacher(ScalarType dtype)
     {
         var checkpointer = _config.Instantiate<HfCheckpointer>("teacher_checkpointer");
+        // The tokenizer first: a teacher of another vocabulary is refused before its weights are loaded.
+        _teacherTokenizerFile = TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer");
+        if (_teacherTokenizerFile is null && Directory.Exists(checkpointer.CheckpointDir))
+            _reporter.Info($"{checkpointer.CheckpointDir} has no tokenizer files: the teacher's tokenizer cannot be compared with the student's ({TeacherTokenizer.Describe(_config)})");
         var teacher = RecipeRuntime.BuildModel(_config, "teacher_model", _device, dtype);
         if (RecipeCheckpoints.IsLora(teacher))
             throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model",
@@ -318,7 +324,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         if (_kdLoss is null || _kdLoss.Options.Kind != DivergenceKind.ForwardKl)
             throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
                 "a teacher cache holds top-k log-probs, which only forward KL (a chunked/plain KdLoss with divergence forward_kl) can use");
-        var cache = TeacherCache.Open(dir, ContentHash.OfDataset(_dataset!), (int)_model!.VocabSize);
+        var cache = TeacherCache.Open(dir, ContentHash.OfDataset(_dataset!), (int)_model!.VocabSize,
+            expectedTokenizerHash: ContentHash.OfTokenizer(_tokenizer!));
         if (Math.Abs(cache.Manifest.Temperature - _kdLoss.Options.Temperature) > 1e-9)
         {
             cache.Dispose();
@@ -356,10 +363,13 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         }
     }
 
-    // Teacher and student must share the token space: same vocabulary (or a teacher padded beyond the tokenizer's
-    // real tokens, truncated per step) and the same special ids where both checkpoints declare them.
+    // Teacher and student must share the token space: the same tokenizer (compared id by id with the teacher folder's
+    // tokenizer files when it has them), the same vocabulary or a teacher padded beyond the tokenizer's ids (truncated
+    // per step), and the same special ids where both checkpoints declare them.
     private void CheckCompatibility()
     {
+        var teacherDir = _config.Instantiate<HfCheckpointer>("teacher_checkpointer").CheckpointDir;
+        var teacherTokenizer = _teacherTokenizerFile;
         long sv = _model!.VocabSize, tv = _teacher!.VocabSize;
         if (tv != sv)
         {
@@ -370,7 +380,12 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                     $"teacher vocabulary {tv} vs student vocabulary {sv}: {e.Message}");
             }
             _truncateTeacherTo = sv;
-            _reporter.Info($"teacher vocabulary {tv} is padded beyond the student's {sv}; its extra logits are cut off (they are not real tokens)");
+            var cut = $"teacher vocabulary {tv} is padded beyond the student's {sv}; the logits of its ids {sv}..{tv - 1} are cut off";
+            if (teacherTokenizer is not null)
+                _reporter.Info($"{cut} (both use {teacherTokenizer}, whose {_tokenizer!.VocabSize} ids all lie below {sv})");
+            else
+                _reporter.Warning($"{cut}. They lie beyond the student's tokenizer ({_tokenizer!.VocabSize} ids), but {teacherDir} has no " +
+                                  "tokenizer files, so it is not established that they are padding of the same tokenizer: distil only a teacher trained with this tokenizer");
         }
         if (_tokenizer!.VocabSize > sv)
             throw new ConfigException(_config.Find("tokenizer")!.Location, "tokenizer",
@@ -470,6 +485,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             DataLoaderPosition = dataloaderPosition,
             SchedulerLastEpoch = _scheduler?.LastEpoch ?? 0,
             TotalTokens = _totalTokens,
+            Extra = new Dictionary<string, string> { [ConfigFingerprint.StateKey] = _fingerprint!.ToJson() },
         };
         var folder = RecipeCheckpoints.Save(_model!, _checkpointer!, tag, state, _optimizer!, _adapterOnly);
         _reporter.Info($"saved {folder}");
@@ -480,14 +496,12 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private void Resume()
     {
         var dir = _checkpointer!.OutputDir;
+        ConfigFingerprint.CheckResume(dir, null, _fingerprint!, null); // a changed model is refused before its shapes fail to load
         var state = RecipeStateStore.Load(dir, _optimizer!);
+        ConfigFingerprint.CheckResume(dir, state, _fingerprint!, _reporter); // refuses data-order/model changes, warns about the rest
         if (!state.Extra.TryGetValue(RecipeCheckpoints.CheckpointKey, out var folderName))
             throw new InvalidDataException($"'{dir}/recipe_state' does not name its checkpoint folder");
         RecipeCheckpoints.LoadResumeWeights(_model!, Path.Combine(dir, folderName));
-        if (_configuredSeed is { } s && s != state.Seed)
-            _reporter.Warning($"seed {s} in the config differs from the saved run's seed {state.Seed}; continuing with the saved seed");
-        if (state.TotalEpochs != _epochs || state.MaxStepsPerEpoch != _maxStepsPerEpoch)
-            _reporter.Warning($"the saved run had epochs {state.TotalEpochs}, max_steps_per_epoch {state.MaxStepsPerEpoch}; now {_epochs}, {_maxStepsPerEpoch}");
         _seed = state.Seed;
         _epochsRun = state.EpochsRun;
         _stepsRun = state.StepsRun;

@@ -51,7 +51,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
 [RecipeKey("device", typeof(string), Description = "cpu | cuda")]
 [RecipeKey("dtype", typeof(string), Description = "fp32 | bf16")]
-[RecipeKey("threads", typeof(int?), Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
+[RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
 [RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute layer activations in backward")]
 [RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
 [RecipeKey("log_every_n_steps", typeof(int))]
@@ -78,6 +78,8 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
     private readonly long? _configuredSeed;
 
     private DistributedContext _dist = DistributedContext.CurrentOrLocal;
+    private RunFolder? _runFolder;
+    private ConfigFingerprint? _fingerprint;
     private Device _device = CPU;
     private long _seed;
     private TransformerDecoder? _model;
@@ -136,11 +138,8 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
         _dist = DistributedContext.CurrentOrLocal;
-        _dist.OnMain(() =>
-        {
-            Directory.CreateDirectory(_outputDir);
-            _config.Save(Path.Combine(_outputDir, "sharptune_config.yaml"));
-        });
+        _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
+        _fingerprint = ConfigFingerprint.Of(_config);
 
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
@@ -165,6 +164,7 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, (long)_epochs * _stepsPerEpoch)
             : null;
         if (_resume) Resume();
+        _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
         _reporter.Info($"model: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
                        $"seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
@@ -241,6 +241,7 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
         _metrics?.Dispose();
         _model?.Dispose();
         _optimizer?.Dispose();
+        _runFolder?.Dispose();
     }
 
     private TransformerDecoder SetupModel(ScalarType dtype)
@@ -326,6 +327,7 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
             DataLoaderPosition = dataloaderPosition,
             SchedulerLastEpoch = _scheduler?.LastEpoch ?? 0,
             TotalTokens = _totalTokens,
+            Extra = new Dictionary<string, string> { [ConfigFingerprint.StateKey] = _fingerprint!.ToJson() },
         };
         var folder = RecipeCheckpoints.Save(_model!, _checkpointer!, tag, state, _optimizer!, _adapterOnly);
         _reporter.Info($"saved {folder}");
@@ -336,14 +338,12 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
     private void Resume()
     {
         var dir = _checkpointer!.OutputDir;
+        ConfigFingerprint.CheckResume(dir, null, _fingerprint!, null); // a changed model is refused before its shapes fail to load
         var state = RecipeStateStore.Load(dir, _optimizer!);
+        ConfigFingerprint.CheckResume(dir, state, _fingerprint!, _reporter); // refuses data-order/model changes, warns about the rest
         if (!state.Extra.TryGetValue(RecipeCheckpoints.CheckpointKey, out var folderName))
             throw new InvalidDataException($"'{dir}/recipe_state' does not name its checkpoint folder");
         RecipeCheckpoints.LoadResumeWeights(_model!, Path.Combine(dir, folderName));
-        if (_configuredSeed is { } s && s != state.Seed)
-            _reporter.Warning($"seed {s} in the config differs from the saved run's seed {state.Seed}; continuing with the saved seed");
-        if (state.TotalEpochs != _epochs || state.MaxStepsPerEpoch != _maxStepsPerEpoch)
-            _reporter.Warning($"the saved run had epochs {state.TotalEpochs}, max_steps_per_epoch {state.MaxStepsPerEpoch}; now {_epochs}, {_maxStepsPerEpoch}");
         _seed = state.Seed;
         _epochsRun = state.EpochsRun;
         _stepsRun = state.StepsRun;

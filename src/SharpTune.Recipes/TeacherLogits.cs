@@ -5,8 +5,6 @@
 // Under mpirun the shards still to write are split into contiguous runs, one per rank; each rank writes its own shard
 // files (the same names and bytes as a one-process run) and, after a barrier, rank 0 checks them and writes the manifest.
 // References: torchtune issue #2007 (precomputed teacher logits), Arcee DistillKit (offline top-k logits).
-using System.Security.Cryptography;
-using System.Text;
 using SharpTune.Checkpointing;
 using SharpTune.Config;
 using SharpTune.Data;
@@ -38,7 +36,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("batch_size", typeof(int), Description = "samples per teacher forward (right-padded; default 8)")]
 [RecipeKey("device", typeof(string), Description = "cpu | cuda")]
 [RecipeKey("dtype", typeof(string), Description = "fp32 | bf16 (teacher weights; log-probs are computed in fp32)")]
-[RecipeKey("threads", typeof(int?), Description = "intra-op threads; null keeps libtorch's default")]
+[RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads; null keeps libtorch's default")]
 public sealed class TeacherLogits : IRecipe
 {
     private readonly SharpTuneConfig _config;
@@ -54,6 +52,7 @@ public sealed class TeacherLogits : IRecipe
     private TransformerDecoder? _teacher;
     private TeacherCacheWriter? _writer;
     private TeacherCacheManifest? _template;
+    private RunFolder? _runFolder;
     private DistributedContext _dist = DistributedContext.CurrentOrLocal;
 
     /// <summary>Reads the config; nothing heavy happens here.</summary>
@@ -77,6 +76,7 @@ public sealed class TeacherLogits : IRecipe
     {
         TorchRuntime.EnsureLoaded();
         _dist = DistributedContext.CurrentOrLocal;
+        _runFolder = RunFolder.Open(_config, _dist); // this run alone writes the cache folder until it ends
         if (_config.Get<int?>("threads", null) is { } t) TorchRuntime.SetThreads(t);
         _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
@@ -93,7 +93,7 @@ public sealed class TeacherLogits : IRecipe
             K = format.K, Vocab = vocab, LogProbStep = format.LogProbStep, MaxLogRatio = format.MaxLogRatio,
             MaxBytesPerToken = format.MaxBytesPerToken, Temperature = _temperature,
             TeacherId = _config.Get<string?>("teacher_id", null) ?? Path.GetFileName(Path.GetFullPath(teacherDir).TrimEnd(Path.DirectorySeparatorChar)),
-            DataHash = ContentHash.OfDataset(_dataset), TokenizerHash = TokenizerHash(_tokenizer), TeacherHash = ContentHash.OfWeights(_teacher),
+            DataHash = ContentHash.OfDataset(_dataset), TokenizerHash = ContentHash.OfTokenizer(_tokenizer), TeacherHash = ContentHash.OfWeights(_teacher),
             Samples = _dataset.Count, SamplesPerShard = _samplesPerShard,
         };
         _template = template;
@@ -178,24 +178,23 @@ public sealed class TeacherLogits : IRecipe
     }
 
     /// <inheritdoc/>
-    public void Cleanup() => _teacher?.Dispose();
+    public void Cleanup()
+    {
+        _teacher?.Dispose();
+        _runFolder?.Dispose();
+    }
 
     private TransformerDecoder SetupTeacher(ScalarType dtype, out string checkpointDir)
     {
         var checkpointer = _config.Instantiate<HfCheckpointer>("teacher_checkpointer");
+        // The tokenizer first: a teacher of another vocabulary is refused before its weights are loaded.
+        if (TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer") is null && Directory.Exists(checkpointer.CheckpointDir))
+            _reporter.Info($"{checkpointer.CheckpointDir} has no tokenizer files: the teacher's tokenizer cannot be compared with the run's ({TeacherTokenizer.Describe(_config)})");
         var teacher = RecipeRuntime.BuildModel(_config, "teacher_model", _device, dtype);
         checkpointer.LoadInto(teacher, strict: true, convertDtype: true);
         foreach (var p in teacher.parameters()) p.requires_grad = false;
         teacher.eval();
         checkpointDir = checkpointer.CheckpointDir;
         return teacher;
-    }
-
-    // The tokenizer as the ids it produces: vocabulary size, special ids and the encoding of a fixed probe text.
-    private static string TokenizerHash(ITokenizer tokenizer)
-    {
-        const string probe = "The quick brown fox jumps over the lazy dog. 0123456789 !?;:'\"()[]{} -- END";
-        var text = $"{tokenizer.VocabSize}|{tokenizer.BosId}|{tokenizer.EosId}|{tokenizer.PadId}|{string.Join(",", tokenizer.Encode(probe))}";
-        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
     }
 }

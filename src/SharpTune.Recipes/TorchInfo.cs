@@ -31,7 +31,7 @@ public sealed record MatmulBenchmark(int Size = 512, int Repeats = 5, BenchmarkD
 /// <summary>Reports the libtorch runtime and a measured matmul GFLOP/s figure.</summary>
 [Recipe("torch_info", Description = "libtorch/TorchSharp versions, threads, and measured matmul GFLOP/s on this machine")]
 [RecipeKey("output_dir", typeof(string), Required = true, Description = "folder for torch_info.json")]
-[RecipeKey("threads", typeof(int?), Description = "intra-op threads; null keeps libtorch's default")]
+[RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads; null keeps libtorch's default")]
 [RecipeKey("seed", typeof(int), Description = "random seed for the benchmark matrices")]
 [RecipeKey("benchmark", typeof(MatmulBenchmark), Required = true, Description = "matmul size, repeats, dtype")]
 public sealed class TorchInfo : IRecipe

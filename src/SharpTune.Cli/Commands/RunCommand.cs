@@ -4,6 +4,7 @@
 using System.ComponentModel;
 using SharpTune.Distributed;
 using SharpTune.Recipes;
+using SharpTune.Recipes.Support;
 using Spectre.Console.Cli;
 
 namespace SharpTune.Cli.Commands;
@@ -44,8 +45,15 @@ internal sealed class RunCommand(CliServices services) : Command<RunCommand.Sett
         var result = services.Recipes.Validate(recipe, path, settings.Overrides);
         if (!result.IsValid)
         {
-            foreach (var p in result.Problems) services.WriteErrLine(p.ToString());
-            services.WriteErrLine($"error: {result.Problems.Count} config problem{(result.Problems.Count == 1 ? "" : "s")}; nothing was run");
+            var lines = result.Problems.Select(p => p.ToString())
+                .Append($"error: {result.Problems.Count} config problem{(result.Problems.Count == 1 ? "" : "s")}; nothing was run").ToList();
+            if (Mpi.LauncherEnvironment() is { Rank: > 0 } env)
+            {
+                // Every rank validates; rank 0 reports, and its exit ends this rank during the wait unless rank 0's config was valid.
+                Thread.Sleep(DistributedContext.ReportGrace);
+                lines = lines.Select(l => $"rank {env.Rank} of {env.Size}: {l}").ToList();
+            }
+            foreach (var line in lines) services.WriteErrLine(line);
             return 1;
         }
         var reporter = new ConsoleReporter(services, settings.Verbose);
@@ -56,14 +64,17 @@ internal sealed class RunCommand(CliServices services) : Command<RunCommand.Sett
             return 0;
         }
         // Under mpirun: every rank runs the recipe inside the job; a failing rank reports its error and MPI_Abort ends
-        // the whole job (the others would otherwise wait in a collective for ever). Only rank 0 reports.
+        // the whole job (the others would otherwise wait in a collective for ever). Only rank 0 reports, and an error
+        // every rank hits is printed once, as the one line a one-process run prints. First the ranks check that they
+        // run the same config (ranks started with different arguments would wait in different collectives for ever).
         var options = new DistributedOptions { ThreadsPerRank = result.Config!.Get<int?>("threads", null) };
         return DistributedContext.Run(ctx =>
         {
+            ConfigFingerprint.EnsureSameOnAllRanks(ctx, ConfigFingerprint.Of(result.Config!));
             if (ctx.IsMain) reporter.RunWithProgress(() => RecipeRegistry.Run(recipe, result.Config!, reporter, cancellationToken));
             else RecipeRegistry.Run(recipe, result.Config!, SilentReporter.Instance, cancellationToken);
             return 0;
-        }, services.WriteErrLine, options);
+        }, services.WriteErrLine, options, services.DescribeError);
     }
 
     // What ranks other than 0 report: nothing (rank 0 says the same; a failure is reported by DistributedContext.Run).

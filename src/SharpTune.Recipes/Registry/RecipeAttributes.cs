@@ -39,8 +39,11 @@ public sealed class RecipeKeyAttribute(string name, Type type) : Attribute
     /// <summary>One line of documentation.</summary>
     public string? Description { get; init; }
 
+    /// <summary>For a whole-number key: the smallest value accepted (<see cref="long.MinValue"/>: any).</summary>
+    public long Minimum { get; init; } = long.MinValue;
+
     /// <summary>The key as the config validator sees it.</summary>
-    public ConfigKeySpec ToSpec() => new(Name, Type, Required, Description);
+    public ConfigKeySpec ToSpec() => new(Name, Type, Required, Description, Minimum == long.MinValue ? null : Minimum);
 }
 
 /// <summary>The recipe lifecycle. Implementations are sealed classes with a constructor

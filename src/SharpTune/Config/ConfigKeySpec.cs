@@ -10,4 +10,5 @@ namespace SharpTune.Config;
 /// </param>
 /// <param name="Required">True when the key must be present and not null.</param>
 /// <param name="Description">One line for documentation and <c>ls</c>.</param>
-public sealed record ConfigKeySpec(string Name, Type Type, bool Required, string? Description = null);
+/// <param name="Minimum">For a whole-number key: the smallest value accepted (null: any).</param>
+public sealed record ConfigKeySpec(string Name, Type Type, bool Required, string? Description = null, long? Minimum = null);

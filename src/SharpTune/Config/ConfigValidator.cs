@@ -37,7 +37,12 @@ public static class ConfigValidator
                 continue;
             }
             if (spec.Type == typeof(object)) Walk(value, key, binder, problems);
-            else binder.Check(value, spec.Type, key, problems);
+            else
+            {
+                var before = problems.Count;
+                binder.Check(value, spec.Type, key, problems);
+                if (problems.Count == before) CheckValue(value, spec, problems);
+            }
         }
         var fileLocation = new SourceLocation(file ?? root.Location.Source, 0, 0);
         foreach (var spec in topLevelKeys)
@@ -45,6 +50,16 @@ public static class ConfigValidator
                 problems.Add(new ConfigProblem(fileLocation, spec.Name, $"missing required key '{spec.Name}' ({ConfigBinder.TypeName(spec.Type)})" +
                     (spec.Description is null ? "" : $": {spec.Description}")));
         return problems;
+    }
+
+    // What a type cannot say: a required string that is empty, a whole number below the key's minimum.
+    private static void CheckValue(ConfigNode value, ConfigKeySpec spec, List<ConfigProblem> problems)
+    {
+        if (value.Kind != ConfigNodeKind.Scalar) return;
+        if (spec.Required && spec.Type == typeof(string) && string.IsNullOrWhiteSpace(value.Text))
+            problems.Add(new ConfigProblem(value.Location, spec.Name, $"required key '{spec.Name}' (string) is empty"));
+        if (spec.Minimum is { } min && long.TryParse(value.Text, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var v) && v < min)
+            problems.Add(new ConfigProblem(value.Location, spec.Name, $"must be at least {min}, got {v}"));
     }
 
     // Checks every component node under `node`; plain values are accepted as they are.

@@ -3,6 +3,7 @@
 // recomputes the dataset hash from its own DataLoader input and refuses a cache whose hash differs.
 using System.Security.Cryptography;
 using SharpTune.Data;
+using SharpTune.Tokenizers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -24,6 +25,17 @@ public static class ContentHash
             hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan()));
         }
         return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
+    /// <summary>
+    /// Hash of a tokenizer as the ids it produces: vocabulary size, special ids and the encoding of a fixed probe text
+    /// (what a teacher cache records, so a KD run can refuse a cache made with another tokenizer).
+    /// </summary>
+    public static string OfTokenizer(ITokenizer tokenizer)
+    {
+        const string probe = "The quick brown fox jumps over the lazy dog. 0123456789 !?;:'\"()[]{} -- END";
+        var text = $"{tokenizer.VocabSize}|{tokenizer.BosId}|{tokenizer.EosId}|{tokenizer.PadId}|{string.Join(",", tokenizer.Encode(probe))}";
+        return Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)));
     }
 
     /// <summary>Hash of a file, or of every file under a folder (relative names and contents, in ordinal order).</summary>

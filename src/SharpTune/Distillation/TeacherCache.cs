@@ -33,12 +33,19 @@ public sealed class TeacherCache : IDisposable
     /// <summary>
     /// Opens <paramref name="folder"/>. With <paramref name="expectedDataHash"/> (the KD run's
     /// <see cref="ContentHash.OfDataset"/>) or <paramref name="expectedVocab"/> (the student's vocabulary) given, a
-    /// cache made for other data or another vocabulary is refused.
+    /// cache made for other data or another vocabulary is refused; with <paramref name="expectedTokenizerHash"/> (the KD
+    /// run's <see cref="ContentHash.OfTokenizer"/>), a cache made with another tokenizer is refused first, by name.
     /// </summary>
     /// <exception cref="InvalidDataException">Missing/corrupt manifest or shard, incomplete cache, or a mismatch.</exception>
-    public static TeacherCache Open(string folder, string? expectedDataHash = null, int? expectedVocab = null, bool allowIncomplete = false)
+    public static TeacherCache Open(string folder, string? expectedDataHash = null, int? expectedVocab = null, bool allowIncomplete = false,
+        string? expectedTokenizerHash = null)
     {
         var manifest = TeacherCacheManifest.Read(folder);
+        if (expectedTokenizerHash is not null && manifest.TokenizerHash != expectedTokenizerHash)
+            throw new InvalidDataException(
+                $"teacher cache {folder}: made with another tokenizer (tokenizer hash {manifest.TokenizerHash[..Math.Min(12, manifest.TokenizerHash.Length)]}) " +
+                $"than this run's ({expectedTokenizerHash[..Math.Min(12, expectedTokenizerHash.Length)]}); distillation compares the two " +
+                "distributions id by id, and distilling between different tokenizers (cross-tokenizer distillation) is not supported yet");
         if (expectedDataHash is not null && manifest.DataHash != expectedDataHash)
             throw new InvalidDataException(
                 $"teacher cache {folder}: made for data hash {manifest.DataHash} but this run's dataset hashes to {expectedDataHash} " +

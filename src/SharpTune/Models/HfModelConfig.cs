@@ -99,18 +99,29 @@ public sealed record HfModelConfig
         if (o["rope_parameters"] is not null)
             throw new NotSupportedException(Err("rope_parameters", "is not supported; use rope_theta and rope_scaling"));
 
-        var heads = ReqInt("num_attention_heads");
+        // Sizes are checked here, against the file's own key names, so a bad config.json is named with its key
+        // (DecoderArgs.Validate would only say "NumHeads must be positive").
+        int Positive(string key, int value) => value > 0 ? value
+            : throw new InvalidDataException(Err(key, $"must be a positive integer, got {value}"));
+        var heads = Positive("num_attention_heads", ReqInt("num_attention_heads"));
+        var hidden = Positive("hidden_size", ReqInt("hidden_size"));
+        var kvHeads = Positive("num_key_value_heads", OptInt("num_key_value_heads") ?? heads);
+        var headDim = OptInt("head_dim") is { } hd ? Positive("head_dim", hd) : (int?)null;
+        if (heads % kvHeads != 0)
+            throw new InvalidDataException(Err("num_key_value_heads", $"must divide num_attention_heads ({heads}), got {kvHeads}"));
+        if (headDim is null && hidden % heads != 0)
+            throw new InvalidDataException(Err("hidden_size", $"must be a multiple of num_attention_heads ({heads}) when head_dim is absent, got {hidden}"));
         return new HfModelConfig
         {
             ModelType = modelType,
-            VocabSize = ReqInt("vocab_size"),
-            HiddenSize = ReqInt("hidden_size"),
-            IntermediateSize = ReqInt("intermediate_size"),
-            NumHiddenLayers = ReqInt("num_hidden_layers"),
+            VocabSize = Positive("vocab_size", ReqInt("vocab_size")),
+            HiddenSize = hidden,
+            IntermediateSize = Positive("intermediate_size", ReqInt("intermediate_size")),
+            NumHiddenLayers = Positive("num_hidden_layers", ReqInt("num_hidden_layers")),
             NumAttentionHeads = heads,
-            NumKeyValueHeads = OptInt("num_key_value_heads") ?? heads,
-            HeadDim = OptInt("head_dim"),
-            MaxPositionEmbeddings = ReqInt("max_position_embeddings"),
+            NumKeyValueHeads = kvHeads,
+            HeadDim = headDim,
+            MaxPositionEmbeddings = Positive("max_position_embeddings", ReqInt("max_position_embeddings")),
             RmsNormEps = OptDouble("rms_norm_eps", 1e-6),
             RopeTheta = OptDouble("rope_theta", 10_000),
             RopeScaling = ParseRopeScaling(o["rope_scaling"], source),

@@ -64,19 +64,20 @@ public sealed class DistributedRecipeTests
     public void KnowledgeDistillation_OneRankFailsAtSetup_JobEndsPromptlyWithThatRanksError()
     {
         using var tmp = new Checkpointing.TempDir();
-        var teacher = RecipeRunner.TrainTeacher(tmp.Path, steps: 1);
-        var missing = Path.Combine(tmp.Path, "no_such_teacher");
-        string[] Rank(params string[] extra) =>
-            ["-np", "1", "dotnet", CliDll, "run", "knowledge_distillation_distributed", "--config", "tiny/kd_full_distributed",
-             .. KdOverrides(tmp.Path, "dist", teacher, epochs: 1), .. extra];
+        RecipeRunner.TrainTeacher(tmp.Path, steps: 1);
+        var elsewhere = Directory.CreateDirectory(Path.Combine(tmp.Path, "elsewhere")).FullName;
+        // Both ranks run the same config (ranks with different configs are refused before this could happen); its
+        // teacher folder is relative, and rank 1 starts in a folder without it: a node that lacks the teacher's files.
+        string[] Rank(string workDir) =>
+            ["-np", "1", "-wdir", workDir, "dotnet", CliDll, "run", "knowledge_distillation_distributed", "--config", "tiny/kd_full_distributed",
+             .. KdOverrides(tmp.Path, "dist", Path.Combine("teacher", "epoch_0"), epochs: 1)];
 
-        // Given rank 1 alone points at a teacher folder that does not exist (MPMD launch: rank 0's args : rank 1's)
-        var job = MpiLauncher.RunRaw(Generous, [.. Rank(), ":", .. Rank($"teacher_checkpointer.checkpoint_dir={missing}")]);
+        // Given rank 1 alone cannot find the teacher (MPMD launch: rank 0's args : rank 1's)
+        var job = MpiLauncher.RunRaw(Generous, [.. Rank(tmp.Path), ":", .. Rank(elsewhere)]);
 
         // Then the job ends non-zero, soon, with rank 1's error, and rank 0 (blocked in a collective) did not hang
         Assert.NotEqual(0, job.ExitCode);
-        Assert.Contains("rank 1 of 2 failed", job.Output);
-        Assert.Contains("no_such_teacher", job.Output);
+        Assert.Contains("rank 1 of 2 failed: error: checkpoint folder not found: " + Path.Combine("teacher", "epoch_0"), job.Output);
         Assert.DoesNotContain("rank 0 of 2 failed", job.Output);
         Assert.True(job.Elapsed < TimeSpan.FromSeconds(60), $"the job took {job.Elapsed.TotalSeconds:F1} s to end:\n{job.Output}");
         Assert.False(Directory.Exists(Path.Combine(tmp.Path, "dist", "epoch_0")), "no checkpoint may be written by an aborted job");
