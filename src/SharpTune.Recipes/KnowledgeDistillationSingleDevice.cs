@@ -276,12 +276,21 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     /// <inheritdoc/>
     public void Cleanup()
     {
-        _metrics?.Dispose();
-        _model?.Dispose();
-        _teacher?.Dispose();
-        _teacherCache?.Dispose();
-        _optimizer?.Dispose();
-        _runFolder?.Dispose();
+        // The run lock goes last and always: an exception (or a simulated kill) in the other disposals must not keep
+        // the folder locked in this process, as the OS would not after a real kill.
+        try
+        {
+            _metrics?.Dispose();
+            _model?.Dispose();
+            _teacher?.Dispose();
+            _teacherCache?.Dispose();
+            _optimizer?.Dispose();
+            _accumulator?.Dispose();
+        }
+        finally
+        {
+            _runFolder?.Dispose();
+        }
     }
 
     private TransformerDecoder SetupModel(ScalarType dtype)

@@ -111,8 +111,8 @@ public sealed class ConfigFingerprint
     }
 
     /// <summary>
-    /// The resume check of a training recipe. With <paramref name="state"/> null it reads the fingerprint straight from
-    /// <c>recipe_state/manifest.json</c> (best effort, before the optimizer and weights are loaded, so a changed model
+    /// The resume check of a training recipe. With <paramref name="state"/> null it reads the fingerprint from the saved
+    /// state's manifest (best effort, before the optimizer and weights are loaded, so a changed model
     /// is refused by this message rather than by a shape error); with the loaded state it is authoritative and warns
     /// through <paramref name="reporter"/> about the allowed changes, or that a state saved without a fingerprint
     /// cannot be checked.
@@ -122,7 +122,7 @@ public sealed class ConfigFingerprint
     {
         var stateDir = Path.Combine(outputDir, RecipeStateStore.FolderName);
         string? json;
-        if (state is null) json = PeekSavedJson(stateDir);
+        if (state is null) json = PeekSavedJson(outputDir);
         else json = state.Extra.GetValueOrDefault(StateKey);
         if (json is null)
         {
@@ -135,17 +135,14 @@ public sealed class ConfigFingerprint
             reporter?.Warning($"resuming with a changed config (allowed: it changes neither the data order nor the model): {string.Join("; ", changes)}");
     }
 
-    private static string? PeekSavedJson(string stateDir)
+    // The saved state the store would resume from (its own rule: a committed-but-unrenamed state counts).
+    private static string? PeekSavedJson(string outputDir)
     {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(stateDir, "manifest.json")));
-            return doc.RootElement.TryGetProperty("state", out var st) && st.TryGetProperty("extra", out var extra) &&
-                   extra.TryGetProperty(StateKey, out var value) && value.ValueKind == JsonValueKind.String
-                ? value.GetString()
-                : null;
+            return RecipeStateStore.Peek(outputDir)?.Extra.GetValueOrDefault(StateKey);
         }
-        catch (Exception e) when (e is IOException or JsonException or UnauthorizedAccessException or InvalidOperationException)
+        catch (Exception e) when (e is IOException or InvalidDataException or JsonException or UnauthorizedAccessException)
         {
             return null; // the authoritative check runs on the loaded state
         }

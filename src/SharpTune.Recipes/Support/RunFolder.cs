@@ -112,7 +112,17 @@ public sealed class RunFolder : IDisposable
                 $"{key} '{folder}' is in use by another run ({owner} holds {lockPath}): two runs writing one folder would " +
                 "mix their checkpoints. Wait for that run to end, or choose another output_dir", e);
         }
-        Checkpointing.AtomicFile.WriteAllText(ownerPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+        try
+        {
+            // Written in place, not through the checkpoint commit path: it only informs a refused second run, and a torn
+            // write (a kill mid-write) costs nothing but a garbled PID in that message.
+            File.WriteAllText(ownerPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+        }
+        catch
+        {
+            held.Dispose(); // a run that fails here must not keep the folder locked for the rest of the process
+            throw;
+        }
         return held;
     }
 }

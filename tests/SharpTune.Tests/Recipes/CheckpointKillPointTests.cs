@@ -5,6 +5,7 @@
 // stopped again at each of a spread of its own operations (its start-up recovery included) and resumed once more.
 // Every run must end with the uninterrupted run's bytes (weights, optimizer state, RNG) and no hidden folders.
 using SharpTune.Checkpointing;
+using SharpTune.Recipes.Support;
 
 namespace SharpTune.Tests.Recipes;
 
@@ -95,7 +96,9 @@ public sealed class CheckpointKillPointTests
     {
         foreach (var (file, bytes) in expected)
             Assert.True(bytes.AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir, file))), $"{what}: {file} differs from the uninterrupted run");
-        var hidden = Directory.EnumerateFileSystemEntries(dir).Select(Path.GetFileName).Where(n => n!.StartsWith('.')).ToList();
+        // The run lock (RunFolder) is meant to stay: deleting it would let two later runs lock different files.
+        var hidden = Directory.EnumerateFileSystemEntries(dir).Select(Path.GetFileName)
+            .Where(n => n!.StartsWith('.') && n is not (RunFolder.LockFileName or RunFolder.OwnerFileName)).ToList();
         Assert.True(hidden.Count == 0, $"{what}: left {string.Join(", ", hidden)}");
         var checkpoints = Directory.EnumerateDirectories(dir).Select(Path.GetFileName).Where(n => n!.StartsWith("step_", StringComparison.Ordinal) || n!.StartsWith("epoch_", StringComparison.Ordinal));
         var left = string.Join(", ", checkpoints.Order(StringComparer.Ordinal));
