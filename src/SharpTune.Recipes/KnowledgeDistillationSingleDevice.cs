@@ -448,7 +448,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 if (_truncateTeacherTo > 0) tw = VocabAlignment.TruncateTeacher(tw, _truncateTeacherTo, _tokenizer!, dim: 0); // [v, d_t]
                 teacherOut = TeacherOutput.FromLinear(th, tw);
             }
-            var r = fused.Forward(hidden, model.OutputWeight, teacherOut, batch.Labels, normalize: false);
+            var r = fused.Forward(hidden, model.TrainedOutputWeight(), teacherOut, batch.Labels, normalize: false); // a LoRA head included
             return (r.Loss, r.ClassLoss.item<float>(), r.KdLoss.item<float>(), r.ValidCount.item<long>());
         }
         var chunks = _classLoss!.NumOutputChunks;

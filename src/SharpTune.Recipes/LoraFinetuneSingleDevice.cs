@@ -300,7 +300,7 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
         var model = _model!;
         var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
         LossSum sum;
-        if (_fusedLoss is { } fused) sum = fused.Sum(hidden, model.OutputWeight, batch.Labels);
+        if (_fusedLoss is { } fused) sum = fused.Sum(hidden, model.TrainedOutputWeight(), batch.Labels); // a LoRA head included
         else
         {
             var chunks = _classLoss!.NumOutputChunks;

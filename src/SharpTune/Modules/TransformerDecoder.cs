@@ -95,6 +95,13 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         _ => throw new InvalidOperationException($"unsupported lm_head type {_lmHead.GetType().Name}"),
     };
 
+    /// <summary>
+    /// The output projection [v, d] as the model applies it, adapter included: <see cref="OutputWeight"/> when the output
+    /// has no LoRA, else the adapter folded in with autograd (<see cref="Peft.LoraLinear.EffectiveWeight"/>, a new
+    /// tensor per call). Fused-linear losses take this, so a LoRA output head trains through them.
+    /// </summary>
+    public Tensor TrainedOutputWeight() => _lmHead is Peft.LoraLinear l ? l.EffectiveWeight() : OutputWeight;
+
     /// <summary>Number of chunks <see cref="ForwardChunks"/> splits the sequence into (torchtune's num_output_chunks).</summary>
     public int NumOutputChunks
     {

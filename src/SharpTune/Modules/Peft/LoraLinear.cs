@@ -126,6 +126,24 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         return y.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// The weight this layer applies, with autograd through the adapter: W0 + (alpha/r) B A, DoRA-rescaled if enabled
+    /// (the magnitude over the detached row norm, as <see cref="forward"/>), so that x W_eff^T equals forward(x).
+    /// For callers that need the projection as a matrix (fused-linear losses); [out, in], one extra weight-sized tensor.
+    /// </summary>
+    /// <exception cref="NotSupportedException">Dropout is active (training with lora_dropout &gt; 0, which a single
+    /// matrix cannot express) or the layer has a bias.</exception>
+    public Tensor EffectiveWeight()
+    {
+        if (training && _dropout.p > 0)
+            throw new NotSupportedException($"LoRA dropout {_dropout.p} is active: the adapter cannot be folded into one weight matrix (set lora_dropout: 0.0 for this layer's use with a fused-linear loss)");
+        if (_bias is not null) throw new NotSupportedException("the LoRA layer has a bias, which a weight matrix alone leaves out (a fused-linear loss takes no bias)");
+        using var scope = NewDisposeScope();
+        var merged = _weight + Delta(); // [out, in]
+        if (_magnitude is not null) merged = merged * (_magnitude / WeightNorm().detach()).unsqueeze(1);
+        return merged.MoveToOuterDisposeScope();
+    }
+
     /// <summary>The weight the adapter is equivalent to in eval mode: W0 + (alpha/r) B A, DoRA-rescaled if enabled.</summary>
     public Tensor MergedWeight()
     {

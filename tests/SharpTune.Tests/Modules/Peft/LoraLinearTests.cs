@@ -139,3 +139,48 @@ public sealed class LoraLinearTests
         Assert.Contains("'qkv'", e2.Message);
     }
 }
+
+/// <summary>The adapter folded into one matrix for fused-linear losses: same outputs and the same adapter gradients as
+/// the layer's own forward (the matmuls group the same products differently: a few float32 roundings of terms of size
+/// |W| |x| over in = 12 inputs, so 1e-5 relative covers them).</summary>
+public sealed class LoraEffectiveWeightTests
+{
+    public LoraEffectiveWeightTests() => TorchRuntime.EnsureLoaded();
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void EffectiveWeight_ProjectsAndBackpropagatesAsForward(bool useDora)
+    {
+        manual_seed(11);
+        using var lora = new LoraLinear(12, 7, rank: 3, alpha: 6, useDora: useDora);
+        using (no_grad()) lora.LoraB.copy_(randn(lora.LoraB.shape) * 0.1);
+        var x = randn(5, 12);
+        var target = randn(5, 7);
+
+        var viaForward = (lora.call(x) - target).square().sum();
+        viaForward.backward();
+        var (gradA, gradB) = (lora.LoraA.grad!.clone(), lora.LoraB.grad!.clone());
+        lora.LoraA.grad!.zero_();
+        lora.LoraB.grad!.zero_();
+        var viaWeight = (x.matmul(lora.EffectiveWeight().t()) - target).square().sum();
+        viaWeight.backward();
+
+        Assert.Equal(viaForward.item<float>(), viaWeight.item<float>(), viaForward.item<float>() * 1e-5);
+        Assert.True(gradA.allclose(lora.LoraA.grad!, rtol: 1e-5, atol: 1e-6), "lora_A gradient differs");
+        Assert.True(gradB.allclose(lora.LoraB.grad!, rtol: 1e-5, atol: 1e-6), "lora_B gradient differs");
+        Assert.True(gradB.abs().max().item<float>() > 1e-3, "the adapter must receive a gradient");
+    }
+
+    [Fact]
+    public void EffectiveWeight_DropoutActiveInTraining_Refused()
+    {
+        using var lora = new LoraLinear(4, 3, rank: 2, alpha: 2, dropout: 0.1);
+        lora.train();
+        var e = Assert.Throws<NotSupportedException>(() => lora.EffectiveWeight());
+        Assert.Contains("lora_dropout", e.Message);
+        lora.eval();
+        using var w = lora.EffectiveWeight(); // no dropout in eval mode
+        Assert.Equal(new long[] { 3, 4 }, w.shape);
+    }
+}
