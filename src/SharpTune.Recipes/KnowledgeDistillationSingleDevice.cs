@@ -357,6 +357,18 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 if (cls is not FusedLinearCrossEntropyLoss)
                     throw new ConfigException(_config.Find("loss")!.Location, "loss",
                         $"kd_loss is fused-linear, so loss must be sharptune.modules.loss.LinearCrossEntropyLoss (the fused KD loss computes both terms), got {cls.GetType().Name}");
+                // One loss computes both terms, so every setting must have one source: kd_ratio is torchtune's top-level
+                // key, and the class loss's chunking/ignore index must agree with the KD loss's rather than be dropped.
+                if (_config.Has("kd_loss.kd_ratio") && Math.Abs(fused.KdRatio - _kdRatio) > 0)
+                    throw new ConfigException(_config.Find("kd_loss.kd_ratio")!.Location, "kd_loss.kd_ratio",
+                        $"{fused.KdRatio} differs from the top-level kd_ratio {_kdRatio}, which the recipe uses; set kd_ratio only at the top level");
+                var ce = (FusedLinearCrossEntropyLoss)cls;
+                if (ce.ChunkSize != fused.ChunkSize)
+                    throw new ConfigException(_config.Find("loss")!.Location, "loss.chunk_size",
+                        $"{ce.ChunkSize} differs from kd_loss.chunk_size {fused.ChunkSize}: the fused KD loss computes both terms in one pass, so set the same value (or only kd_loss.chunk_size)");
+                if (ce.IgnoreIndex != fused.IgnoreIndex)
+                    throw new ConfigException(_config.Find("loss")!.Location, "loss.ignore_index",
+                        $"{ce.IgnoreIndex} differs from kd_loss.ignore_index {fused.IgnoreIndex}: both terms must mask the same positions");
                 _fusedLoss = new FusedLinearDistillationLoss(fused.Options, _kdRatio, fused.ChunkSize, fused.IgnoreIndex, fused.MissingMass);
                 break;
             case KdLoss k:
