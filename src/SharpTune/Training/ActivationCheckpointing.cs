@@ -17,6 +17,14 @@ namespace SharpTune.Training;
 /// <summary>Runs layers with activation checkpointing.</summary>
 public static class ActivationCheckpointing
 {
+    [ThreadStatic] private static long _recomputations;
+
+    /// <summary>
+    /// Layer recomputations the backward passes run on this thread have made (CPU autograd runs backward on the thread
+    /// that calls it): evidence that checkpointing took effect, for tests and diagnostics.
+    /// </summary>
+    public static long RecomputationsOnThisThread => _recomputations;
+
     /// <summary>
     /// Applies <paramref name="forward"/> to <paramref name="input"/> without storing its activations; backward
     /// recomputes them. Gradients flow to <paramref name="input"/> (when it requires grad) and to every tensor in
@@ -81,6 +89,7 @@ public static class ActivationCheckpointing
             var inputRequiresGrad = (bool)ctx.get_data("input_requires_grad");
             var parameters = (List<Tensor>)ctx.get_data("parameters");
             var input = ctx.get_saved_variables()[0];
+            _recomputations++;
             Tensor? rngNow = null;
             if (ctx.get_data("rng") is byte[] saved)
             {
