@@ -76,7 +76,7 @@ public sealed class HubDatasetResolverTests : IDisposable
     [Theory]
     [InlineData("owner/name@")]
     [InlineData("a/b/c")]
-    public void Parse_BadIds_Rejected(string id) => Assert.ThrowsAny<Exception>(() => HubDatasetResolver.Parse(id));
+    public void Parse_BadIds_Rejected(string id) => Assert.Throws<ArgumentException>(() => HubDatasetResolver.Parse(id));
 
     [Fact]
     public void CliServices_DatasetResolver_UsesEndpointAndCacheFromEnvironment()

@@ -83,7 +83,7 @@ public sealed class CachedTeacherKdTests
         // And a cache made from other data (64 samples instead of 96) is refused, naming the hashes
         var other = CliHarness.Run("run", "teacher_logits", "--config", TeacherLogitsConfig(dir, teacher, numSamples: 64));
         Assert.True(other.ExitCode == 0, other.Err + other.Out);
-        var e = Assert.ThrowsAny<Exception>(() => RecipeRunner.Run("knowledge_distillation_single_device", "tiny/kd_lora_single_device",
+        var e = Assert.Throws<InvalidDataException>(() => RecipeRunner.Run("knowledge_distillation_single_device", "tiny/kd_lora_single_device",
             [.. common, $"output_dir={dir}/mismatch", "teacher_model=null", "teacher_checkpointer=null", $"teacher.cache={dir}/cache_64"]));
         Assert.Contains("data hash", e.Message);
     }

@@ -45,7 +45,7 @@ public sealed class RecipeSetupTests
     {
         using var tmp = new TempDir();
         var teacher = RecipeRunner.TrainTeacher(tmp.Path, steps: 1);
-        var e = Assert.ThrowsAny<Exception>(() => RecipeRunner.Run("knowledge_distillation_single_device", "tiny/kd_lora_single_device",
+        var e = Assert.Throws<SharpTune.Checkpointing.CheckpointFormatException>(() => RecipeRunner.Run("knowledge_distillation_single_device", "tiny/kd_lora_single_device",
             $"output_dir={tmp.Path}/kd", $"checkpointer.checkpoint_dir={tmp.Path}/student", "teacher_model.embed_dim=32",
             $"teacher_checkpointer.checkpoint_dir={teacher}", "max_steps_per_epoch=1"));
         Assert.Contains(teacher, e.Message);
