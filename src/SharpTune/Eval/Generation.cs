@@ -222,11 +222,24 @@ public static class Generation
     {
         using var scope = NewDisposeScope();
         if (options.Temperature == 0) return logits.argmax(-1).MoveToOuterDisposeScope();
-        var scaled = logits / options.Temperature; // [b, v]
-        if (options.TopK is { } k && k > 0 && k < scaled.shape[1])
+        var finalProbs = nn.functional.softmax(Filter(logits, options), -1);
+        return multinomial(finalProbs, 1, false, generator).squeeze(-1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The logits the sampler draws from, for logits [.., v] at temperature > 0: divided by the temperature, tokens
+    /// outside the top k and outside the top-p nucleus set to -inf. Their log_softmax is the sampler's log-probability
+    /// of each token (what an importance weight divides by).
+    /// </summary>
+    public static Tensor Filter(Tensor logits, GenerationOptions options)
+    {
+        if (!(options.Temperature > 0)) throw new ArgumentException($"sampling needs temperature > 0, got {options.Temperature}", nameof(options));
+        using var scope = NewDisposeScope();
+        var scaled = logits / options.Temperature; // [.., v]
+        if (options.TopK is { } k && k > 0 && k < scaled.shape[^1])
         {
             var (values, _) = scaled.topk(k, dim: -1);
-            var kth = values.narrow(1, k - 1, 1); // [b, 1]
+            var kth = values.narrow(-1, k - 1, 1); // [.., 1]
             scaled = scaled.masked_fill(scaled.lt(kth), double.NegativeInfinity);
         }
         if (options.TopP is { } p && p < 1)
@@ -238,7 +251,6 @@ public static class Generation
             var dropOriginal = zeros_like(drop).scatter(-1, order, drop);
             scaled = scaled.masked_fill(dropOriginal, double.NegativeInfinity);
         }
-        var finalProbs = nn.functional.softmax(scaled, -1);
-        return multinomial(finalProbs, 1, false, generator).squeeze(-1).MoveToOuterDisposeScope();
+        return scaled.MoveToOuterDisposeScope();
     }
 }
