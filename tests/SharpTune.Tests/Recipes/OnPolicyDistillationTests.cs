@@ -216,3 +216,38 @@ public sealed class OnPolicyDistillationTests
         return model;
     }
 }
+
+[Collection(RecipeCollection.Name)]
+public sealed class GenerateDatasetRecipeTests
+{
+    [Fact]
+    public void GenerateDataset_Greedy_WritesEachPromptsOwnCompletionAndTheSettings()
+    {
+        using var tmp = new Checkpointing.TempDir();
+        var teacherDir = RecipeRunner.TrainTeacher(tmp.Path, steps: 2);
+        var output = Path.Combine(tmp.Path, "out", "completions.jsonl");
+
+        // When the teacher completes 6 prompts greedily in batches of 4
+        RecipeRunner.RunExact("generate_dataset", "tiny/generate_dataset",
+            $"output_path={output}", $"checkpointer.checkpoint_dir={teacherDir}", "max_samples=6", "batch_size=4", "temperature=0", "max_new_tokens=10");
+
+        // Then each row holds the prompt and what the model alone generates from it, and the settings are recorded
+        var rows = File.ReadAllLines(output).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!).ToList();
+        Assert.Equal(6, rows.Count);
+        var tokenizer = new CharTokenizer(96);
+        var dataset = new SyntheticInstructDataset(tokenizer, 64, 0);
+        using var teacher = HfModels.FromConfig(HfModelConfig.Parse(Path.Combine(teacherDir, "config.json")));
+        HfCheckpointer.LoadInto(teacher, teacherDir, strict: true, convertDtype: true);
+        for (var i = 0; i < 6; i++)
+        {
+            var prompt = PromptCompletion.Split(dataset[i], i).Prompt;
+            Assert.Equal(prompt, rows[i]["prompt_ids"]!.AsArray().Select(n => (int)n!));
+            var alone = Generation.Generate(teacher, prompt, new GenerationOptions { MaxNewTokens = 10, StopTokens = [tokenizer.EosId] }).GeneratedTokens;
+            Assert.Equal(alone, rows[i]["completion_ids"]!.AsArray().Select(n => (int)n!));
+        }
+        var settings = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(output + ".settings.json"))!;
+        Assert.Equal(0.0, (double)settings["temperature"]!);
+        Assert.Equal(10, (int)settings["max_new_tokens"]!);
+        Assert.Equal("sharptune.datasets.synthetic_instruct_dataset", (string)settings["dataset"]!);
+    }
+}
