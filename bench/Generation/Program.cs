@@ -3,8 +3,12 @@
 //     both produce the same tokens, reported as generated tokens/s;
 //  2. hellaswag-shaped multiple-choice scoring (contexts of ~40-80 tokens, 4 endings of ~15-30 tokens cut from the
 //     model's own greedy story) with shared-context packing vs one row per choice, checking the log-likelihoods agree.
+//  3. with --runc <run.c>: llama2.c's run.c built here (gcc -O3 -march=native, one thread, no OpenMP) on the same
+//     model, alternating with SharpTune at batch 1 and at batch --gen-batch (32) prompts, greedy, --tokens positions:
+//     tokens/s of each and the ratios the generation targets are stated in (batch 1 vs run.c; batch-32 aggregate vs
+//     run.c's batch 1). run.c reports its own "achieved tok/s".
 // Usage: dotnet run -c Release --project bench/Generation -- <folder with stories260K.bin and tok512.model>
-//        [--threads 1] [--tokens 256] [--docs 32] [--batch 8] [--repeats 3]
+//        [--threads 1] [--tokens 256] [--docs 32] [--batch 8] [--repeats 3] [--gen-batch 32] [--runc path/to/run.c]
 using System.Diagnostics;
 using SharpTune.Eval;
 using SharpTune.Models;
@@ -29,6 +33,9 @@ var newTokens = Opt("--tokens", 256);
 var docCount = Opt("--docs", 32);
 var batch = Opt("--batch", 8);
 var repeats = Opt("--repeats", 3);
+var genBatch = Opt("--gen-batch", 32);
+var runcIndex = Array.IndexOf(args, "--runc");
+var runc = runcIndex >= 0 && runcIndex + 1 < args.Length ? args[runcIndex + 1] : null;
 
 TorchRuntime.EnsureLoaded();
 TorchRuntime.SetThreads(threads);
@@ -112,4 +119,56 @@ Console.WriteLine($"multiple-choice scoring, {docCount} docs x 4 choices, batch 
 Console.WriteLine($"  one row per choice  {separate.Seconds:F3} s ({requests.Count / separate.Seconds:F1} requests/s)");
 Console.WriteLine($"  shared context      {packed.Seconds:F3} s ({requests.Count / packed.Seconds:F1} requests/s)");
 Console.WriteLine($"  speed-up            {separate.Seconds / packed.Seconds:F2}x; max |ll difference| {maxDiff:E2} (mean |ll| {meanLl:F1})");
-return same && maxDiff < 1e-3 ? 0 : 1;
+// 3. Batched generation, and llama2.c's run.c alternating with it.
+var prompts = Enumerable.Range(0, genBatch).Select(i => (IReadOnlyList<int>)[tokenizer.BosId, .. tokenizer.Encode(Slice(1, 4), addBos: false, addEos: false)]).ToList();
+double Tps(IReadOnlyList<IReadOnlyList<int>> batchPrompts)
+{
+    var r = Generation.GenerateBatch(model, batchPrompts, new GenerationOptions { MaxNewTokens = newTokens, BosId = tokenizer.BosId });
+    return r.TokensPerSecond;
+}
+string? runBinary = runc is null ? null : BuildRunC(runc);
+var best = new Dictionary<string, double>();
+void Keep(string key, double v) => best[key] = Math.Max(best.GetValueOrDefault(key), v);
+var batchSame = true;
+for (var r = 0; r < repeats; r++)
+{
+    if (runBinary is not null) Keep("run.c", RunC(runBinary));
+    Keep("batch 1", Tps([[tokenizer.BosId]]));
+    Keep($"batch {genBatch}", Tps(prompts));
+}
+var greedyBatch = Generation.GenerateBatch(model, prompts, new GenerationOptions { MaxNewTokens = 32 });
+for (var i = 0; i < prompts.Count; i++)
+    batchSame &= greedyBatch.GeneratedTokens[i].SequenceEqual(Generation.Generate(model, prompts[i], new GenerationOptions { MaxNewTokens = 32 }).GeneratedTokens);
+Console.WriteLine($"generation, greedy, {newTokens} positions, best of {repeats} alternating runs:");
+foreach (var (k, v) in best) Console.WriteLine($"  {k,-10} {v,10:F0} tokens/s");
+if (best.TryGetValue("run.c", out var runcTps))
+{
+    Console.WriteLine($"  batch 1 / run.c          {best["batch 1"] / runcTps:F2} (target >= 0.33)");
+    Console.WriteLine($"  batch {genBatch} / run.c batch 1  {best[$"batch {genBatch}"] / runcTps:F2} (target >= 3)");
+}
+Console.WriteLine($"  batch {genBatch} greedy rows equal batch 1's: {batchSame}");
+return same && maxDiff < 1e-3 && batchSame ? 0 : 1;
+
+string BuildRunC(string source)
+{
+    var exe = Path.Combine(Path.GetTempPath(), $"sharptune-runc-{Environment.ProcessId}");
+    var gcc = Process.Start(new ProcessStartInfo("gcc", ["-O3", "-march=native", "-o", exe, source, "-lm"]) { RedirectStandardError = true })!;
+    var err = gcc.StandardError.ReadToEnd();
+    gcc.WaitForExit();
+    if (gcc.ExitCode != 0) throw new InvalidOperationException($"gcc failed on {source}: {err}");
+    return exe;
+}
+
+double RunC(string exe)
+{
+    var psi = new ProcessStartInfo(exe, [Path.Combine(folder, "stories260K.bin"), "-z", Path.Combine(folder, "tok512.bin"), "-t", "0", "-n", newTokens.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+    psi.Environment["OMP_NUM_THREADS"] = "1";
+    var p = Process.Start(psi)!;
+    var output = p.StandardOutput.ReadToEndAsync();
+    var err = p.StandardError.ReadToEnd();
+    p.WaitForExit();
+    var m = System.Text.RegularExpressions.Regex.Match(err + output.Result, @"achieved tok/s: ([0-9.]+)");
+    if (!m.Success) throw new InvalidOperationException($"run.c printed no speed: {err}");
+    return double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+}

@@ -43,6 +43,14 @@ internal sealed class ConsoleReporter(CliServices services, bool verbose = false
         else services.WriteOut(message + "\n");
     }
 
+    /// <summary>Written as it comes; outside a live progress display only (generation shows none).</summary>
+    public bool Stream(string fragment)
+    {
+        if (_live is not null) return false;
+        services.WriteOut(fragment);
+        return true;
+    }
+
     public void Warning(string message) => services.WriteErrLine("warning: " + message);
 
     /// <summary>Printed as an info line with <c>--verbose</c>, dropped otherwise.</summary>

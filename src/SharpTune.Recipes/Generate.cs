@@ -103,10 +103,30 @@ public sealed class Generate : IRecipe
         var stops = tokenizer.StopTokens.Concat(GenerationConfigStops(_checkpointDir)).Concat(_extraStops).ToHashSet();
         var options = _options with { StopTokens = stops, BosId = tokenizer.BosId >= 0 ? tokenizer.BosId : null };
         cancellationToken.ThrowIfCancellationRequested();
-        var result = Generation.Generate(_model!, prompt, options);
+        // Tokens are printed as they come: the text of prompt + generated so far is decoded again after each token and
+        // the part not yet shown is written (decoding them together keeps SentencePiece's word-boundary spaces right;
+        // a piece that is not yet a whole character waits for the next token). A stop token is not shown.
+        var promptIds = prompt.Count > 0 ? prompt.ToList() : options.BosId is { } bosId ? [bosId] : new List<int>();
+        var sofar = new List<int>(promptIds);
+        var shown = "";
+        void Show(string text)
+        {
+            if (!text.StartsWith(shown, StringComparison.Ordinal) || text.EndsWith('\uFFFD')) return;
+            var fresh = text[shown.Length..];
+            if (fresh.Length > 0 && _reporter.Stream(fresh)) shown = text;
+        }
+        Show(tokenizer.Decode(promptIds, skipSpecialTokens: true));
+        var result = Generation.Generate(_model!, prompt, options, token =>
+        {
+            if (stops.Contains(token)) return;
+            sofar.Add(token);
+            Show(tokenizer.Decode(sofar, skipSpecialTokens: true));
+        });
         var generated = result.StoppedAtStopToken ? result.GeneratedTokens.Take(result.GeneratedTokens.Count - 1) : result.GeneratedTokens;
-        // Decoding prompt and continuation together keeps SentencePiece's word-boundary spaces right.
-        _reporter.Info(tokenizer.Decode(result.PromptTokens.Concat(generated), skipSpecialTokens: true));
+        var full = tokenizer.Decode(result.PromptTokens.Concat(generated), skipSpecialTokens: true);
+        if (shown.Length == 0) _reporter.Info(full); // the reporter does not stream: the whole text at once
+        else if (full.StartsWith(shown, StringComparison.Ordinal)) _reporter.Stream(full[shown.Length..] + "\n");
+        else _reporter.Info("\n" + full); // the streamed text was revised by later tokens: print the final text whole
         var seconds = (result.PrefillTime + result.DecodeTime).TotalSeconds;
         _reporter.Info($"{result.GeneratedTokens.Count} tokens in {seconds:F2} s: {result.TokensPerSecond:F1} tokens/s " +
             $"(prompt {result.PromptTokens.Count} tokens, prefill {result.PrefillTime.TotalMilliseconds:F0} ms" +

@@ -14,7 +14,10 @@ public static class LossCurves
 {
     /// <summary>Metrics drawn, in order, with their legend names.</summary>
     public static IReadOnlyList<(string Key, string Label)> Series { get; } =
-        [("loss", "total loss"), ("class_loss", "class loss (CE)"), ("kd_loss", "KD loss")];
+        [
+            ("loss", "total loss"), ("class_loss", "class loss (CE)"), ("kd_loss", "KD loss"),
+            ("reverse_kl_student_samples", "reverse KL on student samples"), ("teacher_nll_student_samples", "teacher NLL of student samples"),
+        ];
 
     /// <summary>
     /// Reads <paramref name="jsonlLog"/> and writes a PNG of every present loss series, raw and smoothed, to

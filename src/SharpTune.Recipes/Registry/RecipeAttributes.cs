@@ -80,4 +80,10 @@ public interface IRecipeReporter
     /// dropped unless the reporter overrides this.
     /// </summary>
     void Verbose(string message) { }
+
+    /// <summary>
+    /// A piece of text shown as soon as it exists, without a line break (generated tokens as they come). Returns false
+    /// when the reporter cannot stream; the caller then reports the whole text once with <see cref="Info"/>.
+    /// </summary>
+    bool Stream(string fragment) => false;
 }

@@ -44,11 +44,19 @@ internal static class RecipeRunner
     public static RecordingReporter Run(string recipe, string config, params string[] overrides) =>
         Run(new RecordingReporter(), CancellationToken.None, recipe, config, overrides);
 
-    public static RecordingReporter Run(RecordingReporter reporter, CancellationToken cancel, string recipe, string config, params string[] overrides)
+    public static RecordingReporter Run(RecordingReporter reporter, CancellationToken cancel, string recipe, string config, params string[] overrides) =>
+        RunExact(reporter, cancel, recipe, config, [.. Fast, .. overrides]);
+
+    /// <summary>As <see cref="Run(string, string, string[])"/> without the <see cref="Fast"/> training settings
+    /// (for recipes that do not train).</summary>
+    public static RecordingReporter RunExact(string recipe, string config, params string[] overrides) =>
+        RunExact(new RecordingReporter(), CancellationToken.None, recipe, config, overrides);
+
+    private static RecordingReporter RunExact(RecordingReporter reporter, CancellationToken cancel, string recipe, string config, string[] overrides)
     {
         var info = Registry.Get(recipe);
         var path = ConfigCatalog.CreateDefault().Resolve(config);
-        var result = Registry.Validate(info, path, [.. Fast, .. overrides]);
+        var result = Registry.Validate(info, path, overrides);
         Assert.True(result.IsValid, string.Join("\n", result.Problems));
         RecipeRegistry.Run(info, result.Config!, reporter, cancel);
         return reporter;

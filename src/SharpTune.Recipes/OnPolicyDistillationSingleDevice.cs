@@ -1,0 +1,559 @@
+// Recipe `on_policy_distillation_single_device`: distil a frozen teacher into a student on sequences the student
+// samples itself (GKD, Agarwal et al. 2024, "On-Policy Distillation of Language Models: Learning from Self-Generated
+// Mistakes"), with the semantics of TRL's GKDTrainer so a TRL user finds the same knobs:
+//   - each micro-batch, with probability `lmbda` the student samples the completions of the batch's prompts
+//     (temperature, top_p, top_k, max_new_tokens, stop at EOS); otherwise, with `seq_kd`, the teacher samples them;
+//     otherwise the dataset's completions are used (TRL: `if random() <= lmbda: student elif seq_kd: teacher`);
+//   - loss_type gkd: the generalized JSD with teacher weight `beta` between the teacher's and the student's token
+//     distributions on the completion tokens (beta 0 = forward KL, 1 = reverse KL; TRL's generalized_jsd_loss, which
+//     takes no temperature: `temperature` is the sampling temperature only, as in TRL);
+//   - loss_type reverse_kl_pg: the reverse-KL on-policy variant as a per-token policy gradient: the reward of each
+//     sampled token is log p_T - log p_S of that token (detached), the loss -w * reward * log p_S, where w is the
+//     importance weight p_S / p_sampler of the token (1 at temperature 1 without top-k/top-p; capped at
+//     max_importance_weight). Samples are drawn with the learner's current weights, so the sampler lags only by its
+//     temperature and filtering, which w corrects.
+// Prompt and completion come from any instruct/chat dataset with train_on_input false: the prompt is everything
+// before the first trained token (PromptCompletion). Each micro-batch's loss is a SUM over its completion tokens;
+// the gradients of an optimizer step are divided once by the step's completion tokens (as the KD recipe does).
+// The coin and the sampler's generator of every micro-batch are derived from (seed, epoch, batch), so a resumed run
+// draws exactly what the interrupted one would have: the sampler's RNG state is the step counter in recipe_state.
+// Lifecycle, checkpointing, run lock and resume follow knowledge_distillation_single_device.
+using System.Diagnostics;
+using SharpTune.Checkpointing;
+using SharpTune.Config;
+using SharpTune.Data;
+using SharpTune.Distillation;
+using SharpTune.Distributed;
+using SharpTune.Eval;
+using SharpTune.Losses;
+using SharpTune.Modules;
+using SharpTune.Native;
+using SharpTune.Recipes.Plotting;
+using SharpTune.Recipes.Support;
+using SharpTune.Tokenizers;
+using SharpTune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+using OptimizerHelper = TorchSharp.Modules.OptimizerHelper;
+
+namespace SharpTune.Recipes;
+
+/// <summary>On-policy distillation (GKD / reverse-KL policy gradient / sequence-level KD), one device.</summary>
+/// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
+[Recipe("on_policy_distillation_single_device", Description = "Distil a frozen teacher on the student's own samples (GKD, reverse-KL policy gradient, seq-KD; 1 device)")]
+[RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
+[RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
+[RecipeKey("teacher_model", typeof(TransformerDecoder), Required = true, Description = "the teacher architecture")]
+[RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
+[RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
+[RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Required = true, Description = "teacher weights (HF folder)")]
+[RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
+[RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
+[RecipeKey("save_adapter_weights_only", typeof(bool), Description = "LoRA: save only the adapter, not merged weights")]
+[RecipeKey("dataset", typeof(ISampleDataset), Required = true, Description = "instruct/chat data with train_on_input false: prompt = the untrained prefix")]
+[RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved); also seeds the coin and the sampler")]
+[RecipeKey("shuffle", typeof(bool))]
+[RecipeKey("batch_size", typeof(int), Required = true)]
+[RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
+[RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
+[RecipeKey("loss_type", typeof(string), Description = "gkd (generalized JSD with beta) | reverse_kl_pg (per-token policy gradient, needs lmbda 1)")]
+[RecipeKey("lmbda", typeof(double), Description = "fraction of micro-batches whose completions the student samples (TRL lmbda, default 0.5)")]
+[RecipeKey("beta", typeof(double), Description = "JSD teacher weight: 0 forward KL, 1 reverse KL (TRL beta, default 0.5)")]
+[RecipeKey("seq_kd", typeof(bool), Description = "the teacher samples the completions of the batches the student does not sample")]
+[RecipeKey("temperature", typeof(double), Description = "sampling temperature (TRL default 0.9); the loss uses none")]
+[RecipeKey("top_p", typeof(double), Description = "nucleus sampling mass (1 = off)")]
+[RecipeKey("top_k", typeof(int?), Description = "sample among the k most likely tokens (null = all)")]
+[RecipeKey("max_new_tokens", typeof(int), Description = "completion length limit when sampling (TRL default 128)")]
+[RecipeKey("max_importance_weight", typeof(double), Description = "reverse_kl_pg: cap of the per-token importance weight p_S / p_sampler")]
+[RecipeKey("num_output_chunks", typeof(int), Description = "logits are computed in this many sequence chunks (0 = whole)")]
+[RecipeKey("epochs", typeof(int), Required = true)]
+[RecipeKey("max_steps_per_epoch", typeof(int?))]
+[RecipeKey("gradient_accumulation_steps", typeof(int))]
+[RecipeKey("clip_grad_norm", typeof(double?))]
+[RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
+[RecipeKey("device", typeof(string), Description = "cpu | cuda")]
+[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16")]
+[RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads (fix it for bit-reproducible CPU runs)")]
+[RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute student layer activations in backward")]
+[RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
+[RecipeKey("log_every_n_steps", typeof(int))]
+[RecipeKey("log_peak_memory_stats", typeof(bool))]
+public sealed class OnPolicyDistillationSingleDevice : IRecipe
+{
+    private readonly SharpTuneConfig _config;
+    private readonly IRecipeReporter _reporter;
+    private readonly string _outputDir;
+    private readonly int _batchSize;
+    private readonly int _epochs;
+    private readonly int? _maxStepsPerEpoch;
+    private readonly int _gradientAccumulationSteps;
+    private readonly double? _clipGradNorm;
+    private readonly int? _saveEveryNSteps;
+    private readonly bool _policyGradient;
+    private readonly double _lmbda;
+    private readonly double _beta;
+    private readonly bool _seqKd;
+    private readonly GenerationOptions _sampling;
+    private readonly double _maxImportanceWeight;
+    private readonly int _chunks;
+    private readonly bool _shuffle;
+    private readonly bool _resume;
+    private readonly bool _randomInit;
+    private readonly bool _adapterOnly;
+    private readonly bool _activationCheckpointing;
+    private readonly int _logEveryNSteps;
+    private readonly bool _logPeakMemory;
+    private readonly MetricLoggerOptions _loggerOptions;
+    private readonly long? _configuredSeed;
+
+    private DistributedContext _dist = DistributedContext.CurrentOrLocal;
+    private RunFolder? _runFolder;
+    private ConfigFingerprint? _fingerprint;
+    private Device _device = CPU;
+    private long _seed;
+    private TransformerDecoder? _model;
+    private TransformerDecoder? _teacher;
+    private ITokenizer? _tokenizer;
+    private HfCheckpointer? _checkpointer;
+    private ISampleDataset? _dataset;
+    private OptimizerHelper? _optimizer;
+    private LrScheduler? _scheduler;
+    private DataParallelGradients? _accumulator;
+    private KdLoss? _jsd;
+    private long _truncateTeacherTo;
+    private IMetricLogger? _metrics;
+    private string? _jsonlPath;
+    private int _stepsPerEpoch;
+    private int _epochsRun;
+    private long _stepsRun;
+    private int _resumeBatch;
+    private long _totalTokens;
+
+    /// <summary>Reads the config; nothing heavy happens here.</summary>
+    public OnPolicyDistillationSingleDevice(SharpTuneConfig config, IRecipeReporter reporter)
+    {
+        _config = config;
+        _reporter = reporter;
+        _outputDir = config.Get<string>("output_dir");
+        _batchSize = config.Get<int>("batch_size");
+        _epochs = config.Get<int>("epochs");
+        _maxStepsPerEpoch = config.Get<int?>("max_steps_per_epoch", null);
+        _gradientAccumulationSteps = config.Get("gradient_accumulation_steps", 1);
+        _clipGradNorm = config.Get<double?>("clip_grad_norm", null);
+        _saveEveryNSteps = config.Get<int?>("save_every_n_steps", null);
+        var lossType = config.Get("loss_type", "gkd");
+        _lmbda = config.Get("lmbda", 0.5);
+        _beta = config.Get("beta", 0.5);
+        _seqKd = config.Get("seq_kd", false);
+        _maxImportanceWeight = config.Get("max_importance_weight", 10.0);
+        _chunks = config.Get("num_output_chunks", 8);
+        _shuffle = config.Get("shuffle", true);
+        _resume = config.Get("resume_from_checkpoint", false);
+        _randomInit = config.Get("random_init_checkpoint", false);
+        _adapterOnly = config.Get("save_adapter_weights_only", false);
+        _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
+        _logEveryNSteps = config.Get("log_every_n_steps", 1);
+        _logPeakMemory = config.Get("log_peak_memory_stats", true);
+        _loggerOptions = config.Get("metric_logger", new MetricLoggerOptions());
+        _configuredSeed = config.Get<long?>("seed", null);
+        var topP = config.Get("top_p", 1.0);
+        _sampling = new GenerationOptions
+        {
+            Temperature = config.Get("temperature", 0.9),
+            TopP = topP,
+            TopK = config.Get<int?>("top_k", null),
+            MaxNewTokens = config.Get("max_new_tokens", 128),
+        };
+        Check(lossType is "gkd" or "reverse_kl_pg", "loss_type", $"expected gkd or reverse_kl_pg, got '{lossType}'");
+        _policyGradient = lossType == "reverse_kl_pg";
+        Check(_batchSize >= 1, "batch_size", $"must be at least 1, got {_batchSize}");
+        Check(_epochs >= 1, "epochs", $"must be at least 1, got {_epochs}");
+        Check(_gradientAccumulationSteps >= 1, "gradient_accumulation_steps", $"must be at least 1, got {_gradientAccumulationSteps}");
+        Check(_maxStepsPerEpoch is null or >= 1, "max_steps_per_epoch", $"must be at least 1 or null, got {_maxStepsPerEpoch}");
+        Check(_saveEveryNSteps is null or >= 1, "save_every_n_steps", $"must be at least 1 or null, got {_saveEveryNSteps}");
+        Check(_logEveryNSteps >= 1, "log_every_n_steps", $"must be at least 1, got {_logEveryNSteps}");
+        Check(_lmbda is >= 0 and <= 1, "lmbda", $"must be in [0, 1], got {_lmbda}");
+        Check(_beta is >= 0 and <= 1, "beta", $"must be in [0, 1], got {_beta}");
+        Check(_sampling.Temperature > 0 && !double.IsInfinity(_sampling.Temperature), "temperature", $"must be a finite number > 0 (sampling), got {_sampling.Temperature}");
+        Check(topP is > 0 and <= 1, "top_p", $"must be in (0, 1], got {topP}");
+        Check(_sampling.TopK is null or >= 1, "top_k", $"must be at least 1 or null, got {_sampling.TopK}");
+        Check(_sampling.MaxNewTokens >= 1, "max_new_tokens", $"must be at least 1, got {_sampling.MaxNewTokens}");
+        Check(_maxImportanceWeight >= 1, "max_importance_weight", $"must be at least 1, got {_maxImportanceWeight}");
+        Check(_chunks >= 0, "num_output_chunks", $"must be 0 (whole logits) or more, got {_chunks}");
+        Check(!_policyGradient || (_lmbda == 1 && !_seqKd), "loss_type",
+            "reverse_kl_pg learns from the student's own samples only: set lmbda: 1 and seq_kd: false");
+    }
+
+    /// <inheritdoc/>
+    public void Setup(CancellationToken cancellationToken)
+    {
+        TorchRuntime.EnsureLoaded();
+        _reporter.Verbose(NativeHeap.Configure());
+        if (_config.Get<int?>("threads", null) is { } threads) TorchRuntime.SetThreads(threads);
+        _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
+        var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
+        _seed = Determinism.Seed(_configuredSeed);
+        _dist = DistributedContext.CurrentOrLocal;
+        if (_dist.WorldSize > 1)
+            throw new NotSupportedException($"on_policy_distillation_single_device runs on one process, but this is one of {_dist.WorldSize} MPI ranks: run it without mpirun");
+        _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
+        _fingerprint = ConfigFingerprint.Of(_config);
+
+        _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
+        _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
+        RecipeCheckpoints.RecoverOutput(_checkpointer, _reporter); // what a killed run left, before any resume
+        _model = SetupModel(dtype);
+        _teacher = SetupTeacher(dtype);
+        _jsd = new KdLoss(new DivergenceOptions { Kind = DivergenceKind.Jsd, Beta = _beta }.Validated(), _chunks);
+        _dataset = _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
+        PromptCompletion.Split(_dataset[0], 0); // a dataset without prompts fails here, not at the first step
+
+        var trainable = Optimizers.TrainableParameters(_model);
+        _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
+        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
+        var batches = _dataset.Count / _batchSize;
+        _stepsPerEpoch = batches / _gradientAccumulationSteps;
+        if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
+        Check(_stepsPerEpoch > 0, "batch_size",
+            $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
+        _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
+            ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, (long)_epochs * _stepsPerEpoch)
+            : null;
+        if (_resume) Resume();
+        _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
+        SetupLogging();
+        _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
+                       $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen); " +
+                       (_policyGradient ? "reverse-KL policy gradient" : $"GKD beta {_beta}, lmbda {_lmbda}{(_seqKd ? ", seq_kd" : "")}") +
+                       $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs");
+    }
+
+    /// <inheritdoc/>
+    public void Train(CancellationToken cancellationToken)
+    {
+        var model = _model!;
+        var totalSteps = (long)_epochs * _stepsPerEpoch;
+        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: _tokenizer!.PadId);
+        model.train();
+        _teacher!.eval();
+        for (var epoch = _epochsRun; epoch < _epochs; epoch++)
+        {
+            var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
+            var step = startBatch / _gradientAccumulationSteps;
+            var stats = new StepStats();
+            for (var b = startBatch; step < _stepsPerEpoch; b++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                using (var scope = NewDisposeScope())
+                {
+                    var samples = loader.Samples(epoch, b);
+                    var clock = Stopwatch.StartNew();
+                    var (batch, sampler) = Completions(samples, epoch, b, stats);
+                    stats.GenerationSeconds += clock.Elapsed.TotalSeconds;
+                    clock.Restart();
+                    var (sum, count) = LossStep(batch, sampler == Sampler.Student, stats);
+                    _accumulator!.Backward(sum, count);
+                    stats.LearningSeconds += clock.Elapsed.TotalSeconds;
+                }
+                if ((b + 1) % _gradientAccumulationSteps != 0) continue;
+
+                AccumulatedStep result;
+                var learn = Stopwatch.StartNew();
+                using (NewDisposeScope()) // the norm/clip and optimizer temporaries are freed now, not by the GC later
+                {
+                    result = _accumulator!.Finish(computeNorm: true);
+                    _optimizer!.step();
+                    _optimizer.zero_grad();
+                    _scheduler?.Step();
+                }
+                stats.LearningSeconds += learn.Elapsed.TotalSeconds;
+                step++;
+                _stepsRun++;
+                RecipeRuntime.CollectGarbage(_stepsRun);
+                NativeHeap.AfterStep();
+                _totalTokens += stats.CompletionTokens;
+                if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch) Log(result, stats);
+                _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
+                stats = new StepStats();
+                if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
+                    Save(CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+            }
+            Save(CheckpointTag.Epoch(epoch), epoch + 1, 0);
+        }
+        _metrics?.Dispose();
+        _metrics = null;
+        if (_jsonlPath is not null && File.Exists(_jsonlPath))
+        {
+            var png = Path.Combine(_outputDir, "loss_curves.png");
+            var drawn = LossCurves.Plot(_jsonlPath, png);
+            _reporter.Info($"wrote {png} ({string.Join(", ", drawn)}; raw and smoothed)");
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Cleanup()
+    {
+        // The run lock goes last and always, as in the other recipes.
+        try
+        {
+            _metrics?.Dispose();
+            _model?.Dispose();
+            _teacher?.Dispose();
+            _optimizer?.Dispose();
+            _accumulator?.Dispose();
+        }
+        finally
+        {
+            _runFolder?.Dispose();
+        }
+    }
+
+    private TransformerDecoder SetupModel(ScalarType dtype)
+    {
+        var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
+        if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+            _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed} (a random student samples noise: warm-start it for real runs)");
+        RecipeCheckpoints.LoadBase(model, _checkpointer!);
+        if (_activationCheckpointing) _reporter.Info("activation checkpointing: on (student layers are recomputed in backward)");
+        _reporter.Info($"student loaded from {_checkpointer!.CheckpointDir} ({(RecipeCheckpoints.IsLora(model) ? "LoRA" : "full fine-tune")})");
+        return model;
+    }
+
+    // The teacher: built, loaded strictly, frozen, in eval mode; of the student's token space (a teacher vocabulary
+    // padded beyond the tokenizer's ids is cut to the student's, as in the KD recipe).
+    private TransformerDecoder SetupTeacher(ScalarType dtype)
+    {
+        var checkpointer = _config.Instantiate<HfCheckpointer>("teacher_checkpointer");
+        TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer");
+        var teacher = RecipeRuntime.BuildModel(_config, "teacher_model", _device, dtype);
+        if (RecipeCheckpoints.IsLora(teacher))
+            throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model", "the teacher must be a base model (merge its LoRA adapters first)");
+        checkpointer.LoadInto(teacher, strict: true, convertDtype: true);
+        foreach (var p in teacher.parameters()) p.requires_grad = false;
+        teacher.eval();
+        long sv = _model!.VocabSize, tv = teacher.VocabSize;
+        if (tv != sv)
+        {
+            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!); }
+            catch (ArgumentException e)
+            {
+                throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model", $"teacher vocabulary {tv} vs student vocabulary {sv}: {e.Message}");
+            }
+            _truncateTeacherTo = sv;
+        }
+        _reporter.Info($"teacher loaded from {checkpointer.CheckpointDir} (frozen, eval mode)");
+        return teacher;
+    }
+
+    private enum Sampler { Dataset, Student, Teacher }
+
+    // The micro-batch's sequences: the dataset's samples, or their prompts completed by the student (probability
+    // lmbda) or, with seq_kd, by the teacher. The coin and the generator are functions of (seed, epoch, batch).
+    private (Batch Batch, Sampler Sampler) Completions(IReadOnlyList<Sample> samples, int epoch, int batch, StepStats stats)
+    {
+        var key = StreamSeed(_seed, epoch, batch);
+        var coin = new Random(unchecked((int)(key >> 33))).NextDouble();
+        var sampler = coin < _lmbda ? Sampler.Student : _seqKd ? Sampler.Teacher : Sampler.Dataset;
+        stats.MicroBatches++;
+        if (sampler == Sampler.Student) stats.OnPolicyMicroBatches++;
+        if (sampler == Sampler.Dataset) return (Collated(samples), sampler);
+
+        var prompts = samples.Select((s, i) => PromptCompletion.Split(s, i).Prompt).ToList();
+        var longest = prompts.Max(p => p.Length);
+        var options = _sampling with
+        {
+            MaxNewTokens = Math.Min(_sampling.MaxNewTokens, _model!.MaxSeqLen - longest), // prompt + completion must fit a training forward
+            StopTokens = _tokenizer!.StopTokens.ToHashSet(),
+        };
+        if (options.MaxNewTokens < 1)
+            throw new InvalidOperationException($"a prompt of {longest} tokens leaves no room to sample within the student's max_seq_len {_model.MaxSeqLen}");
+        using var generator = new Generator(key, _device);
+        var result = Generation.GenerateBatch(sampler == Sampler.Student ? _model : _teacher!, [.. prompts], options, generator);
+        stats.SampledRows += samples.Count;
+        return (Collated([.. prompts.Select((p, i) => PromptCompletion.Join(p, result.GeneratedTokens[i]))]), sampler);
+    }
+
+    /// <summary>The seed of the coin and sampler of micro-batch <paramref name="batch"/> of <paramref name="epoch"/>
+    /// (SplitMix64 of the run seed and the position, so neighbouring batches draw unrelated streams).</summary>
+    internal static ulong StreamSeed(long seed, int epoch, int batch)
+    {
+        var z = unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + ((ulong)(uint)epoch << 32 | (uint)batch) + 0x632BE59BD9B4E019UL);
+        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
+        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
+        return z ^ (z >> 31);
+    }
+
+    private Batch Collated(IReadOnlyList<Sample> samples)
+    {
+        var batch = Collate.PadSft(samples, _tokenizer!.PadId);
+        return _device.type == DeviceType.CPU ? batch : new Batch(batch.Tokens.to(_device), batch.Labels.to(_device));
+    }
+
+    // One micro-batch: the SUM of the loss over its completion tokens (normalised once per step) and their count;
+    // on student samples also the reverse KL and the teacher's NLL of the sampled tokens, for the metrics.
+    private (Tensor Sum, long Count) LossStep(Batch batch, bool studentSamples, StepStats stats)
+    {
+        var model = _model!;
+        var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
+        var studentLogits = RecipeRuntime.Logits(model, hidden, _chunks); // n x [b, s_i, v]
+        List<Tensor> teacherLogits;
+        using (no_grad())
+        {
+            var th = _teacher!.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
+            teacherLogits = RecipeRuntime.Logits(_teacher, th, _chunks); // n x [b, s_i, v_t]
+            if (_truncateTeacherTo > 0)
+                teacherLogits = [.. teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!))]; // n x [b, s_i, v]
+        }
+        var labelChunks = batch.Labels.tensor_split(studentLogits.Count, dim: 1); // as the logits: n x [b, s_i]
+        var count = batch.Labels.ne(Sample.IgnoreIndex).sum().item<long>();
+        stats.CompletionTokens += count;
+        Tensor? sum = null;
+        for (var c = 0; c < studentLogits.Count; c++)
+        {
+            var part = _policyGradient
+                ? PolicyGradientSum(studentLogits[c], teacherLogits[c], labelChunks[c], stats)
+                : _jsd!.Sum(studentLogits[c], teacherLogits[c], labelChunks[c]).Sum;
+            sum = sum is null ? part : sum + part;
+            if (studentSamples) SampleMetrics(studentLogits[c], teacherLogits[c], labelChunks[c], stats);
+        }
+        stats.LossSum += sum!.item<float>();
+        return (sum, count);
+    }
+
+    // The reverse-KL policy gradient over one chunk: sum over completion tokens y of -w * (log p_T(y) - log p_S(y)) *
+    // log p_S(y), reward and w detached; w = p_S(y) / p_sampler(y) capped (the sampler: the same student logits at the
+    // sampling temperature, top-k and top-p). Its gradient is the per-token estimate of the reverse KL's gradient.
+    private Tensor PolicyGradientSum(Tensor student, Tensor teacher, Tensor labels, StepStats stats)
+    {
+        using var scope = NewDisposeScope();
+        var valid = labels.ne(Sample.IgnoreIndex); // [b, s_i]
+        var ids = labels.clamp_min(0).unsqueeze(-1); // [b, s_i, 1]
+        var s = student.to_type(ScalarType.Float32);
+        var logPs = s.log_softmax(-1).gather(-1, ids).squeeze(-1); // [b, s_i], with grad
+        Tensor reward, weight;
+        using (no_grad())
+        {
+            var logPt = teacher.to_type(ScalarType.Float32).log_softmax(-1).gather(-1, ids).squeeze(-1); // [b, s_i]
+            reward = logPt - logPs.detach();
+            var logPsampler = Generation.Filter(s.detach(), _sampling).log_softmax(-1).gather(-1, ids).squeeze(-1); // [b, s_i]
+            weight = (logPs.detach() - logPsampler).exp().clamp_max(_maxImportanceWeight).masked_fill(valid.logical_not(), 0);
+            stats.ImportanceWeightSum += weight.sum().item<float>();
+        }
+        return (-(weight * reward * logPs.masked_fill(valid.logical_not(), 0))).sum().MoveToOuterDisposeScope();
+    }
+
+    // Exact per-token reverse KL(p_S || p_T) and the teacher's NLL of the sampled token, summed over one chunk.
+    private static void SampleMetrics(Tensor student, Tensor teacher, Tensor labels, StepStats stats)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var valid = labels.ne(Sample.IgnoreIndex); // [b, s_i]
+        var logPs = student.detach().to_type(ScalarType.Float32).log_softmax(-1); // [b, s_i, v]
+        var logPt = teacher.to_type(ScalarType.Float32).log_softmax(-1);
+        var reverseKl = (logPs.exp() * (logPs - logPt)).sum(-1).masked_fill(valid.logical_not(), 0); // [b, s_i]
+        var nll = -logPt.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1).masked_fill(valid.logical_not(), 0);
+        stats.SampledTokens += valid.sum().item<long>();
+        stats.ReverseKlSum += reverseKl.sum().item<float>();
+        stats.TeacherNllSum += nll.sum().item<float>();
+    }
+
+    private void Log(AccumulatedStep result, StepStats stats)
+    {
+        var metrics = new Dictionary<string, double>(new StepMetrics
+        {
+            Loss = result.Loss,
+            Lr = Optimizers.LearningRate(_optimizer!),
+            GradNorm = double.IsNaN(result.GradNorm) ? null : result.GradNorm,
+            TokensPerSecond = stats.CompletionTokens / Math.Max(1e-9, stats.GenerationSeconds + stats.LearningSeconds),
+            PeakMemoryGib = _logPeakMemory ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
+        }.ToDictionary())
+        {
+            ["on_policy_fraction"] = (double)stats.OnPolicyMicroBatches / Math.Max(1, stats.MicroBatches),
+            ["completion_length"] = (double)stats.CompletionTokens / (stats.MicroBatches * (double)_batchSize),
+            ["generation_seconds"] = stats.GenerationSeconds,
+            ["learning_seconds"] = stats.LearningSeconds,
+        };
+        if (stats.SampledTokens > 0)
+        {
+            metrics["reverse_kl_student_samples"] = stats.ReverseKlSum / stats.SampledTokens;
+            metrics["teacher_nll_student_samples"] = stats.TeacherNllSum / stats.SampledTokens;
+        }
+        if (_policyGradient) metrics["importance_weight"] = stats.ImportanceWeightSum / Math.Max(1, stats.CompletionTokens);
+        _metrics?.Log(_stepsRun, metrics);
+        _reporter.Metrics(_stepsRun, metrics);
+    }
+
+    private void Save(CheckpointTag tag, int epochsRun, int dataloaderPosition)
+    {
+        var state = new RecipeState
+        {
+            Seed = _seed,
+            EpochsRun = epochsRun,
+            TotalEpochs = _epochs,
+            StepsRun = _stepsRun,
+            MaxStepsPerEpoch = _maxStepsPerEpoch,
+            DataLoaderPosition = dataloaderPosition,
+            SchedulerLastEpoch = _scheduler?.LastEpoch ?? 0,
+            TotalTokens = _totalTokens,
+            Extra = new Dictionary<string, string> { [ConfigFingerprint.StateKey] = _fingerprint!.ToJson() },
+        };
+        var folder = RecipeCheckpoints.Save(_model!, _checkpointer!, tag, state, _optimizer!, _adapterOnly);
+        _reporter.Info($"saved {folder}");
+    }
+
+    // Restores optimizer, scheduler, counters and the data position from recipe_state, and the trained weights from
+    // the checkpoint folder it names. The coin and sampler streams follow from the seed and the data position.
+    private void Resume()
+    {
+        var dir = _checkpointer!.OutputDir;
+        ConfigFingerprint.CheckResume(dir, null, _fingerprint!, null);
+        var state = RecipeStateStore.Load(dir, _optimizer!);
+        ConfigFingerprint.CheckResume(dir, state, _fingerprint!, _reporter);
+        if (!state.Extra.TryGetValue(RecipeCheckpoints.CheckpointKey, out var folderName))
+            throw new InvalidDataException($"'{dir}/recipe_state' does not name its checkpoint folder");
+        RecipeCheckpoints.LoadResumeWeights(_model!, Path.Combine(dir, folderName));
+        _seed = state.Seed;
+        _epochsRun = state.EpochsRun;
+        _stepsRun = state.StepsRun;
+        _resumeBatch = (int)state.DataLoaderPosition;
+        _totalTokens = state.TotalTokens;
+        if (_scheduler is not null && state.SchedulerLastEpoch > 0) _scheduler.Restore(state.SchedulerLastEpoch);
+        _reporter.Info($"resumed from {Path.Combine(dir, folderName)}: epoch {_epochsRun}, step {_stepsRun}, batch {_resumeBatch}");
+    }
+
+    private void SetupLogging()
+    {
+        var logDir = _loggerOptions.LogDir ?? Path.Combine(_outputDir, "logs");
+        var loggers = new List<IMetricLogger>();
+        if (_loggerOptions.Jsonl)
+        {
+            _jsonlPath = Path.Combine(logDir, "metrics.jsonl");
+            if (!_resume && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
+            if (_resume) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
+            loggers.Add(new JsonlMetricLogger(_jsonlPath));
+        }
+        if (_loggerOptions.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
+        _metrics = new CompositeMetricLogger([.. loggers]);
+    }
+
+    private void Check(bool ok, string key, string message)
+    {
+        if (!ok) throw new ConfigException(_config.Find(key)?.Location ?? new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), key, message);
+    }
+
+    // What one optimizer step did, for its metrics line.
+    private sealed class StepStats
+    {
+        public int MicroBatches;
+        public int OnPolicyMicroBatches;
+        public int SampledRows;
+        public long CompletionTokens;
+        public long SampledTokens;
+        public double LossSum;
+        public double ReverseKlSum;
+        public double TeacherNllSum;
+        public double ImportanceWeightSum;
+        public double GenerationSeconds;
+        public double LearningSeconds;
+    }
+}
