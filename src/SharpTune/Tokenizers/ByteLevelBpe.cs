@@ -26,16 +26,18 @@ public sealed class ByteLevelBpe
 
     private readonly TiktokenTokenizer _tiktoken;
     private readonly Dictionary<int, string> _specialById;
+    private readonly byte[][] _rankBytes;
     private readonly bool _nfc;
 
-    private ByteLevelBpe(TiktokenTokenizer tiktoken, int numRanks, IReadOnlyDictionary<string, int> specials, bool nfc)
+    private ByteLevelBpe(TiktokenTokenizer tiktoken, byte[][] rankBytes, IReadOnlyDictionary<string, int> specials, bool nfc)
     {
         _tiktoken = tiktoken;
-        NumRanks = numRanks;
+        _rankBytes = rankBytes;
+        NumRanks = rankBytes.Length;
         _specialById = specials.ToDictionary(kv => kv.Value, kv => kv.Key);
         SpecialTokens = specials;
         _nfc = nfc;
-        VocabSize = Math.Max(numRanks, specials.Count == 0 ? 0 : specials.Values.Max() + 1);
+        VocabSize = Math.Max(NumRanks, specials.Count == 0 ? 0 : specials.Values.Max() + 1);
     }
 
     /// <summary>Number of BPE ranks (ordinary tokens), ids 0..NumRanks-1.</summary>
@@ -53,6 +55,19 @@ public sealed class ByteLevelBpe
     /// <summary>Id of a special token, with a clear error when the vocabulary lacks it.</summary>
     public int SpecialId(string token, string source) => SpecialTokens.TryGetValue(token, out var id) ? id
         : throw new InvalidDataException($"{source}: special token '{token}' is missing");
+
+    /// <summary>What one id stands for: its bytes (an ordinary token), a special token (no text), or nothing
+    /// (an id in no table, e.g. a gap among the special ids).</summary>
+    public TokenPiece PieceOf(int id)
+    {
+        if ((uint)id < (uint)NumRanks) return TokenPiece.Text(_rankBytes[id]);
+        if (_specialById.TryGetValue(id, out var special)) return TokenPiece.Special(special);
+        return TokenPiece.Unused;
+    }
+
+    /// <summary>Whether this tokenizer NFC-normalises text before encoding (Qwen2); offsets then refer to the
+    /// normalised text.</summary>
+    public bool Nfc => _nfc;
 
     /// <summary>Encodes text as ordinary tokens (special-token strings are plain text).</summary>
     public IReadOnlyList<int> Encode(string text) =>
@@ -93,21 +108,23 @@ public sealed class ByteLevelBpe
         // TiktokenTokenizer reads the tiktoken text format: "<base64 bytes> <rank>" per line.
         var text = new StringBuilder(1 << 22);
         var count = 0;
-        var seen = new HashSet<int>();
+        var byRank = new Dictionary<int, byte[]>();
         foreach (var (bytes, rank) in ranks)
         {
-            if (!seen.Add(rank)) throw new InvalidDataException($"{source}: rank {rank} appears twice");
+            if (!byRank.TryAdd(rank, bytes)) throw new InvalidDataException($"{source}: rank {rank} appears twice");
             text.Append(Convert.ToBase64String(bytes)).Append(' ').Append(rank).Append('\n');
             count++;
         }
+        var rankBytes = new byte[count][];
         for (var i = 0; i < count; i++)
-            if (!seen.Contains(i)) throw new InvalidDataException($"{source}: ranks must be 0..{count - 1}, rank {i} is missing");
+            rankBytes[i] = byRank.TryGetValue(i, out var b) ? b
+                : throw new InvalidDataException($"{source}: ranks must be 0..{count - 1}, rank {i} is missing");
         foreach (var (name, id) in specials)
             if (id < count) throw new InvalidDataException($"{source}: special token '{name}' has id {id}, inside the BPE ranks (0..{count - 1})");
         using var stream = new MemoryStream(Encoding.UTF8.GetBytes(text.ToString()));
         var pre = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled), null);
         var tiktoken = TiktokenTokenizer.Create(stream, pre, normalizer: null, specialTokens: null);
-        return new ByteLevelBpe(tiktoken, count, specials, nfc);
+        return new ByteLevelBpe(tiktoken, rankBytes, specials, nfc);
     }
 
     /// <summary>Bytes of a token written in GPT-2's byte-to-unicode alphabet.</summary>

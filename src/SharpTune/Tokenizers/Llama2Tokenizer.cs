@@ -7,7 +7,7 @@
 namespace SharpTune.Tokenizers;
 
 /// <summary>SentencePiece BPE tokenizer with BOS/EOS per turn and the optional Llama 2 [INST] format.</summary>
-public sealed class Llama2Tokenizer : IChatTokenizer
+public sealed class Llama2Tokenizer : IChatTokenizer, ITokenPieces
 {
     private readonly SentencePieceBpe _sp;
     private readonly int _prefixLength;
@@ -69,6 +69,15 @@ public sealed class Llama2Tokenizer : IChatTokenizer
 
     /// <inheritdoc/>
     public bool IsSpecial(int id) => _sp.IsControl(id);
+
+    /// <inheritdoc/>
+    public TokenPiece PieceOf(int id) => _sp.PieceOf(id);
+
+    /// <inheritdoc/>
+    public bool NormalizesNfc => false;
+
+    /// <inheritdoc/>
+    public bool RewritesSpaces => true; // the dummy-prefix space, and remove_extra_whitespaces
 
     /// <inheritdoc/>
     public IReadOnlyList<int> Encode(string text, bool addBos = true, bool addEos = true)

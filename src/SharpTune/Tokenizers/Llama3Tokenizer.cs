@@ -5,7 +5,7 @@
 namespace SharpTune.Tokenizers;
 
 /// <summary>Llama 3 family byte-level BPE tokenizer (128,000 ranks + 256 special tokens).</summary>
-public sealed class Llama3Tokenizer : IChatTokenizer
+public sealed class Llama3Tokenizer : IChatTokenizer, ITokenPieces
 {
     /// <summary><c>&lt;|begin_of_text|&gt;</c>.</summary>
     public const int BeginOfTextId = 128_000;
@@ -100,6 +100,15 @@ public sealed class Llama3Tokenizer : IChatTokenizer
 
     /// <inheritdoc/>
     public bool IsSpecial(int id) => _bpe.IsSpecial(id);
+
+    /// <inheritdoc/>
+    public TokenPiece PieceOf(int id) => _bpe.PieceOf(id);
+
+    /// <inheritdoc/>
+    public bool NormalizesNfc => _bpe.Nfc;
+
+    /// <inheritdoc/>
+    public bool RewritesSpaces => false;
 
     /// <inheritdoc/>
     public IReadOnlyList<int> Encode(string text, bool addBos = true, bool addEos = true)

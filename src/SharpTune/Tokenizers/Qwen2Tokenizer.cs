@@ -4,7 +4,7 @@
 namespace SharpTune.Tokenizers;
 
 /// <summary>Qwen2 family byte-level BPE tokenizer (151,643 ranks + special tokens from 151,643 up).</summary>
-public sealed class Qwen2Tokenizer : IChatTokenizer
+public sealed class Qwen2Tokenizer : IChatTokenizer, ITokenPieces
 {
     /// <summary><c>&lt;|endoftext|&gt;</c>, used as padding.</summary>
     public const int EndOfTextId = 151_643;
@@ -92,6 +92,15 @@ public sealed class Qwen2Tokenizer : IChatTokenizer
 
     /// <inheritdoc/>
     public bool IsSpecial(int id) => _bpe.IsSpecial(id);
+
+    /// <inheritdoc/>
+    public TokenPiece PieceOf(int id) => _bpe.PieceOf(id);
+
+    /// <inheritdoc/>
+    public bool NormalizesNfc => _bpe.Nfc;
+
+    /// <inheritdoc/>
+    public bool RewritesSpaces => false;
 
     /// <inheritdoc/>
     public IReadOnlyList<int> Encode(string text, bool addBos = true, bool addEos = true)

@@ -81,6 +81,22 @@ public sealed class SentencePieceBpe
     /// <summary>True for control and unknown pieces.</summary>
     public bool IsControl(int id) => (uint)id < (uint)_types.Length && _types[id] is Control or Unknown;
 
+    /// <summary>What <paramref name="id"/> stands for: a normal or user-defined piece spells its text (U+2581 as a
+    /// space), a byte piece its byte, a control piece nothing, the unknown piece one code point of unknown text.</summary>
+    public TokenPiece PieceOf(int id)
+    {
+        if ((uint)id >= (uint)_pieces.Length)
+            throw new ArgumentOutOfRangeException(nameof(id), id, $"token id outside the vocabulary (0..{_pieces.Length - 1})");
+        return _types[id] switch
+        {
+            Normal or UserDefined => TokenPiece.Text(_escapeWhitespaces ? _pieces[id].Replace('\u2581', ' ') : _pieces[id]),
+            Byte => TokenPiece.Byte(Convert.ToByte(_pieces[id][3..5], 16)),
+            Control => TokenPiece.Special(_pieces[id]),
+            Unknown => TokenPiece.Unknown,
+            _ => TokenPiece.Unused,
+        };
+    }
+
     /// <summary>Reads a tokenizer.model protobuf.</summary>
     public static SentencePieceBpe Load(string path)
     {

@@ -92,4 +92,28 @@ public sealed class PerplexityTests
         // A random 258-way model is near uniform: about log2(258) = 8 bits per byte, give or take.
         Assert.InRange(r.BitsPerByte, 4, 16);
     }
+
+    [SharedDataFact("models/stories260K/tok512.model")]
+    public void Compute_TwoTokenizersOneText_BitsPerByteDivideByTheSameUtf8ByteCount()
+    {
+        // bits per byte compares models with different tokenizers only if the denominator is the text's own UTF-8
+        // length: the SentencePiece tokenizer drops the leading, trailing and repeated spaces and adds a dummy-prefix
+        // space, the byte tokenizer keeps every byte, and both must still divide by the same count.
+        const string text = "  Once upon a   time, a café   ";
+        var sp = Tokenizers.TokenizerFiles.Tok512;
+        var bytes = new GreedyTestTokenizer(" the", "on");
+        var spIds = sp.Encode(text, addBos: false, addEos: false);
+        var byteIds = bytes.Encode(text, addBos: false, addEos: false);
+        Assert.NotEqual(spIds.Count, byteIds.Count);
+        Assert.NotEqual(Encoding.UTF8.GetByteCount(sp.Decode(spIds)), Encoding.UTF8.GetByteCount(text)); // spaces were dropped
+
+        var a = Perplexity.Compute(new TableLm(sp.VocabSize, 8, seed: 1), sp, text, batchSize: 2);
+        var b = Perplexity.Compute(new TableLm(bytes.VocabSize, 8, seed: 1), bytes, text, batchSize: 2);
+
+        Assert.Equal(32, Encoding.UTF8.GetByteCount(text));
+        Assert.Equal((32, 32), (a.Bytes, b.Bytes));
+        Assert.Equal((spIds.Count, byteIds.Count), (a.Tokens, b.Tokens));
+        Assert.Equal(-a.LogLikelihood / 32 / Math.Log(2), a.BitsPerByte, 1e-12);
+        Assert.Equal(-b.LogLikelihood / 32 / Math.Log(2), b.BitsPerByte, 1e-12);
+    }
 }

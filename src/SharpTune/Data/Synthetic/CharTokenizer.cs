@@ -9,7 +9,7 @@ namespace SharpTune.Data.Synthetic;
 /// One id per character of a fixed printable alphabet, plus BOS, EOS and PAD. Characters outside the alphabet are
 /// rejected with a clear error (the demo generator never produces them).
 /// </summary>
-public sealed class CharTokenizer : Tokenizers.ITokenizer
+public sealed class CharTokenizer : Tokenizers.ITokenizer, Tokenizers.ITokenPieces
 {
     /// <summary>The characters the tokenizer knows, in id order after the three special ids.</summary>
     public const string Alphabet =
@@ -47,6 +47,22 @@ public sealed class CharTokenizer : Tokenizers.ITokenizer
 
     /// <inheritdoc />
     public IReadOnlyList<int> StopTokens => [EosId];
+
+    /// <inheritdoc />
+    public Tokenizers.TokenPiece PieceOf(int id) => id switch
+    {
+        0 => Tokenizers.TokenPiece.Special("<pad>"),
+        1 => Tokenizers.TokenPiece.Special("<s>"),
+        2 => Tokenizers.TokenPiece.Special("</s>"),
+        _ when id >= SpecialCount && id < VocabSize => Tokenizers.TokenPiece.Text(Alphabet[id - SpecialCount].ToString()),
+        _ => throw new ArgumentOutOfRangeException(nameof(id), id, $"id outside the vocabulary (0..{VocabSize - 1})"),
+    };
+
+    /// <inheritdoc />
+    public bool NormalizesNfc => false;
+
+    /// <inheritdoc />
+    public bool RewritesSpaces => false;
 
     /// <inheritdoc />
     public IReadOnlyList<int> Encode(string text, bool addBos = true, bool addEos = true)
