@@ -67,8 +67,10 @@ public static class Generation
     /// <summary>
     /// Generates up to <see cref="GenerationOptions.MaxNewTokens"/> tokens after <paramref name="prompt"/>. Sets up the
     /// model's KV caches (and removes them afterwards) and runs in eval mode without gradients.
+    /// <paramref name="onToken"/>, when given, receives each new id as soon as it is sampled (streaming).
     /// </summary>
-    public static GenerationResult Generate(TransformerDecoder model, IReadOnlyList<int> prompt, GenerationOptions options)
+    public static GenerationResult Generate(TransformerDecoder model, IReadOnlyList<int> prompt, GenerationOptions options,
+        Action<int>? onToken = null)
     {
         options.Validate();
         var promptTokens = prompt.Count > 0 ? prompt.ToList()
@@ -104,6 +106,7 @@ public static class Generation
                 var next = Sample(logits, options, generator);
                 generated.Add(next);
                 if (step == 0) prefill = clock.Elapsed;
+                onToken?.Invoke(next);
                 if (stop.Contains(next)) { stopped = true; break; }
                 input = [next];
             }
