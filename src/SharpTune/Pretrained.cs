@@ -63,11 +63,11 @@ public sealed class Pretrained : IDisposable
         TorchRuntime.EnsureLoaded();
         var device = ResolveDevice(options.Device);
         var tokenizer = TokenizerLoader.Load(folder);
-        var model = HfModels.FromConfig(HfModelConfig.Parse(Path.Combine(folder, "config.json")), dtype: options.DType);
+        // Built on the device (Module.to fails on TransformerDecoder's read-only module properties), then loaded into.
+        var model = HfModels.FromConfig(HfModelConfig.Parse(Path.Combine(folder, "config.json")), device: device, dtype: options.DType);
         try
         {
             HfCheckpointer.LoadInto(model, folder, strict: true, convertDtype: true);
-            if (device.type != DeviceType.CPU) model.to(device);
             model.eval();
         }
         catch
