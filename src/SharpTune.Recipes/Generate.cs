@@ -4,7 +4,6 @@
 // max_seq_len, or at a stop token: the tokenizer's stop tokens, the ids generation_config.json lists as eos_token_id
 // (as transformers' generate does) and any `stop_tokens` given.
 // References: torchtune recipes/generate.py and recipes/configs/generation.yaml; transformers GenerationConfig.
-using System.Text.Json.Nodes;
 using SharpTune.Checkpointing;
 using SharpTune.Config;
 using SharpTune.Eval;
@@ -100,7 +99,7 @@ public sealed class Generate : IRecipe
         IReadOnlyList<int> prompt = _prompt.Length == 0 ? []
             : _chat ? tokenizer.TokenizeMessages([new Message("user", _prompt), new Message("assistant", "", Eot: false)], addEos: false).Tokens
             : tokenizer.Encode(_prompt, addBos: true, addEos: false);
-        var stops = tokenizer.StopTokens.Concat(GenerationConfigStops(_checkpointDir)).Concat(_extraStops).ToHashSet();
+        var stops = tokenizer.StopTokens.Concat(Pretrained.GenerationConfigStops(_checkpointDir)).Concat(_extraStops).ToHashSet();
         var options = _options with { StopTokens = stops, BosId = tokenizer.BosId >= 0 ? tokenizer.BosId : null };
         cancellationToken.ThrowIfCancellationRequested();
         // Tokens are printed as they come: the text of prompt + generated so far is decoded again after each token and
@@ -138,21 +137,5 @@ public sealed class Generate : IRecipe
     {
         _model?.Dispose();
         _model = null;
-    }
-
-    // eos_token_id of generation_config.json (a number or a list), as transformers' generate stops on it.
-    private static IEnumerable<int> GenerationConfigStops(string folder)
-    {
-        var path = Path.Combine(folder, "generation_config.json");
-        if (!File.Exists(path)) return [];
-        JsonNode? eos;
-        try { eos = JsonNode.Parse(File.ReadAllText(path))?["eos_token_id"]; }
-        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path}: not valid JSON: {e.Message}", e); }
-        return eos switch
-        {
-            null => [],
-            JsonArray a => a.Select(x => x?.GetValue<int>() ?? throw new InvalidDataException($"{path}: eos_token_id holds a null")).ToArray(),
-            _ => [eos.GetValue<int>()],
-        };
     }
 }

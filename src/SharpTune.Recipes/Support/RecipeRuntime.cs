@@ -17,8 +17,8 @@ namespace SharpTune.Recipes.Support;
 public static class RecipeRuntime
 {
     /// <summary>
-    /// <c>cpu</c> or <c>cuda</c> (<c>cuda:N</c>). CUDA needs TorchSharp's CUDA natives (libtorch-cuda-*) instead of
-    /// the CPU package: without them this throws a message saying how to get them.
+    /// <c>cpu</c> or <c>cuda</c> (<c>cuda:N</c>). CUDA needs libtorch's CUDA natives (SharpTune.Cuda, or the source
+    /// build's SharpTuneNatives=cuda) instead of the CPU ones: without them this throws a message saying how to get them.
     /// </summary>
     public static Device ResolveDevice(string device)
     {
@@ -33,13 +33,7 @@ public static class RecipeRuntime
     }
 
     /// <summary>Why <paramref name="device"/> cannot be used, and what to do, given the natives this build has.</summary>
-    public static string CudaUnavailable(string device, LibTorchNatives? natives) => natives?.Kind == "cuda"
-        ? $"device '{device}': this build has libtorch's CUDA natives ({natives}), but CUDA is not available: no NVIDIA " +
-          "GPU or driver is visible to this process (check nvidia-smi), or set device=cpu"
-        : $"device '{device}': this build has libtorch's CPU natives ({natives?.ToString() ?? "libtorch-cpu-linux-x64"}), which " +
-          "cannot use a GPU. For CUDA, reference TorchSharp's CUDA natives (TorchSharp-cuda-linux, libtorch-cuda-12.x-linux-x64) " +
-          "instead of libtorch-cpu-linux-x64 in src/SharpTune/SharpTune.csproj and Directory.Packages.props and rebuild, on a " +
-          "machine with an NVIDIA driver (README, 'CUDA'); or set device=cpu";
+    public static string CudaUnavailable(string device, LibTorchNatives? natives) => LibTorchNatives.CudaUnavailable(device, natives);
 
     /// <summary>
     /// <c>fp32</c>/<c>float32</c> or <c>bf16</c>/<c>bfloat16</c>. bf16 on a CPU without native bf16 instructions is

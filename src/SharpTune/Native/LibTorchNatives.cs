@@ -34,4 +34,19 @@ public sealed record LibTorchNatives(string Package, string Version)
 
     /// <inheritdoc/>
     public override string ToString() => $"{Package}/{Version}";
+
+    /// <summary>
+    /// Why <paramref name="device"/> (a CUDA device) cannot be used, and what to do, given the natives this program
+    /// has (<paramref name="natives"/>, from <see cref="Find"/>): CPU natives name the three ways to get CUDA ones
+    /// (the SharpTune.Cuda package, the SharpTune.Cli.Cuda tool, the source build's switch); CUDA natives without a GPU
+    /// say that no driver is visible.
+    /// </summary>
+    public static string CudaUnavailable(string device, LibTorchNatives? natives) => natives?.Kind == "cuda"
+        ? $"device '{device}': this build has libtorch's CUDA natives ({natives}), but CUDA is not available: no NVIDIA " +
+          "GPU or driver is visible to this process (check nvidia-smi), or set device=cpu (docs/gpu.md)"
+        : $"device '{device}': this build has libtorch's CPU natives ({natives?.ToString() ?? "libtorch-cpu-linux-x64"}), which " +
+          "cannot use a GPU. For CUDA natives (libtorch-cuda-12.8-linux-x64, as TorchSharp-cuda-linux), reference the package " +
+          "SharpTune.Cuda instead of SharpTune, install the tool SharpTune.Cli.Cuda instead of SharpTune.Cli, or build from " +
+          "source with -p:SharpTuneNatives=cuda (./sharptune: SHARPTUNE_NATIVES=cuda), on a machine with an NVIDIA driver " +
+          "(README, 'CUDA'; docs/gpu.md); or set device=cpu";
 }

@@ -67,9 +67,12 @@ public sealed class CliCommandTests : IDisposable
         var packages = File.ReadAllText(Path.Combine(SharedData.RepoRoot, "Directory.Packages.props"));
         var torchSharp = System.Text.RegularExpressions.Regex.Match(packages, "Include=\"TorchSharp\" Version=\"([^\"]+)\"").Groups[1].Value;
         Assert.Equal($"torchsharp: {torchSharp}", lines[2]);
-        var libtorch = System.Text.RegularExpressions.Regex.Match(packages, "Include=\"(libtorch-[^\"]+)\" Version=\"([^\"]+)\"");
-        Assert.Equal($"libtorch: {libtorch.Groups[2].Value} ({libtorch.Groups[1].Value})", lines[3]);
-        Assert.Equal($"natives: {(libtorch.Groups[1].Value.Contains("cuda", StringComparison.Ordinal) ? "cuda" : "cpu")}", lines[4]);
+        // The natives the test build got: libtorch-cpu-linux-x64 unless built with SharpTuneNatives=cuda, at LibTorchVersion.
+        var libtorchVersion = System.Text.RegularExpressions.Regex.Match(packages, "<LibTorchVersion>([^<]+)</LibTorchVersion>").Groups[1].Value;
+        var cuda = System.Text.RegularExpressions.Regex.Match(packages, "<LibTorchCudaPackage>([^<]+)</LibTorchCudaPackage>").Groups[1].Value;
+        var natives = lines[4] == "natives: cuda" ? cuda : "libtorch-cpu-linux-x64";
+        Assert.Equal($"libtorch: {libtorchVersion} ({natives})", lines[3]);
+        Assert.Contains(lines[4], new[] { "natives: cpu", "natives: cuda" });
     }
 
     [Theory]

@@ -47,6 +47,8 @@ public sealed class RunCommandTests : IDisposable
         var line = Assert.Single(r.Err.Trim().Split('\n'));
         Assert.StartsWith("error: device 'cuda': this build has libtorch's CPU natives (libtorch-cpu-linux-x64/", line);
         Assert.Contains("TorchSharp-cuda-linux", line);
+        Assert.Contains("SharpTune.Cuda instead of SharpTune", line);
+        Assert.Contains("-p:SharpTuneNatives=cuda", line);
         Assert.Contains("README, 'CUDA'", line);
         Assert.DoesNotContain("unexpected", line);
     }
@@ -66,6 +68,7 @@ public sealed class RunCommandTests : IDisposable
         Assert.NotNull(natives);
         Assert.Equal(natives.Package.StartsWith("libtorch-cpu", StringComparison.Ordinal) ? "cpu" : "cuda", natives.Kind);
         var props = File.ReadAllText(Path.Combine(SharedData.RepoRoot, "Directory.Packages.props"));
-        Assert.Contains($"<PackageVersion Include=\"{natives.Package}\" Version=\"{natives.Version}\" />", props);
+        Assert.Contains($"<PackageVersion Include=\"{natives.Package}\" Version=\"$(LibTorchVersion)\" />", props);
+        Assert.Contains($"<LibTorchVersion>{natives.Version}</LibTorchVersion>", props);
     }
 }
