@@ -166,7 +166,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     {
         TorchRuntime.EnsureLoaded();
         _reporter.Verbose(NativeHeap.Configure());
-        if (_config.Get<int?>("threads", null) is { } threads) TorchRuntime.SetThreads(threads);
+        RecipeRuntime.ConfigureThreads(_config, _reporter);
         _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
@@ -449,7 +449,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
 
     private Batch Collated(IReadOnlyList<Sample> samples)
     {
-        var batch = _dataset is PackedDataset ? Collate.Packed(samples) : Collate.PadSft(samples, _tokenizer!.PadId);
+        var batch = samples[0].SeqLens is not null ? Collate.Packed(samples) : Collate.PadSft(samples, _tokenizer!.PadId); // packs carry their lengths
         return _device.type == DeviceType.CPU ? batch
             : new Batch(batch.Tokens.to(_device), batch.Labels.to(_device), batch.Mask?.to(_device), batch.InputPos?.to(_device));
     }

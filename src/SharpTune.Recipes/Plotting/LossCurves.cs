@@ -71,7 +71,7 @@ public static class LossCurves
         if (drawn.Count == 0)
             throw new InvalidDataException($"'{jsonlLog}' holds no finite values for {string.Join(", ", Series.Select(s => s.Key))}");
 
-        plot.Title("Training loss");
+        plot.Title(drawn.Contains(HeldOutKey) ? "Training and held-out loss" : "Training loss");
         plot.XLabel("optimizer step");
         plot.YLabel("loss (mean per token)");
         plot.ShowLegend(Alignment.UpperRight);

@@ -140,9 +140,9 @@ public static class StudyReport
             sb.AppendLine(marker is null ? "Status: not finished." : string.Create(CultureInfo.InvariantCulture,
                 $"Status: finished {marker.FinishedUtc:u} (train {marker.TrainSeconds:F1} s, eval {marker.EvalSeconds:F1} s).")).AppendLine();
             if (arm.DependsOn.Count > 0) sb.AppendLine(CultureInfo.InvariantCulture, $"Uses: {string.Join(", ", arm.DependsOn)}.").AppendLine();
-            if (arm.Command is { } cmd) sb.AppendLine("```bash").AppendLine(cmd).AppendLine("```");
+            if (plan.RunCommand(arm) is { } cmd) sb.AppendLine("```bash").AppendLine(cmd).AppendLine("```");
             else sb.AppendLine(CultureInfo.InvariantCulture, $"Not trained: evaluates `{arm.Checkpoint}`.").AppendLine();
-            if (plan.EvalCommand(arm) is { } ecmd) sb.AppendLine("```bash").AppendLine(ecmd).AppendLine("```");
+            if (plan.EvalRunCommand(arm) is { } ecmd) sb.AppendLine("```bash").AppendLine(ecmd).AppendLine("```");
             foreach (var (file, label) in ResolvedConfigs(arm))
                 sb.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"<details><summary>{label}</summary>").AppendLine()
                     .AppendLine("```yaml").Append(File.ReadAllText(file).TrimEnd()).AppendLine().AppendLine("```").AppendLine().AppendLine("</details>");
@@ -195,9 +195,9 @@ public static class StudyReport
             sb.AppendLine(CultureInfo.InvariantCulture, $"<h3>{E(arm.Name)}</h3>");
             sb.AppendLine(marker is null ? "<p>Status: not finished.</p>" : string.Create(CultureInfo.InvariantCulture,
                 $"<p>Status: finished {marker.FinishedUtc:u} (train {marker.TrainSeconds:F1} s, eval {marker.EvalSeconds:F1} s).</p>"));
-            if (arm.Command is { } cmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(cmd)}</pre>");
+            if (plan.RunCommand(arm) is { } cmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(cmd)}</pre>");
             else sb.AppendLine(CultureInfo.InvariantCulture, $"<p>Not trained: evaluates <code>{E(arm.Checkpoint ?? "")}</code>.</p>");
-            if (plan.EvalCommand(arm) is { } ecmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(ecmd)}</pre>");
+            if (plan.EvalRunCommand(arm) is { } ecmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(ecmd)}</pre>");
             foreach (var (file, label) in ResolvedConfigs(arm))
                 sb.AppendLine(CultureInfo.InvariantCulture, $"<details><summary>{E(label)}</summary><pre>{E(File.ReadAllText(file))}</pre></details>");
         }
