@@ -31,8 +31,11 @@ public sealed class HeldOut
 {
     private readonly List<HeldOutScore> _scores = [];
 
-    private HeldOut(ISampleDataset dataset, int everyNSteps, int batchSize)
+    /// <summary>A held-out set scored every <paramref name="everyNSteps"/> steps in batches of <paramref name="batchSize"/>.</summary>
+    public HeldOut(ISampleDataset dataset, int everyNSteps, int batchSize)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(everyNSteps, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         Dataset = dataset;
         EveryNSteps = everyNSteps;
         BatchSize = batchSize;

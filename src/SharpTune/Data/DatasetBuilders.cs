@@ -68,11 +68,20 @@ public static partial class DatasetBuilders
         bool? addBos = null, bool addEos = true, int? maxSeqLen = null, int? stride = null, string split = "train",
         string? dataFiles = null, bool skipBadRows = false)
     {
-        var window = maxSeqLen ?? (tokenizer as IChatTokenizer)?.MaxSeqLen;
+        // The tokenizer's max_seq_len is the default window; the stream is encoded without it (never cut).
+        (ITokenizer Encoder, int? Limit) unlimited = tokenizer switch
+        {
+            IChatTokenizer c => (c.WithoutLimit() ?? (c.MaxSeqLen is null ? c : throw new ArgumentException(
+                $"{c.GetType().Name} cannot encode without its max_seq_len, so a text stream would be cut", nameof(tokenizer))), c.MaxSeqLen),
+            Synthetic.CharTokenizer ch => (new Synthetic.CharTokenizer(), ch.MaxSeqLen),
+            _ => (tokenizer, null),
+        };
+        var (encoder, limit) = unlimited;
+        var window = maxSeqLen ?? limit;
         if (window is null && stride is not null)
             throw new ArgumentException("stride needs a window: set max_seq_len on the dataset or the tokenizer", nameof(stride));
         var ds = new TextCompletionDataset(tokenizer, Load(source, dataFiles, split), column, addEos, skipBadRows, addBos);
-        return window is { } w ? new TextStreamDataset(tokenizer, ds.Texts, w, stride, addBos, addEos) : ds;
+        return window is { } w ? new TextStreamDataset(encoder, ds.Texts, w, stride, addBos, addEos) : ds;
     }
 
     /// <summary>Reads the rows of a source, applying a split slice such as "train[:10%]".</summary>
