@@ -113,6 +113,10 @@ public static class DataSources
             .Where(f => Path.GetFileName(f) != "original_repo_id.json") // the marker `download` and the Hub resolver write
             .OrderBy(f => f, NaturalComparer.Instance)
             .ToList();
+        // Plain text is the folder's data only when it has no structured files: a dataset folder's SOURCE.txt or
+        // README.txt is documentation, not a row.
+        if (all.Any(f => !f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase)))
+            all = all.Where(f => !f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase)).ToList();
         if (all.Count == 0) throw new FileNotFoundException($"{path}: no {string.Join(", ", s_extensions)} files in this folder", path);
         if (split is not null)
         {

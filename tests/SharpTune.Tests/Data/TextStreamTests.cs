@@ -124,6 +124,16 @@ public sealed class TextStreamTests : IDisposable
     }
 
     [Fact]
+    public void ResolveFiles_FolderWithDataAndNotes_TxtNotesAreNotData()
+    {
+        var data = Write("ds/train.jsonl", "{\"text\":\"a\"}\n");
+        Write("ds/SOURCE.txt", "where this came from");
+        Assert.Equal([data], DataSources.ResolveFiles(Path.Combine(_dir, "ds")));
+        var onlyText = Write("txt/a.txt", "a");
+        Assert.Equal([onlyText], DataSources.ResolveFiles(Path.Combine(_dir, "txt")));
+    }
+
+    [Fact]
     public void TextCompletion_JsonlRows_StreamedWhenAWindowIsKnown()
     {
         var path = Write("t.jsonl", "{\"text\":\"abc\"}\n{\"text\":\"de\"}\n");
