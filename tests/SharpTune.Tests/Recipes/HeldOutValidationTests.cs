@@ -86,6 +86,26 @@ public sealed class HeldOutValidationTests : IDisposable
     }
 
     [Fact]
+    public void Run_ValidationDatasetOfItsOwn_ScoredOnThatFileAndNotWithASplit()
+    {
+        var held = Path.Combine(_dir, "held.txt");
+        File.WriteAllText(held, string.Concat(Enumerable.Repeat("A HELD OUT LINE OF TEXT. ", 40)));
+        var output = Path.Combine(_dir, "own");
+        string[] common = [$"output_dir={output}", $"checkpointer.checkpoint_dir={output}/init", "max_steps=4", "run_val_every_n_steps=2",
+            "validation_dataset={_component_: sharptune.datasets.text_completion_dataset, source: " + held + ", max_seq_len: 32}"];
+        var reporter = RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device", common);
+        var scores = RecipeRunner.Log(output).Where(r => r.ContainsKey("val_loss")).ToList();
+        Assert.Equal([2.0, 4.0], scores.Select(r => r["step"]));
+        // 40 x 25 characters + BOS + EOS, cut into windows of 32: every transition of that file is a target once
+        Assert.All(scores, r => Assert.Equal(40 * 25 + 1, r["val_tokens"]));
+        Assert.Contains(reporter.Infos, i => i.StartsWith("validation_dataset: 1 document, 1,002 tokens", StringComparison.Ordinal));
+
+        var both = Assert.ThrowsAny<Exception>(() => RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device",
+            [.. common, $"output_dir={_dir}/both", $"checkpointer.checkpoint_dir={_dir}/both/init", "validation_split=0.1"]));
+        Assert.Contains("set validation_dataset or validation_split, not both", both.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Run_EveryNStepsWithoutHeldOutData_RefusedNamingTheKeys()
     {
         var e = Assert.ThrowsAny<Exception>(() => RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device",
