@@ -48,6 +48,7 @@ internal static class Program
             config.AddCommand<EvalCompareCommand>("eval").WithDescription("Show a saved results.json, or compare several side by side (--compare)");
             config.AddCommand<CacheInfoCommand>("cache-info").WithDescription("Describe a teacher top-k cache folder (tokens, k, bytes/token, teacher, hashes)");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Print the token ids of a text (--chat: as a user message)");
+            config.AddCommand<DecodeCommand>("decode").WithDescription("Print the text of token ids (the inverse of tokenize)");
             config.AddBranch("convert", convert =>
             {
                 convert.SetDescription("Convert checkpoints from other formats into Hugging Face folders");

@@ -232,6 +232,7 @@ public sealed class Evaluate : IRecipe
             new EvalResult(PerplexityTask, "byte_perplexity", total.BytePerplexity, null, files.Count),
             new EvalResult(PerplexityTask, "bits_per_byte", total.BitsPerByte, null, files.Count),
             new EvalResult(PerplexityTask, "token_perplexity", total.TokenPerplexity, null, files.Count),
+            new EvalResult(PerplexityTask, "loss", total.LossPerToken, null, files.Count), // nats per token, as training logs it
         ];
     }
 

@@ -55,6 +55,10 @@ namespace SharpTune.Recipes;
 [RecipeKey("kd_ratio", typeof(double), Description = "weight of the KD term; (1 - kd_ratio) weighs the class loss")]
 [RecipeKey("epochs", typeof(int), Required = true)]
 [RecipeKey("max_steps_per_epoch", typeof(int?))]
+[RecipeKey("max_steps", typeof(int?), Minimum = 1, Description = "stop after this many optimizer steps in all (the last checkpoint is then step_N)")]
+[RecipeKey("validation_dataset", typeof(ISampleDataset), Description = "held-out data scored during training (or use validation_split)")]
+[RecipeKey("validation_split", typeof(double?), Description = "hold out this fraction of the dataset's tail (e.g. 0.1) instead of validation_dataset")]
+[RecipeKey("run_val_every_n_steps", typeof(int?), Minimum = 1, Description = "held-out loss and perplexity every N optimizer steps (and after the last)")]
 [RecipeKey("gradient_accumulation_steps", typeof(int))]
 [RecipeKey("clip_grad_norm", typeof(double?))]
 [RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
@@ -73,6 +77,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private readonly int _batchSize;
     private readonly int _epochs;
     private readonly int? _maxStepsPerEpoch;
+    private readonly int? _maxSteps;
     private readonly int _gradientAccumulationSteps;
     private readonly double? _clipGradNorm;
     private readonly int? _saveEveryNSteps;
@@ -99,6 +104,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private ITokenizer? _tokenizer;
     private HfCheckpointer? _checkpointer;
     private ISampleDataset? _dataset;
+    private HeldOut? _heldOut;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
     private DataParallelGradients? _accumulator;
@@ -110,6 +116,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private IMetricLogger? _metrics;
     private string? _jsonlPath;
     private int _stepsPerEpoch;
+    private long _totalSteps;
     private int _epochsRun;
     private long _stepsRun;
     private int _resumeBatch;
@@ -124,6 +131,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _batchSize = config.Get<int>("batch_size");
         _epochs = config.Get<int>("epochs");
         _maxStepsPerEpoch = config.Get<int?>("max_steps_per_epoch", null);
+        _maxSteps = config.Get<int?>("max_steps", null);
         _gradientAccumulationSteps = config.Get("gradient_accumulation_steps", 1);
         _clipGradNorm = config.Get<double?>("clip_grad_norm", null);
         _saveEveryNSteps = config.Get<int?>("save_every_n_steps", null);
@@ -147,6 +155,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         Check(_epochs >= 1, "epochs", $"must be at least 1, got {_epochs}");
         Check(_gradientAccumulationSteps >= 1, "gradient_accumulation_steps", $"must be at least 1, got {_gradientAccumulationSteps}");
         Check(_maxStepsPerEpoch is null or >= 1, "max_steps_per_epoch", $"must be at least 1 or null, got {_maxStepsPerEpoch}");
+        Check(_maxSteps is null or >= 1, "max_steps", $"must be at least 1 or null, got {_maxSteps}");
         Check(_saveEveryNSteps is null or >= 1, "save_every_n_steps", $"must be at least 1 or null, got {_saveEveryNSteps}");
         Check(_logEveryNSteps >= 1, "log_every_n_steps", $"must be at least 1, got {_logEveryNSteps}");
         Check(_kdRatio is >= 0 and <= 1, "kd_ratio", $"must be in [0, 1], got {_kdRatio}");
@@ -157,7 +166,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     {
         TorchRuntime.EnsureLoaded();
         _reporter.Verbose(NativeHeap.Configure());
-        if (_config.Get<int?>("threads", null) is { } threads) TorchRuntime.SetThreads(threads);
+        RecipeRuntime.ConfigureThreads(_config, _reporter);
         _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
@@ -181,6 +190,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             _dataset = SetupData();
             _teacherCache = SetupTeacherCache(_cacheDir);
         }
+        // After the cache check: a validation_split keeps the head of the dataset, whose indices are the cache's.
+        (_dataset, _heldOut) = HeldOut.Setup(_config, _dataset, _tokenizer, _batchSize, _reporter);
 
         var trainable = Optimizers.TrainableParameters(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
@@ -191,8 +202,9 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         if (_stepsPerEpoch == 0)
             throw new ConfigException(new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), "batch_size",
                 $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
+        _totalSteps = Math.Min((long)_epochs * _stepsPerEpoch, _maxSteps ?? long.MaxValue);
         _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
-            ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, (long)_epochs * _stepsPerEpoch)
+            ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
         if (_resume) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
@@ -200,6 +212,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
                        (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen)") +
                        $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
+                       (_totalSteps < (long)_epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
                        (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
     }
 
@@ -207,19 +220,19 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     public void Train(CancellationToken cancellationToken)
     {
         var model = _model!;
-        var totalSteps = (long)_epochs * _stepsPerEpoch;
+        var totalSteps = _totalSteps;
         var padId = _tokenizer!.PadId;
         var loader = new ShardedDataLoader(new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId), _dist.Rank, _dist.WorldSize);
         model.train();
         _teacher?.eval();
-        for (var epoch = _epochsRun; epoch < _epochs; epoch++)
+        for (var epoch = _epochsRun; epoch < _epochs && _stepsRun < totalSteps; epoch++)
         {
             var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
             var step = startBatch / _gradientAccumulationSteps;
             var watch = Stopwatch.StartNew();
             double classSum = 0, kdSum = 0;
             long stepTokens = 0;
-            for (var b = startBatch; step < _stepsPerEpoch; b++)
+            for (var b = startBatch; step < _stepsPerEpoch && _stepsRun < totalSteps; b++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 using (var scope = NewDisposeScope())
@@ -250,19 +263,27 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 _totalTokens += stepTokens;
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
                     Log(result, classSum / Math.Max(1, stepTokens), kdSum / Math.Max(1, stepTokens), stepTokens / Math.Max(1e-9, watch.Elapsed.TotalSeconds));
+                if (_heldOut is { } heldOut && heldOut.IsDue(_stepsRun, totalSteps)) Validate(heldOut);
                 _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
                 classSum = kdSum = 0;
                 stepTokens = 0;
                 watch.Restart();
-                if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
+                if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch && _stepsRun < totalSteps)
                 {
                     var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
                     _dist.OnMain(() => Save(tag, e, position));
                 }
             }
+            if (step < _stepsPerEpoch) // max_steps ended the run inside this epoch
+            {
+                var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                _dist.OnMain(() => Save(tag, e, position));
+                break;
+            }
             var epochsRun = epoch + 1;
             _dist.OnMain(() => Save(CheckpointTag.Epoch(epochsRun - 1), epochsRun, 0));
         }
+        if (_heldOut?.Summary() is { } heldOutSummary) _reporter.Info(heldOutSummary);
         _metrics?.Dispose();
         _metrics = null;
         if (_dist.IsMain && _jsonlPath is not null && File.Exists(_jsonlPath))
@@ -423,12 +444,24 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         }
     }
 
-    private ISampleDataset SetupData() =>
-        _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
+    private ISampleDataset SetupData()
+    {
+        var dataset = _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
+        foreach (var line in DatasetSummary.Lines(dataset)) _reporter.Info($"dataset: {line}");
+        return dataset;
+    }
+
+    // Held-out loss and perplexity of the student (the teacher is not scored), logged next to the training loss.
+    private void Validate(HeldOut heldOut)
+    {
+        var score = heldOut.Score(_model!, _stepsRun, _tokenizer!.PadId, _device);
+        _metrics?.Log(_stepsRun, score.Metrics);
+        _reporter.Metrics(_stepsRun, score.Metrics);
+    }
 
     private Batch Collated(IReadOnlyList<Sample> samples)
     {
-        var batch = _dataset is PackedDataset ? Collate.Packed(samples) : Collate.PadSft(samples, _tokenizer!.PadId);
+        var batch = samples[0].SeqLens is not null ? Collate.Packed(samples) : Collate.PadSft(samples, _tokenizer!.PadId); // packs carry their lengths
         return _device.type == DeviceType.CPU ? batch
             : new Batch(batch.Tokens.to(_device), batch.Labels.to(_device), batch.Mask?.to(_device), batch.InputPos?.to(_device));
     }

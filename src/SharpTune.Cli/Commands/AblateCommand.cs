@@ -66,8 +66,8 @@ internal sealed class AblateCommand(CliServices services) : Command<AblateComman
             var arm = plan.Arms[i];
             var done = ArmMarker.TryRead(arm.ArmDir) is not null ? " (done)" : "";
             services.WriteOut($"{i + 1}. {arm.Name}{done}{(arm.DependsOn.Count > 0 ? $" after {string.Join(", ", arm.DependsOn)}" : "")}\n");
-            if (arm.Command is { } c) services.WriteOut($"   {c}\n");
-            if (plan.EvalCommand(arm) is { } e) services.WriteOut($"   {e}\n");
+            if (plan.RunCommand(arm) is { } c) services.WriteOut($"   {c}\n");
+            if (plan.EvalRunCommand(arm) is { } e) services.WriteOut($"   {e}\n");
         }
     }
 

@@ -1,5 +1,5 @@
 // Loss curves written at the end of a run: total, class (cross-entropy) and KD loss against the optimizer step, each
-// drawn raw (faint) and smoothed (solid), read from the run's JSONL metric log. Lives in Recipes because it needs
+// drawn raw (faint) and smoothed (solid), and the held-out loss when the run validated, read from the run's JSONL metric log. Lives in Recipes because it needs
 // ScottPlot; the library only writes the log.
 // Smoothing is TensorBoard's: an exponential moving average with its start-up bias removed,
 // s_t = a*s_{t-1} + (1-a)*x_t, shown as s_t / (1 - a^t) (Kingma & Ba's bias correction), skipping non-finite points.
@@ -15,9 +15,13 @@ public static class LossCurves
     /// <summary>Metrics drawn, in order, with their legend names.</summary>
     public static IReadOnlyList<(string Key, string Label)> Series { get; } =
         [
-            ("loss", "total loss"), ("class_loss", "class loss (CE)"), ("kd_loss", "KD loss"),
+            ("loss", "total loss"), ("class_loss", "class loss (CE)"), ("kd_loss", "KD loss"), (HeldOutKey, "held-out loss (CE)"),
             ("reverse_kl_student_samples", "reverse KL on student samples"), ("teacher_nll_student_samples", "teacher NLL of student samples"),
         ];
+
+    // The held-out loss is sparse (every run_val_every_n_steps) and already an average over the whole split: drawn as
+    // it is, with markers, never smoothed.
+    private const string HeldOutKey = "val_loss";
 
     /// <summary>
     /// Reads <paramref name="jsonlLog"/> and writes a PNG of every present loss series, raw and smoothed, to
@@ -44,6 +48,16 @@ public static class LossCurves
             if (points.Length == 0) continue;
             var color = palette.GetColor(drawn.Count);
             var xs = points.Select(p => p.X).ToArray();
+            if (key == HeldOutKey)
+            {
+                var held = plot.Add.Scatter(xs, points.Select(p => p.Y).ToArray());
+                held.Color = color;
+                held.LineWidth = 2.5f;
+                held.MarkerSize = 7;
+                held.LegendText = label;
+                drawn.Add(key);
+                continue;
+            }
             var raw = plot.Add.ScatterLine(xs, points.Select(p => p.Y).ToArray());
             raw.Color = color.WithAlpha(smoothing > 0 ? 0.3 : 1.0);
             raw.LineWidth = 1;
@@ -60,7 +74,7 @@ public static class LossCurves
         if (drawn.Count == 0)
             throw new InvalidDataException($"'{jsonlLog}' holds no finite values for {string.Join(", ", Series.Select(s => s.Key))}");
 
-        plot.Title("Training loss");
+        plot.Title(drawn.Contains(HeldOutKey) ? "Training and held-out loss" : "Training loss");
         plot.XLabel("optimizer step");
         plot.YLabel("loss (mean per token)");
         plot.ShowLegend(Alignment.UpperRight);

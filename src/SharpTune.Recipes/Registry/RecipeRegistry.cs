@@ -4,6 +4,7 @@
 // Reference: torchtune/_recipe_registry.py, torchtune/_cli/run.py.
 using System.Reflection;
 using SharpTune.Config;
+using SharpTune.Data;
 
 namespace SharpTune.Recipes;
 
@@ -79,8 +80,44 @@ public sealed class RecipeRegistry
         : throw new ArgumentException($"unknown recipe '{name}'{Names.Suggest(name, _recipes.Keys)}; `sharptune ls` lists the recipes");
 
     /// <summary>Loads <paramref name="configPath"/> with <paramref name="overrides"/> and validates it for <paramref name="recipe"/>.</summary>
-    public ConfigValidation Validate(RecipeInfo? recipe, string configPath, IEnumerable<string> overrides) =>
-        SharpTuneConfig.Validate(configPath, overrides, Components, recipe?.Keys);
+    public ConfigValidation Validate(RecipeInfo? recipe, string configPath, IEnumerable<string> overrides)
+    {
+        var result = SharpTuneConfig.Validate(configPath, overrides, Components, recipe?.Keys);
+        if (result.Config is null) return result;
+        var problems = result.Problems.ToList();
+        CheckDataFiles(result.Config.Root, "", problems);
+        return result with { Problems = problems };
+    }
+
+    // A dataset's local data files must be of a type the readers take: refused here, before a run writes anything,
+    // rather than at its first read. Paths that do not exist yet and hub ids are left to the run.
+    private static void CheckDataFiles(ConfigNode node, string path, List<ConfigProblem> problems)
+    {
+        if (node.IsComponent && node.ComponentName?.StartsWith("sharptune.datasets.", StringComparison.Ordinal) == true)
+        {
+            foreach (var key in new[] { "source", "data_files" })
+            {
+                if (!node.TryGet(key, out var value) || value.Kind != ConfigNodeKind.Scalar || value.Text is not { Length: > 0 } file) continue;
+                if (key == "source" && file is "json" or "csv" or "parquet" or "text") continue;
+                try
+                {
+                    if (File.Exists(file)) DataSources.CheckFileType(file);
+                    else if (Directory.Exists(file)) DataSources.ResolveFiles(file, split: null);
+                    else if (Path.HasExtension(file) && (key == "data_files" || file.Contains('/') || file.Contains('\\')) &&
+                             !DataSources.Extensions.Contains(Path.GetExtension(file).ToLowerInvariant()))
+                        DataSources.CheckFileType(file);
+                }
+                catch (Exception e) when (e is NotSupportedException or FileNotFoundException)
+                {
+                    problems.Add(new ConfigProblem(value.Location, path.Length == 0 ? key : $"{path}.{key}", e.Message));
+                }
+            }
+        }
+        if (node.Kind == ConfigNodeKind.Map)
+            foreach (var (k, v) in node.Entries) CheckDataFiles(v, path.Length == 0 ? k : $"{path}.{k}", problems);
+        else if (node.Kind == ConfigNodeKind.List)
+            for (var i = 0; i < node.Items.Count; i++) CheckDataFiles(node.Items[i], $"{path}[{i}]", problems);
+    }
 
     /// <summary>
     /// Runs a recipe on a validated config: construct, Setup, Train, and always Cleanup.

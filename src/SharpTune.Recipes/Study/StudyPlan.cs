@@ -41,6 +41,27 @@ public sealed partial record StudyPlan(StudySpec Study, string StudyDir, IReadOn
     /// <summary>The evaluation config file; null when the study has no eval.</summary>
     public string? EvalConfigPath { get; init; }
 
+    /// <summary>The folder of the study file, which config paths in it are relative to.</summary>
+    public string StudyFolder { get; init; } = ".";
+
+    /// <summary>
+    /// The arm's training command as it can be pasted in the working folder: a config given relative to the study file
+    /// is written relative to the working folder instead (<see cref="PlannedArm.Command"/> keeps the study's spelling,
+    /// which the done markers hash, so moving between folders does not rerun arms). Null without recipe.
+    /// </summary>
+    public string? RunCommand(PlannedArm arm) => arm.Recipe is null ? null : CommandLine(arm.Recipe, Runnable(arm.Config!), arm.Overrides);
+
+    /// <summary>As <see cref="RunCommand"/> for the arm's evaluation; null when not evaluated.</summary>
+    public string? EvalRunCommand(PlannedArm arm) =>
+        arm.Evaluate && Study.Eval is { } e ? CommandLine(e.Recipe, Runnable(e.Config), arm.EvalOverrides) : null;
+
+    // The resolution order of ResolveConfig: a file beside the study wins, and is then named from the working folder.
+    private string Runnable(string config)
+    {
+        var local = Path.Combine(StudyFolder, config);
+        return !Path.IsPathRooted(config) && File.Exists(local) ? Path.GetRelativePath(Environment.CurrentDirectory, Path.GetFullPath(local)) : config;
+    }
+
     [GeneratedRegex(@"\{(study_dir|arm|arm_dir|checkpoint)(?::([A-Za-z0-9_.\-]+))?\}")]
     private static partial Regex PlaceholderRegex();
 
@@ -173,7 +194,7 @@ public sealed partial record StudyPlan(StudySpec Study, string StudyDir, IReadOn
 
         var ordered = Order(arms, problems);
         if (problems.Count > 0) throw new ConfigException(problems);
-        return new StudyPlan(study, dir, ordered, baseline) { EvalConfigPath = evalConfigPath };
+        return new StudyPlan(study, dir, ordered, baseline) { EvalConfigPath = evalConfigPath, StudyFolder = studyFolder };
     }
 
     /// <summary>The evaluation command line of <paramref name="arm"/>; null when not evaluated.</summary>

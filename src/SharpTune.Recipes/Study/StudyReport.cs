@@ -1,5 +1,6 @@
 // The study report folder: report.md and report.html with the eval table (one row per arm, each metric with its
-// delta against the baseline arm), the overlaid class-loss and KD-loss curves (PNG), and per arm the exact
+// delta against the baseline arm), the overlaid class-loss, KD-loss and held-out-loss curves (PNG), a table of each
+// arm's last training loss next to its last and best held-out loss and perplexity, and per arm the exact
 // command lines and the resolved configs they ran with. Built only from what finished arms left on disk
 // (done.json, eval/results.json, metrics.jsonl, resolved configs), so it can be rebuilt at any time.
 using System.Globalization;
@@ -21,6 +22,28 @@ public sealed record ReportRow(string Arm, IReadOnlyList<double?> Values, IReadO
 /// <param name="Baseline">The baseline arm.</param>
 /// <param name="Rows">One row per evaluated, finished arm, in plan order.</param>
 public sealed record ReportTable(IReadOnlyList<(string Task, string Metric)> Columns, string? Baseline, IReadOnlyList<ReportRow> Rows);
+
+/// <summary>An arm's training and held-out losses from its metric log (null where not logged).</summary>
+/// <param name="Arm">Arm name.</param>
+/// <param name="TrainLoss">The last logged training loss.</param>
+/// <param name="LastHeldOut">The last held-out loss (val_loss) and its step.</param>
+/// <param name="BestHeldOut">The lowest held-out loss and its step.</param>
+public sealed record LossRow(string Arm, double? TrainLoss, (double Loss, long Step)? LastHeldOut, (double Loss, long Step)? BestHeldOut)
+{
+    /// <summary>Reads <paramref name="jsonlLog"/>.</summary>
+    public static LossRow From(string arm, string jsonlLog)
+    {
+        var rows = Training.JsonlMetricLogger.Read(jsonlLog);
+        var train = rows.LastOrDefault(r => r.TryGetValue("loss", out var v) && double.IsFinite(v));
+        var held = rows.Where(r => r.TryGetValue("val_loss", out var v) && double.IsFinite(v) && r.ContainsKey("step"))
+            .Select(r => (Loss: r["val_loss"], Step: (long)r["step"])).ToList();
+        return new LossRow(arm, train?["loss"], held.Count == 0 ? null : held[^1], held.Count == 0 ? null : held.MinBy(h => h.Loss));
+    }
+
+    /// <summary>"2.3100 (ppl 10.07) at step 40", or "-".</summary>
+    public static string Cell((double Loss, long Step)? value) => value is { } v
+        ? string.Create(CultureInfo.InvariantCulture, $"{v.Loss:F4} (ppl {Math.Exp(v.Loss):F3}) at step {v.Step}") : "-";
+}
 
 /// <summary>Writes a study's report folder.</summary>
 public static class StudyReport
@@ -66,8 +89,11 @@ public static class StudyReport
             plots.Add(("class_loss.png", "Class loss (cross-entropy); arms without a KD term show their loss"));
         if (StudyPlots.Overlay(logs, "kd_loss", null, "KD loss per arm", Path.Combine(dir, "kd_loss.png")).Count > 0)
             plots.Add(("kd_loss.png", "KD loss (distillation arms)"));
-        AtomicFile.WriteAllText(Path.Combine(dir, "report.md"), Markdown(plan, table, plots));
-        AtomicFile.WriteAllText(Path.Combine(dir, "report.html"), Html(plan, table, plots));
+        if (StudyPlots.Overlay(logs, "val_loss", null, "Held-out loss per arm", Path.Combine(dir, "val_loss.png"), smoothing: 0).Count > 0)
+            plots.Add(("val_loss.png", "Held-out loss (cross-entropy on the validation split, run_val_every_n_steps)"));
+        var losses = logs.Select(l => LossRow.From(l.Item1, l.Item2)).ToList();
+        AtomicFile.WriteAllText(Path.Combine(dir, "report.md"), Markdown(plan, table, plots, losses));
+        AtomicFile.WriteAllText(Path.Combine(dir, "report.html"), Html(plan, table, plots, losses));
         return dir;
     }
 
@@ -76,7 +102,7 @@ public static class StudyReport
         value is null ? "-" : value.Value.ToString("F4", CultureInfo.InvariantCulture)
             + (delta is { } d ? string.Create(CultureInfo.InvariantCulture, $" ({d:+0.0000;-0.0000;+0.0000})") : "");
 
-    private static string Markdown(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots)
+    private static string Markdown(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots, List<LossRow> losses)
     {
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"# Study `{plan.Study.Name}`").AppendLine();
@@ -98,6 +124,13 @@ public static class StudyReport
         }
         sb.AppendLine("## Loss curves").AppendLine();
         if (plots.Count == 0) sb.AppendLine("No arm logged training metrics.").AppendLine();
+        if (losses.Count > 0)
+        {
+            sb.AppendLine("| Arm | last training loss | last held-out loss | best held-out loss |").AppendLine("|---|---:|---:|---:|");
+            foreach (var l in losses)
+                sb.AppendLine(CultureInfo.InvariantCulture, $"| {l.Arm} | {(l.TrainLoss is { } t ? t.ToString("F4", CultureInfo.InvariantCulture) : "-")} | {LossRow.Cell(l.LastHeldOut)} | {LossRow.Cell(l.BestHeldOut)} |");
+            sb.AppendLine();
+        }
         foreach (var (file, title) in plots) sb.AppendLine(CultureInfo.InvariantCulture, $"![{title}]({file})").AppendLine();
         sb.AppendLine("## Arms").AppendLine();
         foreach (var arm in plan.Arms)
@@ -107,9 +140,9 @@ public static class StudyReport
             sb.AppendLine(marker is null ? "Status: not finished." : string.Create(CultureInfo.InvariantCulture,
                 $"Status: finished {marker.FinishedUtc:u} (train {marker.TrainSeconds:F1} s, eval {marker.EvalSeconds:F1} s).")).AppendLine();
             if (arm.DependsOn.Count > 0) sb.AppendLine(CultureInfo.InvariantCulture, $"Uses: {string.Join(", ", arm.DependsOn)}.").AppendLine();
-            if (arm.Command is { } cmd) sb.AppendLine("```bash").AppendLine(cmd).AppendLine("```");
+            if (plan.RunCommand(arm) is { } cmd) sb.AppendLine("```bash").AppendLine(cmd).AppendLine("```");
             else sb.AppendLine(CultureInfo.InvariantCulture, $"Not trained: evaluates `{arm.Checkpoint}`.").AppendLine();
-            if (plan.EvalCommand(arm) is { } ecmd) sb.AppendLine("```bash").AppendLine(ecmd).AppendLine("```");
+            if (plan.EvalRunCommand(arm) is { } ecmd) sb.AppendLine("```bash").AppendLine(ecmd).AppendLine("```");
             foreach (var (file, label) in ResolvedConfigs(arm))
                 sb.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"<details><summary>{label}</summary>").AppendLine()
                     .AppendLine("```yaml").Append(File.ReadAllText(file).TrimEnd()).AppendLine().AppendLine("```").AppendLine().AppendLine("</details>");
@@ -118,7 +151,7 @@ public static class StudyReport
         return sb.ToString();
     }
 
-    private static string Html(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots)
+    private static string Html(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots, List<LossRow> losses)
     {
         static string E(string s) => WebUtility.HtmlEncode(s);
         var sb = new StringBuilder();
@@ -147,6 +180,13 @@ public static class StudyReport
         }
         sb.AppendLine("<h2>Loss curves</h2>");
         if (plots.Count == 0) sb.AppendLine("<p>No arm logged training metrics.</p>");
+        if (losses.Count > 0)
+        {
+            sb.AppendLine("<table><tr><th>Arm</th><th>last training loss</th><th>last held-out loss</th><th>best held-out loss</th></tr>");
+            foreach (var l in losses)
+                sb.AppendLine(CultureInfo.InvariantCulture, $"<tr><td>{E(l.Arm)}</td><td>{(l.TrainLoss is { } t ? t.ToString("F4", CultureInfo.InvariantCulture) : "-")}</td><td>{E(LossRow.Cell(l.LastHeldOut))}</td><td>{E(LossRow.Cell(l.BestHeldOut))}</td></tr>");
+            sb.AppendLine("</table>");
+        }
         foreach (var (file, title) in plots) sb.AppendLine(CultureInfo.InvariantCulture, $"<figure><img src=\"{E(file)}\" alt=\"{E(title)}\"><figcaption>{E(title)}</figcaption></figure>");
         sb.AppendLine("<h2>Arms</h2>");
         foreach (var arm in plan.Arms)
@@ -155,9 +195,9 @@ public static class StudyReport
             sb.AppendLine(CultureInfo.InvariantCulture, $"<h3>{E(arm.Name)}</h3>");
             sb.AppendLine(marker is null ? "<p>Status: not finished.</p>" : string.Create(CultureInfo.InvariantCulture,
                 $"<p>Status: finished {marker.FinishedUtc:u} (train {marker.TrainSeconds:F1} s, eval {marker.EvalSeconds:F1} s).</p>"));
-            if (arm.Command is { } cmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(cmd)}</pre>");
+            if (plan.RunCommand(arm) is { } cmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(cmd)}</pre>");
             else sb.AppendLine(CultureInfo.InvariantCulture, $"<p>Not trained: evaluates <code>{E(arm.Checkpoint ?? "")}</code>.</p>");
-            if (plan.EvalCommand(arm) is { } ecmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(ecmd)}</pre>");
+            if (plan.EvalRunCommand(arm) is { } ecmd) sb.AppendLine(CultureInfo.InvariantCulture, $"<pre>{E(ecmd)}</pre>");
             foreach (var (file, label) in ResolvedConfigs(arm))
                 sb.AppendLine(CultureInfo.InvariantCulture, $"<details><summary>{E(label)}</summary><pre>{E(File.ReadAllText(file))}</pre></details>");
         }

@@ -3,7 +3,9 @@
 // finished arm gets <arm_dir>/done.json, written atomically last, holding a fingerprint of its commands and config
 // files: a rerun skips arms whose marker matches, so an interrupted study resumes where it stopped; an arm without
 // a marker (interrupted mid-way) or with a stale one (its commands changed) is cleared and run again.
-// Progress: the running arm, arms done / total and an ETA from the mean time of the arms measured so far.
+// Progress: the running arm, arms done / total and an ETA that prices each remaining arm by the finished arms of the
+// same recipe and config (grid arms share a cost; a teacher run first must not set the price of its cheap students),
+// else by the mean. An interrupted study (Ctrl-C, a failed arm) still writes the report of the arms that finished.
 using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
@@ -81,49 +83,66 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
         var clock = Stopwatch.StartNew();
         var ran = new List<string>();
         var skipped = new List<string>();
-        var durations = new List<double>();
-        for (var i = 0; i < plan.Arms.Count; i++)
+        var durations = new List<(PlannedArm Arm, double Seconds)>();
+        try
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            var arm = plan.Arms[i];
-            var fingerprint = Fingerprint(plan, arm);
-            var marker = ArmMarker.TryRead(arm.ArmDir);
-            if (marker is not null && marker.Fingerprint == fingerprint)
+            for (var i = 0; i < plan.Arms.Count; i++)
             {
-                skipped.Add(arm.Name);
-                durations.Add(marker.TrainSeconds + marker.EvalSeconds);
-                reporter.Info($"[{i + 1}/{plan.Arms.Count}] {arm.Name}: done earlier ({Path.Combine(arm.ArmDir, ArmMarker.FileName)}), skipped");
-                reporter.Progress("study", i + 1, plan.Arms.Count);
-                continue;
-            }
-            if (marker is not null)
-                reporter.Warning($"{arm.Name}: its commands or configs changed since it ran; running it again");
-            if (Directory.Exists(arm.ArmDir)) Directory.Delete(arm.ArmDir, recursive: true); // a partial or stale arm
-            Directory.CreateDirectory(arm.ArmDir);
+                cancellationToken.ThrowIfCancellationRequested();
+                var arm = plan.Arms[i];
+                var fingerprint = Fingerprint(plan, arm);
+                var marker = ArmMarker.TryRead(arm.ArmDir);
+                if (marker is not null && marker.Fingerprint == fingerprint)
+                {
+                    skipped.Add(arm.Name);
+                    durations.Add((arm, marker.TrainSeconds + marker.EvalSeconds));
+                    reporter.Info($"[{i + 1}/{plan.Arms.Count}] {arm.Name}: done earlier ({Path.Combine(arm.ArmDir, ArmMarker.FileName)}), skipped");
+                    reporter.Progress("study", i + 1, plan.Arms.Count);
+                    continue;
+                }
+                if (marker is not null)
+                    reporter.Warning($"{arm.Name}: its commands or configs changed since it ran; running it again");
+                if (Directory.Exists(arm.ArmDir)) Directory.Delete(arm.ArmDir, recursive: true); // a partial or stale arm
+                Directory.CreateDirectory(arm.ArmDir);
 
-            var eta = durations.Count == 0 ? "unknown until the first arm finishes"
-                : FormatSeconds(durations.Average() * (plan.Arms.Count - i));
-            reporter.Info($"[{i + 1}/{plan.Arms.Count}] {arm.Name}: running (study elapsed {FormatSeconds(clock.Elapsed.TotalSeconds)}, ETA {eta})");
-            var prefixed = new ArmReporter(reporter, arm.Name);
-            double trainSeconds = 0, evalSeconds = 0;
-            if (arm.Recipe is not null)
-            {
-                reporter.Info($"  $ {arm.Command}");
-                trainSeconds = RunRecipe(arm.Recipe, arm.ConfigPath!, arm.Overrides, Path.Combine(arm.ArmDir, "resolved_config.yaml"), prefixed, cancellationToken);
+                var eta = durations.Count == 0 ? "unknown until the first arm finishes"
+                    : FormatSeconds(plan.Arms.Skip(i).Sum(a => Estimate(a, durations)));
+                reporter.Info($"[{i + 1}/{plan.Arms.Count}] {arm.Name}: running (study elapsed {FormatSeconds(clock.Elapsed.TotalSeconds)}, ETA {eta})");
+                var prefixed = new ArmReporter(reporter, arm.Name);
+                double trainSeconds = 0, evalSeconds = 0;
+                if (arm.Recipe is not null)
+                {
+                    reporter.Info($"  $ {plan.RunCommand(arm)}");
+                    trainSeconds = RunRecipe(arm.Recipe, arm.ConfigPath!, arm.Overrides, Path.Combine(arm.ArmDir, "resolved_config.yaml"), prefixed, cancellationToken);
+                }
+                if (arm.Evaluate && plan.Study.Eval is { } eval)
+                {
+                    reporter.Info($"  $ {plan.EvalRunCommand(arm)}");
+                    evalSeconds = RunRecipe(eval.Recipe, plan.EvalConfigPath!, arm.EvalOverrides, Path.Combine(arm.ArmDir, "eval_resolved_config.yaml"), prefixed, cancellationToken);
+                    var results = StudyReport.ResultsPath(arm);
+                    if (!File.Exists(results))
+                        throw new InvalidDataException($"arm '{arm.Name}': the eval recipe '{eval.Recipe}' wrote no {results}; the study reads results.json from the eval output_dir");
+                }
+                new ArmMarker(arm.Name, fingerprint, arm.Command, plan.EvalCommand(arm), trainSeconds, evalSeconds, DateTimeOffset.UtcNow).Write(arm.ArmDir);
+                durations.Add((arm, trainSeconds + evalSeconds));
+                ran.Add(arm.Name);
+                reporter.Info($"[{i + 1}/{plan.Arms.Count}] {arm.Name}: done in {FormatSeconds(trainSeconds + evalSeconds)} (train {trainSeconds:F1} s, eval {evalSeconds:F1} s)");
+                reporter.Progress("study", i + 1, plan.Arms.Count);
             }
-            if (arm.Evaluate && plan.Study.Eval is { } eval)
+        }
+        catch (Exception) when (ran.Count + skipped.Count > 0)
+        {
+            // Interrupted or failed: the arms that finished still get their report (it is rebuilt from disk later).
+            try
             {
-                reporter.Info($"  $ {plan.EvalCommand(arm)}");
-                evalSeconds = RunRecipe(eval.Recipe, plan.EvalConfigPath!, arm.EvalOverrides, Path.Combine(arm.ArmDir, "eval_resolved_config.yaml"), prefixed, cancellationToken);
-                var results = StudyReport.ResultsPath(arm);
-                if (!File.Exists(results))
-                    throw new InvalidDataException($"arm '{arm.Name}': the eval recipe '{eval.Recipe}' wrote no {results}; the study reads results.json from the eval output_dir");
+                var partial = StudyReport.Write(plan);
+                reporter.Warning($"study stopped after {ran.Count + skipped.Count} of {plan.Arms.Count} arms; report of the finished arms: {Path.Combine(partial, "report.md")} (rerun ablate to continue)");
             }
-            new ArmMarker(arm.Name, fingerprint, arm.Command, plan.EvalCommand(arm), trainSeconds, evalSeconds, DateTimeOffset.UtcNow).Write(arm.ArmDir);
-            durations.Add(trainSeconds + evalSeconds);
-            ran.Add(arm.Name);
-            reporter.Info($"[{i + 1}/{plan.Arms.Count}] {arm.Name}: done in {FormatSeconds(trainSeconds + evalSeconds)} (train {trainSeconds:F1} s, eval {evalSeconds:F1} s)");
-            reporter.Progress("study", i + 1, plan.Arms.Count);
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+            {
+                reporter.Warning($"study stopped; the report of the finished arms could not be written: {e.Message}");
+            }
+            throw;
         }
         var reportDir = StudyReport.Write(plan);
         reporter.Info($"report: {Path.Combine(reportDir, "report.md")} and report.html ({ran.Count} arms run, {skipped.Count} skipped, {clock.Elapsed.TotalSeconds:F1} s)");
@@ -165,6 +184,17 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
         if (arm.ConfigPath is not null) sb.AppendLine(File.ReadAllText(arm.ConfigPath));
         if (arm.Evaluate && plan.EvalConfigPath is not null) sb.AppendLine(File.ReadAllText(plan.EvalConfigPath));
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
+    }
+
+    /// <summary>
+    /// The expected seconds of <paramref name="arm"/>: the mean of finished arms of the same recipe, config and evaluation
+    /// (the same work, e.g. the arms of one grid), else the mean of all finished arms.
+    /// </summary>
+    public static double Estimate(PlannedArm arm, IReadOnlyList<(PlannedArm Arm, double Seconds)> finished)
+    {
+        if (finished.Count == 0) return double.NaN;
+        var same = finished.Where(f => f.Arm.Recipe == arm.Recipe && f.Arm.ConfigPath == arm.ConfigPath && f.Arm.Evaluate == arm.Evaluate).ToList();
+        return (same.Count > 0 ? same : finished).Average(f => f.Seconds);
     }
 
     private static string FormatSeconds(double s) =>

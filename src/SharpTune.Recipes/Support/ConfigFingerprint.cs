@@ -32,7 +32,7 @@ public sealed class ConfigFingerprint
     // Top-level keys (and dotted prefixes) whose change reinterprets the saved data position or the saved weights.
     private static readonly string[] DataOrModelKeys =
     [
-        "model", "tokenizer", "dataset", "batch_size", "seed", "shuffle", "gradient_accumulation_steps",
+        "model", "tokenizer", "dataset", "validation_split", "batch_size", "seed", "shuffle", "gradient_accumulation_steps",
         "checkpointer.checkpoint_dir", "checkpointer.checkpoint_files", "checkpointer.model_type",
     ];
 

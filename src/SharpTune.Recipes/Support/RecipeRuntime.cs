@@ -54,6 +54,30 @@ public static class RecipeRuntime
         return t;
     }
 
+    /// <summary>
+    /// The intra-op thread count, said once at startup: the config's <c>threads</c>; under mpirun what the job chose
+    /// (threads_per_rank); otherwise the cores other processes left idle when the run started (<see cref="CpuLoad"/>), so
+    /// that two runs on one machine do not each spin a thread per core and slow each other down tens of times.
+    /// </summary>
+    public static int ConfigureThreads(SharpTuneConfig config, IRecipeReporter reporter)
+    {
+        if (config.Get<int?>("threads", null) is { } threads)
+        {
+            TorchRuntime.SetThreads(threads);
+            reporter.Info($"threads: {threads} (from the config)");
+            return threads;
+        }
+        if (Distributed.Mpi.LauncherEnvironment() is not null) return torch.get_num_threads(); // set per rank by the job
+        var cores = Environment.ProcessorCount;
+        var busy = CpuLoad.OtherBusyCores(TimeSpan.FromMilliseconds(300));
+        var chosen = CpuLoad.ChooseThreads(cores, busy);
+        TorchRuntime.SetThreads(chosen);
+        reporter.Info($"threads: {chosen} of {cores} cores" +
+                      (busy is { } b ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $" ({b:F1} busy with other processes at startup)") : "") +
+                      "; set threads: N in the config (or threads=N on the command line) to choose");
+        return chosen;
+    }
+
     /// <summary>True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (false when it cannot be read).</summary>
     public static bool CpuHasNativeBf16()
     {

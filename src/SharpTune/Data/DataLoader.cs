@@ -55,8 +55,8 @@ public sealed class DataLoader
     private readonly Func<IReadOnlyList<Sample>, Batch> _collate;
 
     /// <summary>
-    /// Creates a loader. <paramref name="collate"/> defaults to <see cref="Collate.Packed"/> for a
-    /// <see cref="PackedDataset"/> and to <see cref="Collate.PadSft"/> with <paramref name="padId"/> otherwise.
+    /// Creates a loader. <paramref name="collate"/> defaults to <see cref="Collate.Packed"/> for packs (samples with
+    /// sequence lengths, as <see cref="PackedDataset"/> makes) and to <see cref="Collate.PadSft"/> with <paramref name="padId"/> otherwise.
     /// </summary>
     public DataLoader(ISampleDataset dataset, int batchSize, int seed, bool shuffle = true, bool dropLast = true,
         int padId = 0, int? padToMultipleOf = null, Func<IReadOnlyList<Sample>, Batch>? collate = null)
@@ -66,7 +66,7 @@ public sealed class DataLoader
         BatchSize = batchSize;
         DropLast = dropLast;
         Sampler = new EpochSampler(dataset.Count, seed, shuffle);
-        _collate = collate ?? (dataset is PackedDataset ? Collate.Packed : b => Collate.PadSft(b, padId, Sample.IgnoreIndex, padToMultipleOf));
+        _collate = collate ?? (b => b.Count > 0 && b[0].SeqLens is not null ? Collate.Packed(b) : Collate.PadSft(b, padId, Sample.IgnoreIndex, padToMultipleOf)); // packs (also a held-out slice of them) carry their lengths
     }
 
     /// <summary>Samples per batch.</summary>

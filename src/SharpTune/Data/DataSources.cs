@@ -1,5 +1,5 @@
 // Reading dataset rows from local files as Hugging Face `datasets.load_dataset` would (json/jsonl/csv/parquet, a file
-// or a folder of shards), and resolving a hub dataset id to a local folder through a pluggable resolver.
+// or a folder of shards; a plain .txt file is one row whose "text" is the whole file), and resolving a hub dataset id to a local folder through a pluggable resolver.
 // Every row keeps its file and row number so that bad rows can be reported precisely.
 using System.Text;
 using System.Text.Json;
@@ -41,7 +41,10 @@ public sealed class BadRowException(string file, long row, string reason)
 /// <summary>Finds and reads the rows of a dataset source.</summary>
 public static class DataSources
 {
-    private static readonly string[] s_extensions = [".json", ".jsonl", ".csv", ".parquet"];
+    private static readonly string[] s_extensions = [".json", ".jsonl", ".csv", ".parquet", ".txt"];
+
+    /// <summary>The data file types <see cref="ReadRows"/> reads.</summary>
+    public static IReadOnlyList<string> Extensions => s_extensions;
 
     /// <summary>
     /// The resolver used for hub ids when a builder is given none. The application (CLI) sets it to its Hub client;
@@ -83,10 +86,17 @@ public static class DataSources
                 ".json" => ReadJson(file),
                 ".csv" => ReadCsv(file),
                 ".parquet" => ReadParquet(file),
-                var ext => throw new NotSupportedException($"{file}: unsupported data file type '{ext}' (expected {string.Join(", ", s_extensions)})"),
+                ".txt" => ReadText(file),
+                _ => Unsupported(file),
             };
             foreach (var row in rows) yield return row;
         }
+    }
+
+    private static IEnumerable<DataRow> Unsupported(string file)
+    {
+        CheckFileType(file);
+        return [];
     }
 
     private static bool LooksLikeLocalPath(string s) =>
@@ -103,13 +113,38 @@ public static class DataSources
             .Where(f => Path.GetFileName(f) != "original_repo_id.json") // the marker `download` and the Hub resolver write
             .OrderBy(f => f, NaturalComparer.Instance)
             .ToList();
-        if (all.Count == 0) throw new FileNotFoundException($"{path}: no .json, .jsonl, .csv or .parquet files in this folder", path);
+        // Plain text is the folder's data only when it has no structured files: a dataset folder's SOURCE.txt or
+        // README.txt is documentation, not a row.
+        if (all.Any(f => !f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase)))
+            all = all.Where(f => !f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase)).ToList();
+        if (all.Count == 0) throw new FileNotFoundException($"{path}: no {string.Join(", ", s_extensions)} files in this folder", path);
         if (split is not null)
         {
             var forSplit = all.Where(f => Path.GetRelativePath(path, f).Contains(split, StringComparison.OrdinalIgnoreCase)).ToList();
             if (forSplit.Count > 0) return forSplit;
         }
         return all;
+    }
+
+    /// <summary>
+    /// Throws when <paramref name="file"/> has no readable extension (named with the ones that are), so that a config
+    /// can be refused by <c>validate</c> before a run starts rather than at its first read.
+    /// </summary>
+    public static void CheckFileType(string file)
+    {
+        var ext = Path.GetExtension(file).ToLowerInvariant();
+        if (!s_extensions.Contains(ext))
+            throw new NotSupportedException($"{file}: unsupported data file type '{ext}' (expected {string.Join(", ", s_extensions)})");
+    }
+
+    // A plain-text file is one document: one row {"text": whole file}, invalid UTF-8 reported as a bad row.
+    private static IEnumerable<DataRow> ReadText(string file)
+    {
+        string text;
+        try { text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(File.ReadAllBytes(file)); }
+        catch (DecoderFallbackException) { return [new DataRow(Invalid("invalid UTF-8"), file, 1)]; }
+        if (text.Length > 0 && text[0] == '\uFEFF') text = text[1..]; // a byte-order mark is not text
+        return [new DataRow(JsonSerializer.SerializeToElement(new Dictionary<string, string> { ["text"] = text }), file, 1)];
     }
 
     private static IEnumerable<DataRow> ReadJson(string file)

@@ -57,14 +57,31 @@ public static partial class DatasetBuilders
         return MaybePack(ds, tokenizer, packed, splitAcrossPack);
     }
 
-    /// <summary>Plain text for continued pre-training.</summary>
+    /// <summary>
+    /// Plain text for continued pre-training: .txt files (one document each), or a text column of .jsonl/.json/.csv/
+    /// .parquet rows (one document per row). With a window length (<paramref name="maxSeqLen"/>, else the tokenizer's
+    /// max_seq_len) the documents become one contiguous stream cut into windows every <paramref name="stride"/> tokens
+    /// (<see cref="TextStreamDataset"/>: nothing truncated); without one, each document is one untruncated sample.
+    /// </summary>
     [Component("sharptune.datasets.text_completion_dataset")]
     public static ISampleDataset TextCompletionDataset(ITokenizer tokenizer, string source, string column = "text",
-        bool addEos = true, bool packed = false, bool splitAcrossPack = true, string split = "train", string? dataFiles = null,
-        bool skipBadRows = false)
+        bool? addBos = null, bool addEos = true, int? maxSeqLen = null, int? stride = null, string split = "train",
+        string? dataFiles = null, bool skipBadRows = false)
     {
-        var ds = new TextCompletionDataset(tokenizer, Load(source, dataFiles, split), column, addEos, skipBadRows);
-        return MaybePack(ds, tokenizer, packed, splitAcrossPack);
+        // The tokenizer's max_seq_len is the default window; the stream is encoded without it (never cut).
+        (ITokenizer Encoder, int? Limit) unlimited = tokenizer switch
+        {
+            IChatTokenizer c => (c.WithoutLimit() ?? (c.MaxSeqLen is null ? c : throw new ArgumentException(
+                $"{c.GetType().Name} cannot encode without its max_seq_len, so a text stream would be cut", nameof(tokenizer))), c.MaxSeqLen),
+            Synthetic.CharTokenizer ch => (new Synthetic.CharTokenizer(), ch.MaxSeqLen),
+            _ => (tokenizer, null),
+        };
+        var (encoder, limit) = unlimited;
+        var window = maxSeqLen ?? limit;
+        if (window is null && stride is not null)
+            throw new ArgumentException("stride needs a window: set max_seq_len on the dataset or the tokenizer", nameof(stride));
+        var ds = new TextCompletionDataset(tokenizer, Load(source, dataFiles, split), column, addEos, skipBadRows, addBos);
+        return window is { } w ? new TextStreamDataset(encoder, ds.Texts, w, stride, addBos, addEos) : ds;
     }
 
     /// <summary>Reads the rows of a source, applying a split slice such as "train[:10%]".</summary>

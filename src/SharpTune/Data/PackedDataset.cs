@@ -17,6 +17,7 @@ public sealed class PackedDataset : ISampleDataset
         ArgumentOutOfRangeException.ThrowIfLessThan(maxSeqLen, 1);
         MaxSeqLen = maxSeqLen;
         PadId = padId;
+        Source = dataset;
         var tokens = new List<int>();
         var labels = new List<int>();
         var pos = new List<int>();
@@ -56,6 +57,9 @@ public sealed class PackedDataset : ISampleDataset
             tokens.Clear(); labels.Clear(); pos.Clear(); lens.Clear();
         }
     }
+
+    /// <summary>The dataset packed.</summary>
+    public ISampleDataset Source { get; }
 
     /// <summary>The pack length.</summary>
     public int MaxSeqLen { get; }

@@ -38,7 +38,7 @@ public interface ISampleDataset
 }
 
 /// <summary>Rows turned into conversations at load time (bad rows found then) and tokenized on access.</summary>
-public sealed class SftDataset : ISampleDataset
+public sealed class SftDataset : ISampleDataset, IDatasetSummary
 {
     private readonly IChatTokenizer _tokenizer;
     private readonly List<IReadOnlyList<Message>> _conversations = [];
@@ -63,6 +63,46 @@ public sealed class SftDataset : ISampleDataset
     /// <inheritdoc/>
     public int Count => _conversations.Count;
 
+    /// <summary>
+    /// Rows the tokenizer's max_seq_len cuts and the tokens they lose, measured by tokenizing every row without the
+    /// limit (one pass over the data, done when first asked). Zeros when there is no limit.
+    /// </summary>
+    public (int Rows, long TokensLost, long TokensTotal) Truncation => _truncation ??= MeasureTruncation();
+
+    private (int, long, long)? _truncation;
+
+    /// <inheritdoc/>
+    public string Summary
+    {
+        get
+        {
+            var (rows, lost, total) = Truncation;
+            var head = $"{Count:N0} rows, {total:N0} tokens";
+            if (_tokenizer.MaxSeqLen is not { } max) return head + ", no max_seq_len (nothing truncated)";
+            if (_tokenizer.WithoutLimit() is null) return head + $" after truncation to max_seq_len {max} (what it cut cannot be measured for this tokenizer)";
+            return rows == 0 ? head + $", none longer than max_seq_len {max}"
+                : head + $"; {rows:N0} row{(rows == 1 ? "" : "s")} longer than max_seq_len {max} truncated, losing {lost:N0} tokens " +
+                  $"({100.0 * lost / Math.Max(1, total):F2}% of the data): raise max_seq_len to keep them";
+        }
+    }
+
+    private (int, long, long) MeasureTruncation()
+    {
+        var full = _tokenizer.WithoutLimit();
+        var max = _tokenizer.MaxSeqLen;
+        int rows = 0;
+        long lost = 0, total = 0;
+        foreach (var conversation in _conversations)
+        {
+            var n = (full ?? _tokenizer).TokenizeMessages(conversation, addEos: true).Tokens.Length;
+            total += n;
+            if (full is null || max is not { } m || n <= m) continue;
+            rows++;
+            lost += n - m;
+        }
+        return (rows, lost, total);
+    }
+
     /// <summary>The conversation of sample <paramref name="index"/> before tokenization.</summary>
     public IReadOnlyList<Message> Messages(int index) => _conversations[index];
 
@@ -77,21 +117,26 @@ public sealed class SftDataset : ISampleDataset
     }
 }
 
-/// <summary>Unstructured text for continued pre-training: BOS + text (+ EOS), every token trained on.</summary>
+/// <summary>
+/// Unstructured text, one untruncated sample per row: BOS (when the tokenizer has one, or as <c>add_bos</c> says) + text
+/// (+ EOS), every token trained on. With a window length the builder streams the rows instead (<see cref="TextStreamDataset"/>).
+/// </summary>
 public sealed class TextCompletionDataset : ISampleDataset
 {
     private readonly ITokenizer _tokenizer;
     private readonly List<string> _texts = [];
+    private readonly bool _addBos;
     private readonly bool _addEos;
-    private readonly int? _maxSeqLen;
 
     /// <summary>Builds from rows holding <paramref name="column"/>.</summary>
     public TextCompletionDataset(ITokenizer tokenizer, IEnumerable<DataRow> rows, string column = "text", bool addEos = true,
-        bool skipBadRows = false)
+        bool skipBadRows = false, bool? addBos = null)
     {
         _tokenizer = tokenizer;
         _addEos = addEos;
-        _maxSeqLen = (tokenizer as IChatTokenizer)?.MaxSeqLen;
+        _addBos = addBos ?? tokenizer.BosId >= 0;
+        if (_addBos && tokenizer.BosId < 0)
+            throw new ArgumentException($"add_bos is true but {tokenizer.GetType().Name} has no BOS token", nameof(addBos));
         var bad = new List<BadRowException>();
         foreach (var row in rows)
         {
@@ -104,6 +149,9 @@ public sealed class TextCompletionDataset : ISampleDataset
     /// <summary>Rows skipped because of <c>skip_bad_rows</c>.</summary>
     public IReadOnlyList<BadRowException> BadRows { get; }
 
+    /// <summary>The documents, in order.</summary>
+    public IReadOnlyList<string> Texts => _texts;
+
     /// <inheritdoc/>
     public int Count => _texts.Count;
 
@@ -112,9 +160,7 @@ public sealed class TextCompletionDataset : ISampleDataset
     {
         get
         {
-            var tokens = _tokenizer.Encode(_texts[index], addBos: _tokenizer.BosId >= 0, addEos: _addEos).ToArray();
-            // Truncation keeps the start and does not force an EOS, as torchtune's text completion does.
-            if (_maxSeqLen is { } max && tokens.Length > max) tokens = tokens[..max];
+            var tokens = _tokenizer.Encode(_texts[index], addBos: _addBos, addEos: _addEos).ToArray();
             return new Sample(tokens, Sample.ShiftedLabels(tokens, null));
         }
     }

@@ -47,6 +47,9 @@ public sealed class Llama2Tokenizer : IChatTokenizer, ITokenPieces
     public IReadOnlyDictionary<string, int> Vocabulary => _sp.Vocabulary;
 
     /// <summary>The same model with another sequence limit (no reload).</summary>
+    /// <inheritdoc/>
+    public IChatTokenizer? WithoutLimit() => WithMaxSeqLen(null);
+
     public Llama2Tokenizer WithMaxSeqLen(int? maxSeqLen, TruncationType truncation = TruncationType.Right) =>
         new(_sp, maxSeqLen, truncation, _chatTemplate);
 

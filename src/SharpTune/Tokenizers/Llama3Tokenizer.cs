@@ -61,6 +61,9 @@ public sealed class Llama3Tokenizer : IChatTokenizer, ITokenPieces
     public IReadOnlyDictionary<string, int> SpecialTokens => _bpe.SpecialTokens;
 
     /// <summary>The same vocabulary with another sequence limit (no reload).</summary>
+    /// <inheritdoc/>
+    public IChatTokenizer? WithoutLimit() => WithMaxSeqLen(null);
+
     public Llama3Tokenizer WithMaxSeqLen(int? maxSeqLen, TruncationType truncation = TruncationType.Right) =>
         new(_bpe, maxSeqLen, truncation, "Llama3Tokenizer");
 

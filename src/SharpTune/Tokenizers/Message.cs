@@ -42,6 +42,9 @@ public interface IChatTokenizer : ITokenizer
     /// truncation keeps at the end).
     /// </summary>
     TokenizedMessages TokenizeMessages(IReadOnlyList<Message> messages, bool addEos = true);
+
+    /// <summary>The same tokenizer without a length limit (to measure what truncation cuts); null when it cannot say.</summary>
+    IChatTokenizer? WithoutLimit() => MaxSeqLen is null ? this : null;
 }
 
 /// <summary>torchtune's <c>truncate</c>: cut to a length and, when given, force the last element.</summary>

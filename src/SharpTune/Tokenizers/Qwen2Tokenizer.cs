@@ -58,6 +58,9 @@ public sealed class Qwen2Tokenizer : IChatTokenizer, ITokenPieces
     };
 
     /// <summary>The same vocabulary with another sequence limit (no reload).</summary>
+    /// <inheritdoc/>
+    public IChatTokenizer? WithoutLimit() => WithMaxSeqLen(null);
+
     public Qwen2Tokenizer WithMaxSeqLen(int? maxSeqLen, TruncationType truncation = TruncationType.Right) =>
         new(_bpe, maxSeqLen, truncation, "Qwen2Tokenizer");
 

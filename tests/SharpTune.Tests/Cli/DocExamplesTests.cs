@@ -9,6 +9,7 @@
 using System.Text;
 using System.Text.RegularExpressions;
 using SharpTune.Tests.Recipes;
+using SharpTune.Training;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
@@ -136,6 +137,36 @@ public sealed partial class DocExamplesTests : IDisposable
         }
     }
 
+    [SharedDataFact(Stories260KFolder.Bin, Stories260KFolder.Tok, TinyShakespeare)]
+    public void DataMd_OwnTextWalkThrough_RunsAsWrittenAndValidatesEveryNSteps()
+    {
+        // docs/data.md's "your own text" block as written (tiny-shakespeare as input.txt, outputs in a temporary folder):
+        // a .txt file fine-tunes the teacher and trains a KD student, each with held-out loss every 20 steps.
+        var block = FencedBlocks("bash").Single(b => b.File == Path.Combine("docs", "data.md") && b.Text.Contains("own_text/kd_single_device", StringComparison.Ordinal));
+        var commands = ShellCommands(block.Text).ToList();
+        Assert.Contains(commands, c => c is [_, "run", "knowledge_distillation_single_device", ..]);
+        foreach (var command in commands)
+        {
+            Assert.Equal("./sharptune", command[0]);
+            var r = CliHarness.Run(command.Skip(1).Select(Localize).ToArray());
+            Assert.True(r.ExitCode == 0, $"`{string.Join(' ', command)}` failed:\n{r.Err}");
+            if (command[1] == "decode") Assert.Equal("<s>To be, or not to be\n", r.Out);
+        }
+        foreach (var run in new[] { "teacher", "kd" })
+        {
+            var output = Path.Combine(_tmp, "runs", "own_text", run);
+            var rows = JsonlMetricLogger.Read(Path.Combine(output, "logs", "metrics.jsonl"));
+            Assert.Equal([20.0, 40.0], rows.Where(x => x.ContainsKey("val_loss")).Select(x => x["step"]));
+            Assert.Equal(40, rows.Count(x => x.ContainsKey("loss")));
+            Assert.True(File.Exists(Path.Combine(output, "loss_curves.png")), $"{run}: no loss_curves.png");
+        }
+        // the student learnt from the text: its held-out loss fell below the uniform guess over 512 tokens (ln 512 = 6.24)
+        var kd = JsonlMetricLogger.Read(Path.Combine(_tmp, "runs", "own_text", "kd", "logs", "metrics.jsonl")).Last(x => x.ContainsKey("val_loss"));
+        Assert.InRange(kd["val_loss"], 0, Math.Log(512) - 0.5);
+    }
+
+    private const string TinyShakespeare = "text/tinyshakespeare/input.txt";
+
     // README paths -> paths for this test run: downloads from the shared data, outputs under the temporary folder,
     // repository files by their full path. `key=value` overrides are mapped on their value.
     private string Localize(string arg)
@@ -144,6 +175,7 @@ public sealed partial class DocExamplesTests : IDisposable
         if (eq > 0 && !arg.StartsWith('-')) return arg[..(eq + 1)] + Localize(arg[(eq + 1)..]);
         if (arg == "stories260K.bin") return SharedData.PathOf(Stories260KFolder.Bin);
         if (arg == "tok512.model") return SharedData.PathOf(Stories260KFolder.Tok);
+        if (arg == "input.txt") return SharedData.PathOf(TinyShakespeare);
         if (arg.StartsWith("/tmp/", StringComparison.Ordinal)) return Path.Combine(_tmp, arg["/tmp/".Length..]);
         if (arg.StartsWith("runs/", StringComparison.Ordinal)) return Path.Combine(_tmp, arg);
         return File.Exists(Path.Combine(SharedData.RepoRoot, arg)) ? Path.Combine(SharedData.RepoRoot, arg) : arg;

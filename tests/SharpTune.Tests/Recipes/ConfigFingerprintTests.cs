@@ -40,6 +40,7 @@ public sealed class ConfigFingerprintTests
     [InlineData("seed=2", "seed: 1 -> 2")]
     [InlineData("shuffle=false", "shuffle: true -> false")]
     [InlineData("model.lora_rank=16", "model.lora_rank: 8 -> 16")]
+    [InlineData("validation_split=0.1", "validation_split: (absent) -> 0.1")] // it decides which samples are trained on
     public void CheckResume_DataOrderOrModelChanged_RefusesListingOldAndNew(string change, string listed)
     {
         var e = Assert.Throws<ConfigException>(() => ConfigFingerprint.CheckResume(Of(), Of(change, "optimizer.lr=0.01"), "/runs/x/recipe_state"));

@@ -54,13 +54,15 @@ public sealed class EvaluateRecipeTests(Stories260KFolder model) : IClassFixture
             ("commonsense_qa", "acc", Lines("commonsense_qa.jsonl")),
             ("multiple_choice", "acc", Lines("multiple_choice.jsonl")), ("multiple_choice", "acc_norm", Lines("multiple_choice.jsonl")),
             ("perplexity", "word_perplexity", 1), ("perplexity", "byte_perplexity", 1), ("perplexity", "bits_per_byte", 1),
-            ("perplexity", "token_perplexity", 1),
+            ("perplexity", "token_perplexity", 1), ("perplexity", "loss", 1),
         };
         Assert.Equal(expected, report.Results.Select(x => (x.Task, x.Metric, x.N)).ToArray());
         foreach (var acc in report.Results.Where(x => x.Task != "perplexity"))
             Assert.InRange(acc.Value, 0, 1);
         // bits per byte is log2 of the byte perplexity (both from the same log-likelihood)
         Assert.Equal(Math.Log2(report.Find("perplexity", "byte_perplexity")!.Value), report.Find("perplexity", "bits_per_byte")!.Value, 9);
+        // the loss is the log of the token perplexity (both per token, from the same log-likelihood)
+        Assert.Equal(Math.Log(report.Find("perplexity", "token_perplexity")!.Value), report.Find("perplexity", "loss")!.Value, 9);
         // a trained story model predicts story text far better than uniform over its 512 tokens
         Assert.InRange(report.Find("perplexity", "token_perplexity")!.Value, 1, 512);
 

@@ -191,8 +191,16 @@ public sealed class StudyRunnerTests : IDisposable
         var md = File.ReadAllText(Path.Combine(outcome.ReportDir, "report.md"));
         Assert.Contains("| student_base (baseline) | 0.3000 | 0.1500 |", md, StringComparison.Ordinal);
         Assert.Contains("| kd.kd_ratio-0.5 | 0.7000 (+0.4000) | 0.3500 (+0.2000) |", md, StringComparison.Ordinal);
-        Assert.Contains($"sharptune run study_test_train --config train.yaml output_dir={Path.Combine(_dir, "study", "arms", "teacher")} quality=0.8", md, StringComparison.Ordinal);
-        Assert.Contains("sharptune run study_test_eval --config eval.yaml", md, StringComparison.Ordinal);
+        // configs beside the study file are named from the working folder, so the commands paste where ablate ran
+        var train = Path.GetRelativePath(Environment.CurrentDirectory, Path.Combine(_dir, "train.yaml"));
+        var eval = Path.GetRelativePath(Environment.CurrentDirectory, Path.Combine(_dir, "eval.yaml"));
+        Assert.Contains($"sharptune run study_test_train --config {train} output_dir={Path.Combine(_dir, "study", "arms", "teacher")} quality=0.8", md, StringComparison.Ordinal);
+        Assert.Contains($"sharptune run study_test_eval --config {eval}", md, StringComparison.Ordinal);
+        // training loss beside the held-out loss: steps 1..20 log ce = 2/step + 0.5, val_loss = ce + 0.1 + quality at 10, 20
+        Assert.Contains("| last training loss | last held-out loss | best held-out loss |", md, StringComparison.Ordinal);
+        Assert.Contains("| teacher | 0.6000 | 1.5000 (ppl 4.482) at step 20 | 1.5000 (ppl 4.482) at step 20 |", md, StringComparison.Ordinal);
+        AssertNonBlankPng(Path.Combine(outcome.ReportDir, "val_loss.png"));
+        Assert.Contains("<img src=\"val_loss.png\"", File.ReadAllText(Path.Combine(outcome.ReportDir, "report.html")), StringComparison.Ordinal);
         Assert.Contains("kd_ratio: 0.25", md, StringComparison.Ordinal); // the resolved config of that arm
         var html = File.ReadAllText(Path.Combine(outcome.ReportDir, "report.html"));
         Assert.Contains("<td class=\"up\">0.7000 (+0.4000)</td>", html, StringComparison.Ordinal);
@@ -211,6 +219,9 @@ public sealed class StudyRunnerTests : IDisposable
         Assert.True(File.Exists(Path.Combine(armsDir, "student_base", "done.json")));
         Assert.True(File.Exists(Path.Combine(armsDir, "teacher", "done.json")));
         Assert.False(File.Exists(Path.Combine(armsDir, "kd.kd_ratio-0.25", "done.json")));
+        // the arms that finished are reported although the study stopped
+        var partial = File.ReadAllText(Path.Combine(_dir, "study", "report", "report.md"));
+        Assert.Contains("| student_base (baseline) | 0.3000 | 0.1500 |", partial, StringComparison.Ordinal);
 
         var outcome = runner.Run(Plan(WriteStudy()), CancellationToken.None);
 
@@ -248,6 +259,21 @@ public sealed class StudyRunnerTests : IDisposable
 
         Assert.Equal(["student_base"], outcome.Skipped);
         Assert.Equal(3, outcome.Ran.Count);
+    }
+
+    [Fact]
+    public void Estimate_SlowFirstArm_PricesOtherConfigsByTheirOwnArms()
+    {
+        static PlannedArm Arm(string name, string config) =>
+            new(name, "r", config, "/c/" + config, [], "/s/" + name, null, true, [], [], []);
+        var teacher = Arm("teacher", "teacher.yaml");
+        var kd1 = Arm("kd1", "kd.yaml");
+        // only the slow teacher has run: every arm is priced at it (nothing better is known)
+        Assert.Equal(600, StudyRunner.Estimate(Arm("kd2", "kd.yaml"), [(teacher, 600)]));
+        // once a KD arm has run, the other KD arms cost what it cost, not the mean with the teacher (330)
+        Assert.Equal(60, StudyRunner.Estimate(Arm("kd2", "kd.yaml"), [(teacher, 600), (kd1, 60)]));
+        Assert.Equal(600, StudyRunner.Estimate(Arm("teacher2", "teacher.yaml"), [(teacher, 600), (kd1, 60)]));
+        Assert.Equal(330, StudyRunner.Estimate(Arm("other", "other.yaml"), [(teacher, 600), (kd1, 60)]));
     }
 
     internal static void AssertNonBlankPng(string path)

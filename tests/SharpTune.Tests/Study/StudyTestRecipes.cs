@@ -47,6 +47,7 @@ public sealed class StudyTestTrain(SharpTuneConfig config, IRecipeReporter repor
                 var metrics = new StepMetrics { Loss = ce, ClassLoss = _kdRatio is null ? null : ce, KdLoss = _kdRatio is null ? null : 1.0 / step, Lr = 1e-3 };
                 log.Log(step, metrics.ToDictionary());
                 reporter.Metrics(step, metrics.ToDictionary());
+                if (step % 10 == 0) log.Log(step, new Dictionary<string, double> { ["val_loss"] = ce + 0.1 + _quality, ["val_ppl"] = Math.Exp(ce + 0.1 + _quality) });
             }
         var score = _quality;
         if (_teacherDir is not null && _kdRatio is { } r) score += r * ReadScore(_teacherDir);

@@ -39,3 +39,72 @@ public sealed class TokenizeReportTests
         Assert.False(r.Successful);
     }
 }
+
+/// <summary>
+/// `tokenize` pieces: the same pieces as decoding every prefix (the definition: each id's share of the decoded text) on
+/// real text for a SentencePiece and a byte-level BPE tokenizer, with work linear in the number of ids (counted as ids
+/// handed to Decode, not timed, so a loaded machine cannot make it flaky).
+/// </summary>
+public sealed class TokenizePiecesTests
+{
+    // The definition, quadratic: decode(ids[..i+1]) minus decode(ids[..i]), an unfinished character at the end of a
+    // prefix not counted yet.
+    private static string[] PrefixPieces(ITokenizer tokenizer, IReadOnlyList<int> ids)
+    {
+        var pieces = new string[ids.Count];
+        var previous = "";
+        for (var i = 0; i < ids.Count; i++)
+        {
+            var text = tokenizer.Decode(ids.Take(i + 1), skipSpecialTokens: false);
+            if (i + 1 < ids.Count) text = text.TrimEnd('\uFFFD');
+            pieces[i] = text.StartsWith(previous, StringComparison.Ordinal) ? text[previous.Length..] : tokenizer.Decode([ids[i]], false);
+            previous = text;
+        }
+        return pieces;
+    }
+
+    private sealed class CountingTokenizer(ITokenizer inner) : ITokenizer
+    {
+        public long IdsDecoded;
+        public int VocabSize => inner.VocabSize;
+        public int BosId => inner.BosId;
+        public int EosId => inner.EosId;
+        public int PadId => inner.PadId;
+        public IReadOnlyList<int> StopTokens => inner.StopTokens;
+        public IReadOnlyList<int> Encode(string text, bool addBos = true, bool addEos = true) => inner.Encode(text, addBos, addEos);
+        public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true)
+        {
+            var list = ids.ToList();
+            IdsDecoded += list.Count;
+            return inner.Decode(list, skipSpecialTokens);
+        }
+    }
+
+    [SharedDataTheory(Tok512Model, Llama3Json, "text/tinyshakespeare/input.txt")]
+    [InlineData(Tok512Model)]
+    [InlineData(Llama3Json)]
+    public void Pieces_RealText_SameAsPrefixDefinition(string tokenizerFile)
+    {
+        var tokenizer = TokenizerLoader.Load(SharedData.PathOf(tokenizerFile));
+        // Shakespeare plus characters that SentencePiece spells with byte tokens and BPE splits across ids
+        var text = File.ReadAllText(SharedData.PathOf("text/tinyshakespeare/input.txt"))[..3000] + " naïve café — 東京 🙂 end";
+        var ids = tokenizer.Encode(text, addBos: true, addEos: true);
+        var pieces = TokenizeReport.Pieces(tokenizer, ids);
+        Assert.Equal(PrefixPieces(tokenizer, ids), pieces);
+        Assert.Equal(tokenizer.Decode(ids, skipSpecialTokens: false), string.Concat(pieces));
+    }
+
+    [SharedDataFact(Tok512Model, "text/tinyshakespeare/input.txt")]
+    public void Pieces_LargeInput_WorkIsLinearInIds()
+    {
+        var inner = TokenizerLoader.Load(SharedData.PathOf(Tok512Model));
+        var ids = inner.Encode(File.ReadAllText(SharedData.PathOf("text/tinyshakespeare/input.txt"))[..100_000], addBos: true, addEos: false);
+        var counting = new CountingTokenizer(inner);
+        var pieces = TokenizeReport.Pieces(counting, ids);
+        Assert.Equal(ids.Count, pieces.Length);
+        // Each id is decoded with at most PieceContext ids before it, twice, plus a lone fallback decode: linear.
+        // Decoding every prefix would hand Decode about n^2 / 2 ids (~10^9 here).
+        var bound = (long)ids.Count * (2 * (TokenizeReport.PieceContext + 1) + 1);
+        Assert.InRange(counting.IdsDecoded, ids.Count, bound);
+    }
+}
