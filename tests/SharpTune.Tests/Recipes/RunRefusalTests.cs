@@ -92,7 +92,9 @@ public sealed class RunRefusalTests(Stories260KFolder stories) : IClassFixture<S
         Directory.CreateDirectory(dir);
         var lockFile = Path.Combine(dir, RunFolder.LockFileName);
         var ready = Path.Combine(tmp.Path, "held");
-        using var holder = Process.Start(new ProcessStartInfo(flock) { ArgumentList = { lockFile, "sh", "-c", $"touch '{ready}'; exec sleep 120" } })!;
+        // -o: the lock stays with flock(1) alone; without it the child inherits the locked descriptor and can outlive
+        // the kill below for a moment, so the second run found the folder still locked (seen as a rare failure).
+        using var holder = Process.Start(new ProcessStartInfo(flock) { ArgumentList = { "-o", lockFile, "sh", "-c", $"touch '{ready}'; exec sleep 120" } })!;
         var clock = Stopwatch.StartNew();
         while (!File.Exists(ready) && clock.Elapsed < TimeSpan.FromSeconds(30)) Thread.Sleep(20);
         Assert.True(File.Exists(ready), "flock(1) did not take the lock");
