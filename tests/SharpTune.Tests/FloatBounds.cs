@@ -38,8 +38,13 @@ public static class FloatBounds
     /// </summary>
     /// <remarks>
     /// Per step t and element: the gradient sums over at most <paramref name="termsPerGradient"/> per-token terms, so
-    /// the two runs' gradients differ by a relative delta &lt;= gamma(n + 2) (the reordered sum, the 1/tokens scale and
-    /// the clip coefficient, each one rounding more); an optimizer update that is a ratio of such sums (AdamW's
+    /// the two runs' gradients differ by at most gamma(n + 2) sum|terms| (the reordered sum, the 1/tokens scale and the
+    /// clip coefficient, each one rounding more). This bound takes that as a relative delta &lt;= gamma(n + 2) of the
+    /// gradient, i.e. it ASSUMES well-conditioned sums (sum|terms| within a small factor of |sum|). Where an element's
+    /// terms nearly cancel, its reordering error is large relative to its value, and AdamW (scale-free) can turn it into
+    /// an update difference of order lr: no float32 bound below a real bug's size exists there, so a test using this
+    /// bound must keep its model in the well-conditioned regime (tests say how, e.g. the initial weight scale they draw).
+    /// Under that assumption an optimizer update that is a ratio of such sums (AdamW's
     /// m / sqrt(v)) or linear in them (SGD's momentum buffer) then differs by at most 2 delta |update_t|. Storing the
     /// new weight rounds once more, and two nearly equal weights round apart by at most 2 u |w|. The weight difference
     /// also feeds back into the next gradients; for the short runs the tests use (lr * curvature * steps well below 1)
