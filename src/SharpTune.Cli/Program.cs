@@ -8,6 +8,8 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
+        // Before anything can touch TorchSharp: libgomp reads OMP_WAIT_POLICY once, when libtorch loads.
+        SharpTune.Native.TorchRuntime.PrepareEnvironment();
         // First Ctrl-C asks the running verb to stop cleanly (recipes still run Cleanup); a second one kills.
         using var cancel = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
