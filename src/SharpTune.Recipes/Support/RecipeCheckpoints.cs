@@ -30,14 +30,14 @@ public static class RecipeCheckpoints
 
     /// <summary>
     /// When <paramref name="createIfMissing"/> and the folder has no config.json, redraws <paramref name="model"/>'s
-    /// base weights HF-style (<see cref="RandomInit.HfStyle"/>: matrices N(0, 0.02), biases 0, from libtorch's seeded
-    /// generator) and writes them there as an HF checkpoint. Returns true when it did.
+    /// base weights HF-style (<see cref="RandomInit.HfStyle"/>: matrices N(0, 0.02), biases 0, drawn from the run's
+    /// seed without advancing libtorch's global generator) and writes them there as an HF checkpoint. Returns true when it did.
     /// </summary>
     public static bool CreateRandomBase(TransformerDecoder model, string checkpointDir, bool createIfMissing)
     {
         if (!createIfMissing || File.Exists(Path.Combine(checkpointDir, "config.json"))) return false;
         using var scope = NewDisposeScope();
-        RandomInit.HfStyle(model);
+        RandomInit.HfStyle(model, random.initial_seed());
         // Adapters are still zero-effect (lora_B = 0) right after building, so the base weights are the model's.
         var baseOnly = IsLora(model) ? BaseStateDict(model) : Adapters.MergedStateDict(model);
         HfCheckpointer.SaveFolder(checkpointDir, baseOnly, ConfigJson(model), sourceFolder: null);

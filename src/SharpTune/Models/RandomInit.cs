@@ -21,22 +21,28 @@ public static class RandomInit
     public const double HfStd = 0.02;
 
     /// <summary>
-    /// Redraws <paramref name="model"/>'s base weights in place from libtorch's global generator (seed it first):
-    /// every matrix (projections, embeddings) N(0, <paramref name="std"/>), every bias 0; norm weights and LoRA/DoRA
-    /// adapter tensors are left as they are. A tied embedding/output matrix is drawn once.
+    /// Redraws <paramref name="model"/>'s base weights in place from a CPU generator seeded with <paramref name="seed"/>
+    /// (libtorch's global generator is left as it was, so a run that creates its weights and one that finds them
+    /// continue with the same random state): every matrix (projections, embeddings) N(0, <paramref name="std"/>),
+    /// every bias 0; norm weights and LoRA/DoRA adapter tensors are left as they are. A tied matrix is drawn once.
     /// </summary>
-    public static void HfStyle(TransformerDecoder model, double std = HfStd)
+    public static void HfStyle(TransformerDecoder model, long seed, double std = HfStd)
     {
         ArgumentNullException.ThrowIfNull(model);
         if (!(std > 0)) throw new ArgumentOutOfRangeException(nameof(std), std, "must be positive");
-        using var scope = NewDisposeScope();
+        using var generator = new Generator(unchecked((ulong)seed));
         using var noGrad = no_grad();
         var seen = new HashSet<IntPtr>();
         foreach (var (name, p) in model.named_parameters())
         {
             if (Adapters.IsAdapterKey(name) || !seen.Add(p.Handle)) continue;
             if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
-            else if (p.dim() == 2) p.normal_(0, std);
+            else if (p.dim() == 2)
+            {
+                // Drawn in fp32 on the CPU, then copied: the same values whatever the model's device, one matrix at a time.
+                using var draw = empty(p.shape, ScalarType.Float32).normal_(0, std, generator);
+                p.copy_(draw);
+            }
         }
     }
 
@@ -56,8 +62,7 @@ public static class RandomInit
         if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16))
             throw new ArgumentException($"dtype must be float32 or bfloat16, got {dtype}", nameof(dtype));
         using var model = HfModels.FromConfig(config, dtype: dtype);
-        manual_seed(seed);
-        HfStyle(model, sigma);
+        HfStyle(model, seed, sigma);
         HfCheckpointer.SaveFolder(outputDir, model.state_dict(), json, sourceFolder: null);
         return new InitReport(Path.GetFullPath(outputDir), Adapters.CountParameters(model), sigma, dtype);
     }

@@ -35,7 +35,9 @@ public sealed class RandomInitTests
 
         // When it is initialised HF-style
         manual_seed(7);
-        RandomInit.HfStyle(model);
+        var globalBefore = rand(4);
+        manual_seed(7);
+        RandomInit.HfStyle(model, seed: 7);
 
         // Then every base matrix is N(0, 0.02), biases are 0, norms 1, and adapters are unchanged
         var checkedMatrices = 0;
@@ -51,6 +53,8 @@ public sealed class RandomInitTests
             }
         }
         Assert.Equal(1 + 2 * 7, checkedMatrices); // embedding (tied head is the same tensor) + 7 projections per layer
+        // and libtorch's global generator did not move (a resumed run, which finds the weights, draws the same later)
+        Assert.True(rand(4).equal(globalBefore).all().item<bool>(), "HfStyle advanced the global generator");
         Assert.True(model.OutputWeight.equal(model.named_parameters().First(p => p.name == "model.embed_tokens.weight").parameter).all().item<bool>(), "the tie was broken");
     }
 

@@ -89,6 +89,20 @@ public sealed class RecipeSetupTests
         Assert.Throws<ArgumentException>(() => RecipeRuntime.ResolveDevice("tpu"));
     }
 
+    [Fact]
+    public void ResolveDtypeAndDevice_Auto_FollowTheMeasuredProbeOnTheCpu()
+    {
+        SharpTune.Native.TorchRuntime.EnsureLoaded();
+        Assert.Equal(cuda.is_available() ? TorchSharp.DeviceType.CUDA : TorchSharp.DeviceType.CPU, RecipeRuntime.ResolveDevice("auto").type);
+        var reporter = new RecordingReporter();
+        var dtype = RecipeRuntime.ResolveDtype("auto", CPU, reporter);
+        var probe = SharpTune.Training.Precision.ProbeCpu();
+        Assert.Equal(probe.Choice, dtype);
+        Assert.Contains(probe.ToString(), reporter.Infos);
+        if (!RecipeRuntime.CpuHasNativeBf16()) Assert.Equal(ScalarType.Float32, dtype);
+        Assert.Empty(reporter.Warnings);
+    }
+
     [Theory]
     [InlineData("llama3_2/8B_to_1B_KD_lora_single_device")]
     [InlineData("qwen2/1.5_to_0.5B_KD_lora_single_device")]
