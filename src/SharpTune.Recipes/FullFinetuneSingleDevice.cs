@@ -180,7 +180,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
             var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
             var step = startBatch / _gradientAccumulationSteps;
             var watch = Stopwatch.StartNew();
-            long stepTokens = 0;
+            long stepTokens = 0, stepProcessed = 0;
             for (var b = startBatch; step < _stepsPerEpoch; b++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -190,6 +190,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                     var (sum, count) = LossStep(batch);
                     _accumulator!.Backward(sum, count);
                     stepTokens += count;
+                    stepProcessed += batch.Tokens.numel();
                 }
                 if ((b + 1) % _gradientAccumulationSteps != 0) continue;
 
@@ -207,10 +208,11 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                 NativeHeap.AfterStep();
                 stepTokens = _dist.AllReduceSum(stepTokens); // global tokens of the step
                 _totalTokens += stepTokens;
+                stepProcessed = _dist.AllReduceSum(stepProcessed);
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
-                    Log(result, stepTokens / Math.Max(1e-9, watch.Elapsed.TotalSeconds));
+                    Log(result, new StepTiming(stepTokens, stepProcessed, watch.Elapsed.TotalSeconds));
                 _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
-                stepTokens = 0;
+                stepTokens = stepProcessed = 0;
                 watch.Restart();
                 if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
                 {
@@ -306,16 +308,15 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         return (sum.Sum, sum.Count.item<long>());
     }
 
-    private void Log(AccumulatedStep result, double tokensPerSecond)
+    private void Log(AccumulatedStep result, StepTiming timing)
     {
-        var metrics = new StepMetrics
+        var metrics = timing.Apply(new StepMetrics
         {
             Loss = result.Loss,
             Lr = Optimizers.LearningRate(_optimizer!),
             GradNorm = double.IsNaN(result.GradNorm) ? null : result.GradNorm,
-            TokensPerSecond = tokensPerSecond,
             PeakMemoryGib = _logPeakMemory ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
-        }.ToDictionary();
+        }).ToDictionary();
         _metrics?.Log(_stepsRun, metrics);
         _reporter.Metrics(_stepsRun, metrics);
     }

@@ -218,7 +218,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             var step = startBatch / _gradientAccumulationSteps;
             var watch = Stopwatch.StartNew();
             double classSum = 0, kdSum = 0;
-            long stepTokens = 0;
+            long stepTokens = 0, stepProcessed = 0;
             for (var b = startBatch; step < _stepsPerEpoch; b++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -230,6 +230,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                     classSum += cls;
                     kdSum += kd;
                     stepTokens += count;
+                    stepProcessed += batch.Tokens.numel();
                 }
                 if ((b + 1) % _gradientAccumulationSteps != 0) continue;
 
@@ -248,11 +249,12 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 var global = _dist.AllReduceSum(classSum, kdSum, stepTokens); // logged losses are global means
                 (classSum, kdSum, stepTokens) = (global[0], global[1], (long)Math.Round(global[2]));
                 _totalTokens += stepTokens;
+                stepProcessed = _dist.AllReduceSum(stepProcessed);
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
-                    Log(result, classSum / Math.Max(1, stepTokens), kdSum / Math.Max(1, stepTokens), stepTokens / Math.Max(1e-9, watch.Elapsed.TotalSeconds));
+                    Log(result, classSum / Math.Max(1, stepTokens), kdSum / Math.Max(1, stepTokens), new StepTiming(stepTokens, stepProcessed, watch.Elapsed.TotalSeconds));
                 _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
                 classSum = kdSum = 0;
-                stepTokens = 0;
+                stepTokens = stepProcessed = 0;
                 watch.Restart();
                 if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
                 {
@@ -466,18 +468,17 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         return (sums.Weighted, sums.Class.Sum.item<float>(), sums.Kd.Sum.item<float>(), sums.Class.Count.item<long>());
     }
 
-    private void Log(AccumulatedStep result, double classLoss, double kdLoss, double tokensPerSecond)
+    private void Log(AccumulatedStep result, double classLoss, double kdLoss, StepTiming timing)
     {
-        var metrics = new StepMetrics
+        var metrics = timing.Apply(new StepMetrics
         {
             Loss = result.Loss,
             ClassLoss = classLoss,
             KdLoss = kdLoss,
             Lr = Optimizers.LearningRate(_optimizer!),
             GradNorm = double.IsNaN(result.GradNorm) ? null : result.GradNorm,
-            TokensPerSecond = tokensPerSecond,
             PeakMemoryGib = _logPeakMemory ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
-        }.ToDictionary();
+        }).ToDictionary();
         _metrics?.Log(_stepsRun, metrics);
         _reporter.Metrics(_stepsRun, metrics);
     }
