@@ -38,6 +38,7 @@ if (steps < 1 || warmup < 0) throw new ArgumentException("--steps must be at lea
 var modelsDir = Arg("--models", Path.Combine(Path.GetTempPath(), "sharptune-realshapes"));
 TorchRuntime.SetThreads(IntArg("--threads", 0));
 Console.WriteLine(NativeHeap.Configure());
+var runtimeRss = ProcessMemory.Read().RssBytes; // the process before any model: CLR, libtorch, thread pools
 var dtypeArg = Arg("--dtype", "fp32");
 var dtype = dtypeArg switch
 {
@@ -64,11 +65,10 @@ foreach (var seq in seqs)
     Console.WriteLine($"\n=== {label} (load {LoadAverage()})");
     var studentDir = EnsureWeights(studentArgs);
     var teacherDir = teacherArgs is null ? null : EnsureWeights(teacherArgs);
-    ProcessMemory.TryResetPeak();
-    var baseline = ProcessMemory.Read().RssBytes;
+    ProcessMemory.TryResetPeak(); // writing weights above, and earlier cases, do not count
     var student = Load(studentArgs, studentDir, lora);
     var teacher = teacherArgs is null ? null : Load(teacherArgs, teacherDir!, null);
-    var estimate = Estimate(studentArgs, student, teacherArgs, seq) + baseline;
+    var estimate = Estimate(studentArgs, student, teacherArgs, seq) + runtimeRss;
     var runner = new KdStepRunner(new StepOptions((int)studentArgs.VocabSize, seq, 1, dtype, args.Contains("--profile")), "recipe", teacher, student);
     runner.Run(warmup, steps);
     var peakRss = ProcessMemory.Read().PeakRssBytes;
@@ -125,7 +125,7 @@ double Estimate(DecoderArgs s, TransformerDecoder student, DecoderArgs? t, int s
     var logits = seq * (double)s.VocabSize * (bytes /* saved gradient */ + 4 * 3.0 / 8 /* fp32 softmax buffers, one chunk of 8 */)
                  + (t is null ? 0 : seq * (double)s.VocabSize * bytes);
     var line = string.Create(CultureInfo.InvariantCulture,
-        $"estimate: weights {weights / GiB:F2} + adapters/optimizer {optimizer / GiB:F2} + activations {activations / GiB:F2} + logits {logits / GiB:F2} GiB (+ runtime before loading)");
+        $"estimate: weights {weights / GiB:F2} + adapters/optimizer {optimizer / GiB:F2} + activations {activations / GiB:F2} + logits {logits / GiB:F2} GiB + runtime {runtimeRss / GiB:F2} GiB");
     Console.WriteLine(line);
     return weights + optimizer + activations + logits;
 }
