@@ -34,6 +34,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "weights in, checkpoints out")]
 [RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
+[RecipeKey("random_init_std", typeof(double), Description = "standard deviation of those weights' matrices (HF initializer_range; default 0.02)")]
 [RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
 [RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved)")]
@@ -68,6 +69,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private readonly bool _shuffle;
     private readonly bool _resume;
     private readonly bool _randomInit;
+    private readonly double _randomInitStd;
     private readonly bool _activationCheckpointing;
     private readonly int _logEveryNSteps;
     private readonly bool _logPeakMemory;
@@ -111,6 +113,8 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         _shuffle = config.Get("shuffle", true);
         _resume = config.Get("resume_from_checkpoint", false);
         _randomInit = config.Get("random_init_checkpoint", false);
+        _randomInitStd = config.Get("random_init_std", Models.RandomInit.HfStd);
+        Check(_randomInitStd > 0, "random_init_std", $"must be positive, got {_randomInitStd}");
         _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
         _logEveryNSteps = config.Get("log_every_n_steps", 1);
         _logPeakMemory = config.Get("log_peak_memory_stats", true);
@@ -256,7 +260,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
         _dist.OnMain(() =>
         {
-            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit, _randomInitStd))
                 _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
         });
         RecipeCheckpoints.LoadBase(model, _checkpointer!);

@@ -42,6 +42,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
 [RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Description = "teacher weights (HF folder; unless teacher.cache is set)")]
 [RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
+[RecipeKey("random_init_std", typeof(double), Description = "standard deviation of those weights' matrices (HF initializer_range; default 0.02)")]
 [RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
 [RecipeKey("save_adapter_weights_only", typeof(bool), Description = "LoRA: save only the adapter, not merged weights")]
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
@@ -80,6 +81,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private readonly bool _shuffle;
     private readonly bool _resume;
     private readonly bool _randomInit;
+    private readonly double _randomInitStd;
     private readonly bool _adapterOnly;
     private readonly bool _activationCheckpointing;
     private readonly int _logEveryNSteps;
@@ -131,6 +133,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _shuffle = config.Get("shuffle", true);
         _resume = config.Get("resume_from_checkpoint", false);
         _randomInit = config.Get("random_init_checkpoint", false);
+        _randomInitStd = config.Get("random_init_std", Models.RandomInit.HfStd);
+        Check(_randomInitStd > 0, "random_init_std", $"must be positive, got {_randomInitStd}");
         _adapterOnly = config.Get("save_adapter_weights_only", false);
         _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
         _logEveryNSteps = config.Get("log_every_n_steps", 1);
@@ -300,7 +304,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
         _dist.OnMain(() =>
         {
-            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit, _randomInitStd))
                 _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
         });
         RecipeCheckpoints.LoadBase(model, _checkpointer!);

@@ -33,11 +33,11 @@ public static class RecipeCheckpoints
     /// base weights HF-style (<see cref="RandomInit.HfStyle"/>: matrices N(0, 0.02), biases 0, drawn from the run's
     /// seed without advancing libtorch's global generator) and writes them there as an HF checkpoint. Returns true when it did.
     /// </summary>
-    public static bool CreateRandomBase(TransformerDecoder model, string checkpointDir, bool createIfMissing)
+    public static bool CreateRandomBase(TransformerDecoder model, string checkpointDir, bool createIfMissing, double std = RandomInit.HfStd)
     {
         if (!createIfMissing || File.Exists(Path.Combine(checkpointDir, "config.json"))) return false;
         using var scope = NewDisposeScope();
-        RandomInit.HfStyle(model, random.initial_seed());
+        RandomInit.HfStyle(model, random.initial_seed(), std);
         // Adapters are still zero-effect (lora_B = 0) right after building, so the base weights are the model's.
         var baseOnly = IsLora(model) ? BaseStateDict(model) : Adapters.MergedStateDict(model);
         HfCheckpointer.SaveFolder(checkpointDir, baseOnly, ConfigJson(model), sourceFolder: null);
