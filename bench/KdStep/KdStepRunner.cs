@@ -4,6 +4,8 @@
 // optimizer step and zero_grad inside one dispose scope, RecipeRuntime.CollectGarbage and NativeHeap.AfterStep.
 // LossStep calls the recipe's own RecipeRuntime.ForwardHidden/Logits and the same loss Sum calls; it cannot call
 // the recipe's private LossStep itself (that needs a config), so it mirrors its unfused and fused branches.
+// Without a teacher the step is the LoRA/full fine-tune recipes' (class loss only). bench/RealShapes compiles this
+// file too and passes models it loaded from HF folders.
 using System.Diagnostics;
 using System.Globalization;
 using SharpTune.Distributed;
@@ -40,10 +42,31 @@ internal sealed record ModelShape(int Dim, int Layers, int Heads, int KvHeads, i
     }
 }
 
+/// <summary>What one timed step needs: the batch shape, the element type, and whether to time its phases.</summary>
+internal sealed record StepOptions(int Vocab, int Seq, int Batch, ScalarType Dtype, bool Profile)
+{
+    public string DtypeName => Dtype == ScalarType.BFloat16 ? "bf16" : "fp32";
+
+    /// <summary>--dtype fp32|bf16 (default fp32).</summary>
+    public static ScalarType ParseDtype(string[] args)
+    {
+        var i = Array.IndexOf(args, "--dtype");
+        var value = i >= 0 && i + 1 < args.Length ? args[i + 1] : "fp32";
+        return value switch
+        {
+            "fp32" => ScalarType.Float32,
+            "bf16" => ScalarType.BFloat16,
+            _ => throw new ArgumentException($"--dtype {value}: expected fp32 or bf16"),
+        };
+    }
+}
+
 internal sealed record BenchOptions(
     ModelShape Teacher, ModelShape Student, int Vocab, int Seq, int Batch, int Rounds, int Steps, int Warmup,
-    int Threads, string? Python, string Variant, bool Profile)
+    int Threads, string? Python, string Variant, bool Profile, ScalarType Dtype)
 {
+    public StepOptions Step => new(Vocab, Seq, Batch, Dtype, Profile);
+
     public static BenchOptions Parse(string[] args)
     {
         var quick = args.Contains("--quick");
@@ -62,7 +85,8 @@ internal sealed record BenchOptions(
             ModelShape.Parse(Get("--student", quick ? "128,2,2,1,384" : "384,6,6,2,1024")),
             Int("--vocab", quick ? 8000 : 32_000), Int("--seq", quick ? 128 : 512), Int("--batch", quick ? 2 : 4),
             Int("--rounds", quick ? 2 : 3), Int("--steps", quick ? 3 : 3), Int("--warmup", 1), Int("--threads", 0),
-            args.Contains("--no-python") ? null : Get("--python", "/usr/bin/python3"), variant, args.Contains("--profile"));
+            args.Contains("--no-python") ? null : Get("--python", "/usr/bin/python3"), variant, args.Contains("--profile"),
+            StepOptions.ParseDtype(args));
     }
 }
 
@@ -77,30 +101,16 @@ internal static class Flops
         return tokens * (student + teacher);
     }
 
-    /// <summary>Median fp32 GFLOP/s of a 1024³ matmul (what libtorch's BLAS reaches on this machine now).</summary>
-    public static double MatmulPeakGflops(int n = 1024, int reps = 9)
-    {
-        using var scope = NewDisposeScope();
-        var a = randn(n, n);
-        var b = randn(n, n);
-        matmul(a, b).Dispose(); // warm-up
-        var times = new double[reps];
-        for (var i = 0; i < reps; i++)
-        {
-            var w = Stopwatch.StartNew();
-            matmul(a, b).Dispose();
-            times[i] = w.Elapsed.TotalSeconds;
-        }
-        Array.Sort(times);
-        return 2.0 * n * n * n / times[reps / 2] / 1e9;
-    }
+    /// <summary>Median GFLOP/s of a 1024³ matmul in <paramref name="dtype"/> (what libtorch reaches on this machine now).</summary>
+    public static double MatmulPeakGflops(ScalarType dtype = ScalarType.Float32, int reps = 9) =>
+        Precision.GemmGflops(dtype, 1024, reps);
 }
 
 /// <summary>Teacher + student and their optimizer; <see cref="Run"/> times KD steps of one variant.</summary>
 internal sealed class KdStepRunner : IDisposable
 {
-    private readonly BenchOptions _o;
-    private readonly TransformerDecoder _teacher;
+    private readonly StepOptions _o;
+    private readonly TransformerDecoder? _teacher;
     private readonly TransformerDecoder _student;
     private readonly optim.Optimizer _optimizer;
     private readonly DataParallelGradients _accumulator;
@@ -112,15 +122,23 @@ internal sealed class KdStepRunner : IDisposable
     private readonly Generator _data = new Generator(1234);
 
     public KdStepRunner(BenchOptions o, string variant)
+        : this(o.Step, variant, Seeded(() => DecoderBuilder.Build(Args(o, o.Teacher, tie: false), null, null, o.Dtype)),
+            DecoderBuilder.Build(Args(o, o.Student, tie: true), null, null, o.Dtype)) // teacher untied like Llama 3.1 8B, student tied like Llama 3.2 1B
+    {
+    }
+
+    /// <summary>Steps over given models: with a teacher the KD step, without one the fine-tune step (class loss only).</summary>
+    public KdStepRunner(StepOptions o, string variant, TransformerDecoder? teacher, TransformerDecoder student)
     {
         _o = o;
         Variant = variant;
-        Determinism.Seed(0);
-        // teacher untied like Llama 3.1 8B, student tied like Llama 3.2 1B
-        _teacher = DecoderBuilder.Build(Args(o.Teacher, tie: false));
-        _student = DecoderBuilder.Build(Args(o.Student, tie: true));
-        foreach (var p in _teacher.parameters()) p.requires_grad = false;
-        _teacher.eval();
+        _teacher = teacher;
+        _student = student;
+        if (_teacher is not null)
+        {
+            foreach (var p in _teacher.parameters()) p.requires_grad = false;
+            _teacher.eval();
+        }
         _student.train();
         var trainable = Optimizers.TrainableParameters(_student);
         _optimizer = Optimizers.AdamW(trainable, lr: 3e-4, weightDecay: 0.01);
@@ -144,11 +162,20 @@ internal sealed class KdStepRunner : IDisposable
         _lap.Restart();
     }
 
-    private DecoderArgs Args(ModelShape m, bool tie) => new()
+    private static T Seeded<T>(Func<T> build)
     {
-        VocabSize = _o.Vocab, NumLayers = m.Layers, NumHeads = m.Heads, NumKvHeads = m.KvHeads, EmbedDim = m.Dim,
-        IntermediateDim = m.Hidden, MaxSeqLen = _o.Seq, TieEmbeddings = tie,
+        Determinism.Seed(0);
+        return build();
+    }
+
+    private static DecoderArgs Args(BenchOptions o, ModelShape m, bool tie) => new()
+    {
+        VocabSize = o.Vocab, NumLayers = m.Layers, NumHeads = m.Heads, NumKvHeads = m.KvHeads, EmbedDim = m.Dim,
+        IntermediateDim = m.Hidden, MaxSeqLen = o.Seq, TieEmbeddings = tie,
     };
+
+    /// <summary>Wall seconds of each timed step, paired with <see cref="Run"/>'s result.</summary>
+    public List<double> StepSeconds { get; } = new();
 
     /// <summary>GEMM rate (GFLOP/s) measured just before each timed step, paired with <see cref="Run"/>'s result.</summary>
     public List<double> StepPeaks { get; } = new();
@@ -159,7 +186,7 @@ internal sealed class KdStepRunner : IDisposable
         var result = new List<double>();
         for (var i = 0; i < warmup + steps; i++)
         {
-            if (i >= warmup) StepPeaks.Add(Flops.MatmulPeakGflops(reps: 5)); // the machine's speed right now
+            if (i >= warmup) StepPeaks.Add(Flops.MatmulPeakGflops(_o.Dtype, reps: 5)); // the machine's speed right now, in the step's dtype
             var tokens = randint(0, _o.Vocab, [_o.Batch, _o.Seq], generator: _data); // [b, s]
             var labels = cat([tokens[.., 1..], full(_o.Batch, 1, -100L, ScalarType.Int64)], 1); // [b, s]
             var watch = Stopwatch.StartNew();
@@ -196,7 +223,11 @@ internal sealed class KdStepRunner : IDisposable
             LastLoss = r.Loss;
             tokens.Dispose();
             labels.Dispose();
-            if (i >= warmup) result.Add(_o.Batch * _o.Seq / dt);
+            if (i >= warmup)
+            {
+                result.Add(_o.Batch * _o.Seq / dt);
+                StepSeconds.Add(dt);
+            }
         }
         return result;
     }
@@ -205,6 +236,16 @@ internal sealed class KdStepRunner : IDisposable
     private (Tensor Sum, long Count) LossStep(Tensor tokens, Tensor labels)
     {
         var hidden = RecipeRuntime.ForwardHidden(_student, tokens, null, null, checkpointLayers: false); // [b, s, d]
+        if (_teacher is null)
+        {
+            // The fine-tune recipes' step: chunked cross-entropy over the student's logits.
+            Lap("student forward");
+            var logits = RecipeRuntime.Logits(_student, hidden, 8); // 8 x [b, s_i, v]
+            Lap("student logits");
+            var ce = _classLoss.Sum(logits, labels);
+            Lap("ce loss");
+            return (ce.Sum, ce.Count.item<long>());
+        }
         if (Variant == "fused")
         {
             TeacherOutput teacherOut;
@@ -251,7 +292,7 @@ internal sealed class KdStepRunner : IDisposable
     {
         _optimizer.Dispose();
         _accumulator.Dispose();
-        _teacher.Dispose();
+        _teacher?.Dispose();
         _student.Dispose();
         _data.Dispose();
     }

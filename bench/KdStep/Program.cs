@@ -4,8 +4,10 @@
 // chunks, GradientAccumulator, AdamW, NativeHeap.AfterStep); the reference is bench/reference/kd_step.py. Rounds
 // alternate SharpTune and PyTorch so both see the same background load; each reports median tokens/s after warm-up.
 // Model FLOPs utilisation counts matmul FLOPs as PaLM (Chowdhery et al. 2022, appendix B): 6N + 12·L·d·s per
-// trained token and 2N + 4·L·d·s per teacher token, against an fp32 GEMM peak measured in each round.
-// Usage: dotnet run -c Release --project bench/KdStep -- [--quick] [--rounds 3] [--steps 3] [--warmup 1]
+// trained token and 2N + 4·L·d·s per teacher token, against a GEMM peak of the step's dtype measured in each round.
+// --dtype bf16 builds both models in bf16 (as a recipe's dtype: bf16 does) and compares with a bf16 GEMM peak; the
+// PyTorch reference is fp32 only, so it is skipped then.
+// Usage: dotnet run -c Release --project bench/KdStep -- [--quick] [--rounds 3] [--steps 3] [--warmup 1] [--dtype fp32|bf16]
 //        [--threads 0] [--python /usr/bin/python3] [--no-python] [--variant recipe,twoloss,nonorm,inference,fused|all] [--profile]
 //        [--thp] [--mmap-threshold BYTES|none] [--trim-threshold BYTES] [--trim-every N] [--collect-every N]
 using System.Diagnostics;
@@ -17,6 +19,11 @@ using SharpTune.Training;
 using static TorchSharp.torch;
 
 var o = BenchOptions.Parse(args);
+if (o.Dtype != ScalarType.Float32 && o.Python is not null)
+{
+    Console.WriteLine("the PyTorch reference runs fp32 only: skipped for --dtype bf16");
+    o = o with { Python = null };
+}
 if (args.Contains("--thp")) setenv("THP_MEM_ALLOC_ENABLE", "1", 1); // before libtorch loads: c10 reads it once
 TorchRuntime.SetThreads(o.Threads);
 // Allocator settings (NativeHeapOptions; the recipes' defaults when not given): --mmap-threshold BYTES|none (none
@@ -28,7 +35,7 @@ if (Arg("--trim-threshold") is { } tt) heap = heap with { TrimThresholdBytes = i
 if (Arg("--trim-every") is { } te) heap = heap with { TrimEveryNSteps = int.Parse(te, CultureInfo.InvariantCulture) };
 if (Arg("--collect-every") is { } ce) heap = heap with { CollectEveryNSteps = int.Parse(ce, CultureInfo.InvariantCulture) };
 Console.WriteLine(Arg("--mmap-threshold") == "none" ? "allocator left at glibc defaults" : NativeHeap.Configure(heap));
-Console.WriteLine($"KD step: teacher {o.Teacher}, student {o.Student}, vocab {o.Vocab}, seq {o.Seq}, batch {o.Batch}, fp32, " +
+Console.WriteLine($"KD step: teacher {o.Teacher}, student {o.Student}, vocab {o.Vocab}, seq {o.Seq}, batch {o.Batch}, {o.Step.DtypeName}, " +
                   $"{get_num_threads()} threads, {o.Rounds} rounds x {o.Steps} steps (+{o.Warmup} warm-up)");
 var flopsPerStep = Flops.KdStep(o);
 Console.WriteLine($"model FLOPs per step: {flopsPerStep / 1e9:F1} GFLOP (student fwd+bwd, teacher fwd, matmuls only)");
@@ -44,9 +51,9 @@ var peaks = new List<double>();
 string? torchVersion = null;
 for (var round = 1; round <= o.Rounds; round++)
 {
-    var peak = Flops.MatmulPeakGflops();
+    var peak = Flops.MatmulPeakGflops(o.Dtype);
     peaks.Add(peak);
-    Console.WriteLine($"round {round}: fp32 GEMM peak {peak:F1} GFLOP/s, load average {LoadAverage()}");
+    Console.WriteLine($"round {round}: {o.Step.DtypeName} GEMM peak {peak:F1} GFLOP/s, load average {LoadAverage()}");
     foreach (var r in runners)
     {
         ProcessMemory.TryResetPeak();
@@ -70,7 +77,7 @@ for (var round = 1; round <= o.Rounds; round++)
 var medPeak = Median(peaks);
 var medTorch = torchResults.Count > 0 ? Median(torchResults) : double.NaN;
 Console.WriteLine();
-Console.WriteLine($"median fp32 GEMM peak {medPeak:F1} GFLOP/s; tokens per step {o.Batch * o.Seq}");
+Console.WriteLine($"median {o.Step.DtypeName} GEMM peak {medPeak:F1} GFLOP/s; tokens per step {o.Batch * o.Seq}");
 // A ratio against a reference is only worth printing when the reference could use the machine as SharpTune did: its
 // own GEMM probe (same size, same method, in its process with the BLAS it loaded) must be within 25% of libtorch's.
 var referenceHealthy = false;

@@ -8,6 +8,8 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
+        // Before anything can touch TorchSharp: libgomp reads OMP_WAIT_POLICY once, when libtorch loads.
+        SharpTune.Native.TorchRuntime.PrepareEnvironment();
         // First Ctrl-C asks the running verb to stop cleanly (recipes still run Cleanup); a second one kills.
         using var cancel = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
@@ -47,6 +49,7 @@ internal static class Program
             config.AddCommand<DownloadCommand>("download").WithDescription("Download a model or dataset repo from the Hugging Face Hub");
             config.AddCommand<EvalCompareCommand>("eval").WithDescription("Show a saved results.json, or compare several side by side (--compare)");
             config.AddCommand<CacheInfoCommand>("cache-info").WithDescription("Describe a teacher top-k cache folder (tokens, k, bytes/token, teacher, hashes)");
+            config.AddCommand<InitCommand>("init").WithDescription("Write an HF model folder with random weights (N(0, 0.02)) at the shape a config.json describes");
             config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Print the token ids of a text (--chat: as a user message)");
             config.AddCommand<DecodeCommand>("decode").WithDescription("Print the text of token ids (the inverse of tokenize)");
             config.AddBranch("convert", convert =>

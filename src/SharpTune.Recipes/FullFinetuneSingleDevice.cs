@@ -34,6 +34,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "weights in, checkpoints out")]
 [RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
+[RecipeKey("random_init_std", typeof(double), Description = "standard deviation of those weights' matrices (HF initializer_range; default 0.02)")]
 [RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
 [RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved)")]
@@ -51,8 +52,8 @@ namespace SharpTune.Recipes;
 [RecipeKey("gradient_accumulation_steps", typeof(int))]
 [RecipeKey("clip_grad_norm", typeof(double?))]
 [RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
-[RecipeKey("device", typeof(string), Description = "cpu | cuda")]
-[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16")]
+[RecipeKey("device", typeof(string), Description = "cpu | cuda | auto (cuda when available)")]
+[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16 | auto (bf16 where native and measured faster)")]
 [RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
 [RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute layer activations in backward")]
 [RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
@@ -73,6 +74,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private readonly bool _shuffle;
     private readonly bool _resume;
     private readonly bool _randomInit;
+    private readonly double _randomInitStd;
     private readonly bool _activationCheckpointing;
     private readonly int _logEveryNSteps;
     private readonly bool _logPeakMemory;
@@ -119,6 +121,8 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         _shuffle = config.Get("shuffle", true);
         _resume = config.Get("resume_from_checkpoint", false);
         _randomInit = config.Get("random_init_checkpoint", false);
+        _randomInitStd = config.Get("random_init_std", Models.RandomInit.HfStd);
+        Check(_randomInitStd > 0, "random_init_std", $"must be positive, got {_randomInitStd}");
         _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
         _logEveryNSteps = config.Get("log_every_n_steps", 1);
         _logPeakMemory = config.Get("log_peak_memory_stats", true);
@@ -192,7 +196,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
             var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
             var step = startBatch / _gradientAccumulationSteps;
             var watch = Stopwatch.StartNew();
-            long stepTokens = 0;
+            long stepTokens = 0, stepProcessed = 0;
             for (var b = startBatch; step < _stepsPerEpoch && _stepsRun < totalSteps; b++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -202,6 +206,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                     var (sum, count) = LossStep(batch);
                     _accumulator!.Backward(sum, count);
                     stepTokens += count;
+                    stepProcessed += batch.Tokens.numel();
                 }
                 if ((b + 1) % _gradientAccumulationSteps != 0) continue;
 
@@ -219,11 +224,12 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                 NativeHeap.AfterStep();
                 stepTokens = _dist.AllReduceSum(stepTokens); // global tokens of the step
                 _totalTokens += stepTokens;
+                stepProcessed = _dist.AllReduceSum(stepProcessed);
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
-                    Log(result, stepTokens / Math.Max(1e-9, watch.Elapsed.TotalSeconds));
+                    Log(result, new StepTiming(stepTokens, stepProcessed, watch.Elapsed.TotalSeconds));
                 if (_heldOut is { } heldOut && heldOut.IsDue(_stepsRun, totalSteps)) Validate(heldOut);
                 _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
-                stepTokens = 0;
+                stepTokens = stepProcessed = 0;
                 watch.Restart();
                 if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch && _stepsRun < totalSteps)
                 {
@@ -274,7 +280,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
         _dist.OnMain(() =>
         {
-            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit, _randomInitStd))
                 _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
         });
         RecipeCheckpoints.LoadBase(model, _checkpointer!);
@@ -338,16 +344,15 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         return (sum.Sum, sum.Count.item<long>());
     }
 
-    private void Log(AccumulatedStep result, double tokensPerSecond)
+    private void Log(AccumulatedStep result, StepTiming timing)
     {
-        var metrics = new StepMetrics
+        var metrics = timing.Apply(new StepMetrics
         {
             Loss = result.Loss,
             Lr = Optimizers.LearningRate(_optimizer!),
             GradNorm = double.IsNaN(result.GradNorm) ? null : result.GradNorm,
-            TokensPerSecond = tokensPerSecond,
             PeakMemoryGib = _logPeakMemory ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
-        }.ToDictionary();
+        }).ToDictionary();
         _metrics?.Log(_stepsRun, metrics);
         _reporter.Metrics(_stepsRun, metrics);
     }

@@ -34,7 +34,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("max_bytes_per_token", typeof(int?), Description = "per-position byte budget; the lowest-ranked ids that do not fit are folded into the tail (default null: keep every top-k id)")]
 [RecipeKey("samples_per_shard", typeof(int), Description = "samples per atomically written shard (default 256)")]
 [RecipeKey("batch_size", typeof(int), Description = "samples per teacher forward (right-padded; default 8)")]
-[RecipeKey("device", typeof(string), Description = "cpu | cuda")]
+[RecipeKey("device", typeof(string), Description = "cpu | cuda | auto (cuda when available)")]
 [RecipeKey("dtype", typeof(string), Description = "fp32 | bf16 (teacher weights; log-probs are computed in fp32)")]
 [RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads; null keeps libtorch's default")]
 public sealed class TeacherLogits : IRecipe

@@ -7,6 +7,7 @@ using System.Globalization;
 using System.Text.Json;
 using SharpTune.Config;
 using SharpTune.Native;
+using SharpTune.Training;
 using TorchSharp;
 
 namespace SharpTune.Recipes;
@@ -102,6 +103,15 @@ public sealed class TorchInfo : IRecipe
             ["size"] = n, ["repeats"] = _benchmark.Repeats, ["dtype"] = _benchmark.Dtype.ToString().ToLowerInvariant(),
             ["seconds"] = seconds, ["gflops"] = gflops,
         };
+        // What `dtype: auto` picks here, from fp32 and bf16 rates measured now (bf16 even without native support).
+        var probe = Precision.ProbeCpu(measureBf16Always: true);
+        _reporter.Info(probe.ToString());
+        _report["dtype_auto"] = new Dictionary<string, object>
+        {
+            ["native_bf16"] = probe.NativeBf16, ["fp32_gflops"] = probe.Fp32Gflops, ["bf16_gflops"] = probe.Bf16Gflops,
+            ["choice"] = probe.ChoiceName,
+        };
+        _report["openmp"] = TorchRuntime.WaitPolicySetup?.ToString() ?? "unknown";
         var path = Path.Combine(_outputDir, "torch_info.json");
         WriteAtomically(path, JsonSerializer.Serialize(_report, new JsonSerializerOptions { WriteIndented = true }));
         _reporter.Info($"matmul {n}x{n} {_benchmark.Dtype}: {gflops:F1} GFLOP/s over {_benchmark.Repeats} repeats; wrote {path}");

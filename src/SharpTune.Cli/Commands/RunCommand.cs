@@ -3,6 +3,7 @@
 // run is wrapped in DistributedContext.Run: one data-parallel job, aborted as a whole when any rank fails.
 using System.ComponentModel;
 using SharpTune.Distributed;
+using SharpTune.Native;
 using SharpTune.Recipes;
 using SharpTune.Recipes.Support;
 using Spectre.Console.Cli;
@@ -57,6 +58,12 @@ internal sealed class RunCommand(CliServices services) : Command<RunCommand.Sett
             return 1;
         }
         var reporter = new ConsoleReporter(services, settings.Verbose);
+        if (TorchRuntime.WaitPolicySetup is { } openMp)
+        {
+            reporter.Verbose($"openmp: {openMp}");
+            if (openMp is { SetBySharpTune: true, LibgompLoadedFirst: true })
+                reporter.Warning($"libgomp was loaded before SharpTune could set {openMp.Policy}: idle OpenMP threads will spin (export OMP_WAIT_POLICY=PASSIVE to avoid it)");
+        }
         if (Mpi.LauncherEnvironment() is null)
         {
             // Plain one-process run: errors propagate to the CLI's usual handling.

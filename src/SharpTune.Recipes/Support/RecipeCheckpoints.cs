@@ -29,25 +29,18 @@ public static class RecipeCheckpoints
     public static bool IsLora(TransformerDecoder model) => Adapters.LoraLayers(model).Count > 0;
 
     /// <summary>
-    /// When <paramref name="createIfMissing"/> and the folder has no config.json, writes <paramref name="model"/>'s
-    /// current (seeded random) base weights there as an HF checkpoint. Returns true when it did.
+    /// When <paramref name="createIfMissing"/> and the folder has no config.json, redraws <paramref name="model"/>'s
+    /// base weights HF-style (<see cref="RandomInit.HfStyle"/>: matrices N(0, 0.02), biases 0, drawn from the run's
+    /// seed without advancing libtorch's global generator) and writes them there as an HF checkpoint. Returns true when it did.
     /// </summary>
-    public static bool CreateRandomBase(TransformerDecoder model, string checkpointDir, bool createIfMissing)
+    public static bool CreateRandomBase(TransformerDecoder model, string checkpointDir, bool createIfMissing, double std = RandomInit.HfStd)
     {
         if (!createIfMissing || File.Exists(Path.Combine(checkpointDir, "config.json"))) return false;
         using var scope = NewDisposeScope();
-        var weights = Adapters.MergedStateDict(model); // adapters are still zero-effect (lora_B = 0) right after building
-        var baseOnly = IsLora(model) ? BaseStateDict(model) : weights;
-        var config = ConfigJson(model);
-        var parent = Path.GetDirectoryName(Path.GetFullPath(checkpointDir).TrimEnd(Path.DirectorySeparatorChar))!;
-        var name = Path.GetFileName(Path.GetFullPath(checkpointDir).TrimEnd(Path.DirectorySeparatorChar));
-        var temp = Path.Combine(parent, $".{name}.init-{Guid.NewGuid():N}");
-        var written = HfCheckpointer.Save(temp, CheckpointTag.Epoch(0), baseOnly, config, null);
-        AtomicFile.WriteFolder(checkpointDir, dir =>
-        {
-            foreach (var f in Directory.EnumerateFiles(written)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
-        });
-        Directory.Delete(temp, recursive: true);
+        RandomInit.HfStyle(model, random.initial_seed(), std);
+        // Adapters are still zero-effect (lora_B = 0) right after building, so the base weights are the model's.
+        var baseOnly = IsLora(model) ? BaseStateDict(model) : Adapters.MergedStateDict(model);
+        HfCheckpointer.SaveFolder(checkpointDir, baseOnly, ConfigJson(model), sourceFolder: null);
         return true;
     }
 

@@ -23,30 +23,46 @@ public static class RecipeRuntime
     public static Device ResolveDevice(string device)
     {
         var d = device.Trim().ToLowerInvariant();
+        if (d == "auto") return cuda.is_available() ? new Device("cuda") : CPU;
         if (d == "cpu") return CPU;
         if (d == "cuda" || d.StartsWith("cuda:", StringComparison.Ordinal))
         {
             if (!cuda.is_available()) throw new NotSupportedException(CudaUnavailable(device, LibTorchNatives.Find()));
             return new Device(d);
         }
-        throw new ArgumentException($"device must be 'cpu' or 'cuda' (or 'cuda:N'), got '{device}'", nameof(device));
+        throw new ArgumentException($"device must be 'cpu', 'cuda' (or 'cuda:N') or 'auto', got '{device}'", nameof(device));
     }
 
     /// <summary>Why <paramref name="device"/> cannot be used, and what to do, given the natives this build has.</summary>
     public static string CudaUnavailable(string device, LibTorchNatives? natives) => LibTorchNatives.CudaUnavailable(device, natives);
 
     /// <summary>
-    /// <c>fp32</c>/<c>float32</c> or <c>bf16</c>/<c>bfloat16</c>. bf16 on a CPU without native bf16 instructions is
-    /// allowed with a warning: libtorch emulates it, which measured ~56x slower than fp32 matmul on such a CPU.
+    /// <c>fp32</c>/<c>float32</c>, <c>bf16</c>/<c>bfloat16</c> or <c>auto</c> (bf16 on a GPU; on a CPU bf16 only where
+    /// it is native and a matmul probe measures it faster, see <see cref="Precision.ProbeCpu"/>). bf16 on a CPU without
+    /// native bf16 instructions is allowed with a warning: libtorch emulates it, ~56x slower than fp32 matmul.
     /// </summary>
     public static ScalarType ResolveDtype(string dtype, Device device, IRecipeReporter reporter)
     {
+        if (dtype.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
+        {
+            if (device.type != DeviceType.CPU) return ScalarType.BFloat16;
+            if (SharpTune.Distributed.Mpi.LauncherEnvironment() is not null)
+            {
+                // Ranks must agree on the dtype, and timings differ between ranks: decide from the CPU flags alone.
+                var native = Precision.CpuHasNativeBf16();
+                reporter.Info($"dtype auto -> {(native ? "bf16" : "fp32")}: {(native ? "native bf16" : "no native bf16")} (under mpirun the CPU flags decide, not a timing)");
+                return native ? ScalarType.BFloat16 : ScalarType.Float32;
+            }
+            var probe = Precision.ProbeCpu();
+            reporter.Info(probe.ToString());
+            return probe.Choice;
+        }
         var t = dtype.Trim().ToLowerInvariant() switch
         {
             "fp32" or "float32" or "float" => ScalarType.Float32,
             "bf16" or "bfloat16" => ScalarType.BFloat16,
             "fp16" or "float16" or "half" => throw new ArgumentException("dtype fp16 is not supported (no loss scaling); use fp32 or bf16", nameof(dtype)),
-            _ => throw new ArgumentException($"dtype must be fp32 or bf16, got '{dtype}'", nameof(dtype)),
+            _ => throw new ArgumentException($"dtype must be fp32, bf16 or auto, got '{dtype}'", nameof(dtype)),
         };
         if (t == ScalarType.BFloat16 && device.type == DeviceType.CPU && !CpuHasNativeBf16())
             reporter.Warning("dtype bf16 on a CPU without native bf16 (no avx512_bf16/amx_bf16): libtorch emulates it and matmuls run " +

@@ -217,6 +217,17 @@ public sealed class HfCheckpointer
     {
         if (tag.Kind is not ("epoch" or "step") || tag.Number < 0)
             throw new ArgumentException($"checkpoint tag must be epoch_N or step_N with N >= 0, got {tag.FolderName}", nameof(tag));
+        return SaveFolder(Path.Combine(outputDir, tag.FolderName), stateDict, config, sourceFolder, adapter, maxShardBytes);
+    }
+
+    /// <summary>
+    /// Writes the HF folder <paramref name="target"/> itself atomically (what the static Save does for
+    /// <c>outputDir/{tag}</c>): safetensors shards, config.json with <c>torch_dtype</c> set from the weights, the
+    /// support files of <paramref name="sourceFolder"/> and the adapter. Returns <paramref name="target"/>.
+    /// </summary>
+    public static string SaveFolder(string target, IReadOnlyDictionary<string, Tensor> stateDict, JsonObject config,
+        string? sourceFolder, PeftAdapterExport? adapter = null, long maxShardBytes = SafetensorsWriter.DefaultMaxShardBytes)
+    {
         var lora = stateDict.Keys.Where(PeftAdapter.IsAdapterKey).Take(3).ToArray();
         if (lora.Length > 0)
             throw new ArgumentException(
@@ -229,7 +240,6 @@ public sealed class HfCheckpointer
             configOut["torch_dtype"] = dtypeName;
             if (configOut.ContainsKey("dtype")) configOut["dtype"] = dtypeName; // transformers >= 4.56 spelling
         }
-        var target = Path.Combine(outputDir, tag.FolderName);
         AtomicFile.WriteFolder(target, temp =>
         {
             SafetensorsWriter.SaveSharded(temp, weights, maxShardBytes);

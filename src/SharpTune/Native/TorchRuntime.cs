@@ -3,14 +3,21 @@
 // OpenMP wait policy: libtorch's bundled libgomp reads OMP_WAIT_POLICY once, when it is loaded; with the default
 // (spin, then sleep) idle worker threads keep spinning between parallel regions and steal the cores other threads
 // and processes need. On a loaded 2-core machine that made a KD training step up to 30x slower (docs/performance.md),
-// so unless the user chose a policy, EnsureLoaded asks for PASSIVE before libtorch loads, as PyTorch's CPU tuning
+// so unless the user chose a policy, SharpTune asks for PASSIVE before libtorch loads, as PyTorch's CPU tuning
 // guide suggests for shared machines (https://pytorch.org/tutorials/recipes/recipes/tuning_guide.html).
+// "Before libtorch loads" is earlier than it looks: the first touch of TorchSharp's `torch` class (even reading the
+// field `torch.CPU`, as a recipe's field initialiser does) runs its static constructor, which loads libtorch and
+// libgomp. EnsureLoaded, called at the top of a recipe's Setup, came too late for recipes constructed first, and
+// libgomp kept its default spinning (GOMP_SPINCOUNT 300000 instead of 0). The policy is therefore set by the
+// library's module initialiser, which runs before any code of SharpTune does, and by the CLI as its first statement.
 // Denormal floats: x86 arithmetic on subnormal operands takes a microcode assist that costs ~10x; softmax rows of
 // badly calibrated logits (random initialisation, large logit scales) are millions of subnormal probabilities, and
 // the KD step's loss ran 2-2.5x slower on them. EnsureLoaded turns on flush-to-zero/denormals-are-zero through
 // libtorch's own switch (at::Context::setFlushDenormal, torch.set_flush_denormal in Python; TorchSharp does not
 // expose it), as TensorFlow does by default on CPU. The switch is per thread (MXCSR): it covers the loading thread
 // and the OpenMP workers that thread creates afterwards, which is why it runs before the first torch call.
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TorchSharp;
 
@@ -31,7 +38,7 @@ public static class TorchRuntime
         lock (Gate)
         {
             if (_ready) return;
-            PreferPassiveOpenMpWaiting();
+            PrepareEnvironment();
             try
             {
                 using var probe = torch.zeros(1); // loads libtorch; too small to start the OpenMP workers
@@ -80,15 +87,32 @@ public static class TorchRuntime
     public static string? OpenMpWaitPolicy =>
         OperatingSystem.IsWindows() ? Environment.GetEnvironmentVariable(WaitPolicy) : Marshal.PtrToStringUTF8(getenv(WaitPolicy));
 
+    /// <summary>What the first <see cref="PrepareEnvironment"/> found and did; null before it ran.</summary>
+    public static OpenMpWaitSetup? WaitPolicySetup { get; private set; }
+
     private const string WaitPolicy = "OMP_WAIT_POLICY";
 
-    // Must run before the first torch call loads libgomp; .NET's Environment.SetEnvironmentVariable does not reach
-    // the native environment on Unix, so libc's setenv is called directly.
-    private static void PreferPassiveOpenMpWaiting()
+    /// <summary>
+    /// Sets the environment libtorch's libgomp reads once, when it is loaded: OMP_WAIT_POLICY=PASSIVE unless the user
+    /// chose a policy. Runs automatically from this library's module initialiser; a program that touches TorchSharp
+    /// before any SharpTune type calls it first. Safe to call many times: only the first call acts.
+    /// </summary>
+    public static void PrepareEnvironment()
     {
-        if (OperatingSystem.IsWindows() || getenv(WaitPolicy) != IntPtr.Zero) return;
-        setenv(WaitPolicy, "PASSIVE", 0);
+        lock (Gate)
+        {
+            if (WaitPolicySetup is not null) return;
+            // libc's setenv, because .NET's Environment.SetEnvironmentVariable does not reach the native environment on Unix.
+            var userChoice = OpenMpWaitPolicy;
+            var libgompLoaded = LibgompLoaded();
+            if (userChoice is null && !OperatingSystem.IsWindows()) setenv(WaitPolicy, "PASSIVE", 0);
+            WaitPolicySetup = new OpenMpWaitSetup(OpenMpWaitPolicy, SetBySharpTune: userChoice is null && !OperatingSystem.IsWindows(), libgompLoaded);
+        }
     }
+
+    // Whether an OpenMP runtime is mapped into this process already (then it has read its environment).
+    private static bool LibgompLoaded() =>
+        OperatingSystem.IsLinux() && File.ReadLines("/proc/self/maps").Any(l => l.Contains("libgomp", StringComparison.Ordinal));
 
     [DllImport("libc.so.6", CharSet = CharSet.Ansi)] private static extern IntPtr getenv(string name);
     // at::globalContext() and at::Context::setFlushDenormal(bool) (Itanium C++ ABI: the object is the first argument).
@@ -103,4 +127,25 @@ public static class TorchRuntime
         while (e.InnerException is not null) e = e.InnerException;
         return e;
     }
+}
+
+/// <summary>The OpenMP wait policy SharpTune found or set, and whether libgomp had already read its environment then.</summary>
+/// <param name="Policy">OMP_WAIT_POLICY in the native environment afterwards (null: unset).</param>
+/// <param name="SetBySharpTune">True when the user set nothing and SharpTune set PASSIVE.</param>
+/// <param name="LibgompLoadedFirst">True when libgomp was already mapped, so the value came too late to take effect.</param>
+public sealed record OpenMpWaitSetup(string? Policy, bool SetBySharpTune, bool LibgompLoadedFirst)
+{
+    /// <summary>One line for logs, e.g. <c>OMP_WAIT_POLICY=PASSIVE (set by SharpTune before libgomp loaded)</c>.</summary>
+    public override string ToString() =>
+        $"OMP_WAIT_POLICY={Policy ?? "(unset)"} ({(SetBySharpTune ? "set by SharpTune" : "from the environment")}" +
+        (LibgompLoadedFirst ? ", but libgomp was loaded first: it keeps its default policy)" : " before libgomp loaded)");
+}
+
+// Runs before any code of this library, hence before a recipe or model can touch TorchSharp and load libgomp.
+internal static class TorchRuntimeModuleInitializer
+{
+    [ModuleInitializer]
+    [SuppressMessage("Usage", "CA2255:The 'ModuleInitializer' attribute should not be used in libraries",
+        Justification = "libgomp reads OMP_WAIT_POLICY once, when any TorchSharp call first loads it; the library's first use is the only point that reliably comes earlier")]
+    internal static void Initialize() => TorchRuntime.PrepareEnvironment();
 }

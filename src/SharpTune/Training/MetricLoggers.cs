@@ -1,7 +1,9 @@
 // Metric sinks a recipe logs to every `log_every_n_steps`: a JSONL file (one JSON object per log step) and
 // TensorBoard event files. Both flush after every record so a killed run keeps what it logged.
 // The metric names follow torchtune's KD recipe (loss, class_loss, kd_loss, lr, grad_norm, tokens_per_second,
-// peak_memory); any other name is accepted.
+// peak_memory); any other name is accepted. tokens_per_second counts label tokens (the trained positions, as
+// torchtune's num_tokens); processed_tokens_per_second counts every position the model ran on (prompt and padding
+// included: what the compute scales with), and step_seconds is the wall time of the last optimizer step.
 // TensorBoard: TFRecord event files of TorchSharp's Event protobufs, written here (TorchSharp's SummaryWriter stamps
 // the file_version record in .NET ticks); the tests read them back with an independent TFRecord reader (length,
 // masked CRC-32C, Event protobuf) and check steps, tags, values and the wall time of every record.
@@ -32,8 +34,12 @@ public sealed record StepMetrics
     public double Lr { get; init; } = double.NaN;
     /// <summary>Gradient 2-norm before clipping.</summary>
     public double? GradNorm { get; init; }
-    /// <summary>Valid tokens per second over the logging interval.</summary>
+    /// <summary>Label (trained) tokens per second of the last step.</summary>
     public double? TokensPerSecond { get; init; }
+    /// <summary>Processed token positions (prompt and padding included) per second of the last step.</summary>
+    public double? ProcessedTokensPerSecond { get; init; }
+    /// <summary>Wall seconds of the last optimizer step (all its micro-batches).</summary>
+    public double? StepSeconds { get; init; }
     /// <summary>Peak process memory in GiB (peak RSS on CPU).</summary>
     public double? PeakMemoryGib { get; init; }
 
@@ -45,9 +51,26 @@ public sealed record StepMetrics
         if (KdLoss is { } k) d["kd_loss"] = k;
         if (GradNorm is { } g) d["grad_norm"] = g;
         if (TokensPerSecond is { } t) d["tokens_per_second"] = t;
+        if (ProcessedTokensPerSecond is { } pt) d["processed_tokens_per_second"] = pt;
+        if (StepSeconds is { } ss) d["step_seconds"] = ss;
         if (PeakMemoryGib is { } m) d["peak_memory"] = m;
         return d;
     }
+}
+
+/// <summary>The tokens and time of one optimizer step (global over ranks), for the throughput metrics.</summary>
+/// <param name="LabelTokens">Trained positions (labels not ignored).</param>
+/// <param name="ProcessedTokens">Every position the model ran on (b x s over the micro-batches).</param>
+/// <param name="Seconds">Wall time of the step.</param>
+public readonly record struct StepTiming(long LabelTokens, long ProcessedTokens, double Seconds)
+{
+    /// <summary>The metrics with these rates filled in.</summary>
+    public StepMetrics Apply(StepMetrics metrics) => metrics with
+    {
+        TokensPerSecond = LabelTokens / Math.Max(1e-9, Seconds),
+        ProcessedTokensPerSecond = ProcessedTokens / Math.Max(1e-9, Seconds),
+        StepSeconds = Seconds,
+    };
 }
 
 /// <summary>Appends one JSON object per log step to a <c>.jsonl</c> file: <c>{"step": 10, "loss": 2.31, ...}</c>.</summary>

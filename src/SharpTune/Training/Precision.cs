@@ -2,7 +2,11 @@
 // On a CPU without native bf16 instructions (x86 flags avx512_bf16 or amx_bf16) libtorch emulates bf16 matmuls
 // through fp32 conversions and they run far slower than fp32 (issue 6 measured ~56x on the development machine;
 // bench/Precision measures it here), so we warn through the progress reporter and continue as asked.
+// `dtype: auto` decides per machine, measured: bf16 only where the CPU has native bf16 AND a matmul probe runs bf16
+// faster than fp32 by a margin (a CPU with the flags can still be slower in bf16, e.g. a libtorch without the
+// kernels); fp32 otherwise. On a GPU auto is bf16, torchtune's default there.
 // References: torchtune training/precision.py (get_dtype, verify_bf16_support); Linux /proc/cpuinfo flags.
+using System.Diagnostics;
 using TorchSharp;
 
 namespace SharpTune.Training;
@@ -37,6 +41,52 @@ public static class Precision
         return type;
     }
 
+    /// <summary>bf16 must beat fp32 by this factor in the probe before auto picks it (the probe's noise on a busy machine is ~10%).</summary>
+    public const double AutoBf16MinSpeedup = 1.2;
+
+    private static readonly Lock ProbeGate = new();
+    private static DtypeProbe? _cpuProbe;
+
+    /// <summary>
+    /// What <c>dtype: auto</c> means on the CPU: native bf16 flags, fp32 and bf16 GEMM rates of a 1024^3 matmul (bf16
+    /// measured only where the flags are present, unless <paramref name="measureBf16Always"/>), and the choice.
+    /// Measured once per process (about a quarter of a second) and cached.
+    /// </summary>
+    public static DtypeProbe ProbeCpu(bool measureBf16Always = false)
+    {
+        lock (ProbeGate)
+        {
+            if (_cpuProbe is { } cached && (!measureBf16Always || !double.IsNaN(cached.Bf16Gflops))) return cached;
+            var native = CpuHasNativeBf16();
+            var fp32 = GemmGflops(torch.ScalarType.Float32);
+            var bf16 = native || measureBf16Always ? GemmGflops(torch.ScalarType.BFloat16) : double.NaN;
+            return _cpuProbe = new DtypeProbe(native, fp32, bf16, ChooseAuto(native, fp32, bf16));
+        }
+    }
+
+    /// <summary>The <c>dtype: auto</c> rule on a CPU: bf16 when it is native and measured at least <see cref="AutoBf16MinSpeedup"/>x fp32.</summary>
+    public static torch.ScalarType ChooseAuto(bool nativeBf16, double fp32Gflops, double bf16Gflops) =>
+        nativeBf16 && bf16Gflops >= AutoBf16MinSpeedup * fp32Gflops ? torch.ScalarType.BFloat16 : torch.ScalarType.Float32;
+
+    /// <summary>Median GFLOP/s of a [n, n] x [n, n] matmul in <paramref name="dtype"/> (2 n^3 FLOPs each) after one warm-up.</summary>
+    public static double GemmGflops(torch.ScalarType dtype, int n = 1024, int repeats = 5)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var generator = new torch.Generator(0);
+        var a = torch.randn(n, n, generator: generator).to(dtype); // [n, n]
+        var b = torch.randn(n, n, generator: generator).to(dtype); // [n, n]
+        torch.matmul(a, b).Dispose(); // warm-up: packs, thread pool
+        var seconds = new double[repeats];
+        for (var i = 0; i < repeats; i++)
+        {
+            var watch = Stopwatch.StartNew();
+            torch.matmul(a, b).Dispose();
+            seconds[i] = watch.Elapsed.TotalSeconds;
+        }
+        Array.Sort(seconds);
+        return 2.0 * n * n * n / seconds[repeats / 2] / 1e9;
+    }
+
     /// <summary>True when the CPU advertises native bf16 arithmetic (x86 avx512_bf16 or amx_bf16; Arm bf16).</summary>
     public static bool CpuHasNativeBf16() => CpuHasNativeBf16(ReadCpuInfo());
 
@@ -67,4 +117,20 @@ public static class Precision
             return string.Empty;
         }
     }
+}
+
+/// <summary>The measurement behind <c>dtype: auto</c> on a CPU.</summary>
+/// <param name="NativeBf16">avx512_bf16/amx_bf16 (or Arm bf16) in /proc/cpuinfo.</param>
+/// <param name="Fp32Gflops">fp32 matmul rate.</param>
+/// <param name="Bf16Gflops">bf16 matmul rate (NaN when not measured: no native bf16).</param>
+/// <param name="Choice">What auto picks.</param>
+public sealed record DtypeProbe(bool NativeBf16, double Fp32Gflops, double Bf16Gflops, torch.ScalarType Choice)
+{
+    /// <summary>The choice as a config value, <c>bf16</c> or <c>fp32</c>.</summary>
+    public string ChoiceName => Choice == torch.ScalarType.BFloat16 ? "bf16" : "fp32";
+
+    /// <summary>One line, e.g. <c>dtype auto -> bf16: native bf16, matmul fp32 70 GFLOP/s, bf16 280 GFLOP/s (4.0x)</c>.</summary>
+    public override string ToString() =>
+        FormattableString.Invariant($"dtype auto -> {ChoiceName}: {(NativeBf16 ? "native bf16" : "no native bf16 (avx512_bf16/amx_bf16)")}, matmul fp32 {Fp32Gflops:F1} GFLOP/s") +
+        (double.IsNaN(Bf16Gflops) ? "" : FormattableString.Invariant($", bf16 {Bf16Gflops:F1} GFLOP/s ({Bf16Gflops / Fp32Gflops:F1}x; bf16 needs {Precision.AutoBf16MinSpeedup}x)"));
 }

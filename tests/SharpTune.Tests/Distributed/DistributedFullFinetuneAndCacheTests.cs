@@ -21,6 +21,10 @@ public sealed class DistributedFullFinetuneAndCacheTests
     [
         .. RecipeRunner.Fast, $"output_dir={dir}/{name}", $"checkpointer.checkpoint_dir={dir}/{name}_init",
         "max_steps_per_epoch=4", "lr_scheduler=null", $"epochs={epochs}",
+        // Weights of 0.02 (the HF default) leave this 2-layer, d 64 model with gradient elements that are, most likely, sums of nearly
+        // cancelling terms (layer 0's gate_proj): their reordering error is not the small relative one SameRun's
+        // bound assumes, and AdamW, scale-free, turns it into whole update differences. 0.5 keeps the sums well conditioned.
+        "random_init_std=0.5",
     ];
 
     [MpiFact]

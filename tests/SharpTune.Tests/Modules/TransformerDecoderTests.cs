@@ -36,6 +36,45 @@ public sealed class TransformerDecoderTests
         Assert.True(model.Forward(tokens.narrow(1, 0, 4)).allclose(full.narrow(1, 0, 4), rtol: 1e-4, atol: 1e-5));
     }
 
+    [Theory]
+    [InlineData(true, ScalarType.Float32)]
+    [InlineData(false, ScalarType.Float32)]
+    [InlineData(true, ScalarType.BFloat16)]
+    [InlineData(false, ScalarType.BFloat16)]
+    public void ApplyOutput_SequenceChunksOfABatch_EqualLinearAndCarryGradients(bool tie, ScalarType dtype)
+    {
+        // Given hidden states of a batch of 2 split along s (strided views, as the recipes' chunked output makes them)
+        manual_seed(7);
+        using var model = SharpTune.Models.DecoderBuilder.Build(Llama2Models.TinyArgs(tie, false), null, null, dtype);
+        using var scope = NewDisposeScope();
+        manual_seed(3);
+        var hidden = randn(2, 12, model.Args.EmbedDim).to(dtype).requires_grad_(true); // [b, s, d]
+        var chunks = hidden.tensor_split(3, dim: 1);                                    // 3 x [b, 4, d]
+
+        // When each chunk goes through ApplyOutput
+        var logits = chunks.Select(model.ApplyOutput).ToList(); // 3 x [b, 4, v]
+
+        // Then each equals linear(chunk, W) computed the plain way, shape [b, s_i, v]: the same products, summed in
+        // fp32 by either kernel, so the results differ by fp32 reordering (~d x 2^-24 relative) before the final
+        // rounding to the dtype, which can move a bf16 value by one unit in the last place (2^-8 relative)
+        var (rtol, atol) = dtype == ScalarType.BFloat16 ? (1e-2, 1e-2) : (1e-5, 1e-5);
+        for (var i = 0; i < chunks.Length; i++)
+        {
+            using var noGrad = no_grad();
+            var expected = nn.functional.linear(chunks[i].contiguous(), model.OutputWeight); // [b, 4, v]
+            Assert.Equal(expected.shape, logits[i].shape);
+            Assert.True(logits[i].allclose(expected, rtol, atol), $"chunk {i} differs");
+        }
+        // and gradients match those of the plain formula's autograd (a weighted sum, so every logit's gradient counts)
+        var weights = randn(2, 12, model.OutputWeight.shape[0]).to(dtype); // [b, s, v]
+        (cat(logits, 1) * weights).sum().backward();
+        var reference = hidden.detach().clone().requires_grad_(true);
+        (cat(reference.tensor_split(3, dim: 1).Select(c => nn.functional.linear(c, model.OutputWeight)).ToList(), 1) * weights).sum().backward();
+        Assert.NotNull(hidden.grad);
+        Assert.True(hidden.grad.allclose(reference.grad!, rtol, atol),
+            $"gradients differ by up to {(hidden.grad - reference.grad!).abs().max().to(ScalarType.Float32).item<float>()}");
+    }
+
     [Fact]
     public void ForwardChunksAndHidden_Any_EqualFullLogits()
     {

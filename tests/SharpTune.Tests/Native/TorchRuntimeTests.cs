@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using SharpTune.Native;
+using SharpTune.Tests.Recipes;
 using TorchSharp;
 
 namespace SharpTune.Tests.Native;
@@ -35,6 +37,36 @@ public sealed class TorchRuntimeTests
         TorchRuntime.EnsureLoaded();
         // Then the native environment libgomp reads holds the user's policy, else PASSIVE
         Assert.Equal(userChoice ?? "PASSIVE", TorchRuntime.OpenMpWaitPolicy);
+    }
+
+    [Fact]
+    public async Task CliRun_RecipeThatTouchesTorchInItsConstructor_LibgompStartsPassive()
+    {
+        // Given the CLI as a user starts it, with no policy in the environment, asking libgomp to print the settings
+        // it read when it loaded (OMP_DISPLAY_ENV: the native side's own account, GOMP_SPINCOUNT 0 = passive)
+        using var tmp = new Checkpointing.TempDir();
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // The LoRA recipe's field initialiser reads torch.CPU, which loads libtorch before the recipe's Setup runs.
+        foreach (var a in (string[])[Path.Combine(AppContext.BaseDirectory, "SharpTune.Cli.dll"), "run", "lora_finetune_single_device",
+                     "--config", "tiny/lora_single_device", "--verbose", .. RecipeRunner.Fast, $"output_dir={tmp.Path}/run",
+                     $"checkpointer.checkpoint_dir={tmp.Path}/init", "random_init_checkpoint=true", "max_steps_per_epoch=1", "lr_scheduler=null"])
+            psi.ArgumentList.Add(a);
+        psi.Environment.Remove("OMP_WAIT_POLICY");
+        psi.Environment["OMP_DISPLAY_ENV"] = "VERBOSE";
+
+        // When it runs one step
+        using var child = Process.Start(psi)!;
+        var stderr = child.StandardError.ReadToEndAsync();
+        var stdout = await child.StandardOutput.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        await child.WaitForExitAsync(timeout.Token);
+        var output = stdout + await stderr;
+
+        // Then libgomp started with passive waiting, because SharpTune set the policy before libgomp was mapped
+        Assert.True(child.ExitCode == 0, output);
+        Assert.Contains("OMP_WAIT_POLICY = 'PASSIVE'", output);
+        Assert.Contains("GOMP_SPINCOUNT = '0'", output);
+        Assert.Contains("openmp: OMP_WAIT_POLICY=PASSIVE (set by SharpTune before libgomp loaded)", output);
     }
 
     [Fact]

@@ -96,6 +96,47 @@ public sealed class RecipeSetupTests
         Assert.Throws<ArgumentException>(() => RecipeRuntime.ResolveDevice("tpu"));
     }
 
+    [Fact]
+    public void LoraRun_OneStep_LogsLabelAndProcessedTokenRatesAndStepSeconds()
+    {
+        // Given one optimizer step of 2 micro-batches of 4 unshuffled samples (prompt not trained on)
+        using var tmp = new TempDir();
+        RecipeRunner.Run("lora_finetune_single_device", "tiny/lora_single_device", $"output_dir={tmp.Path}/run",
+            $"checkpointer.checkpoint_dir={tmp.Path}/init", "random_init_checkpoint=true", "max_steps_per_epoch=1",
+            "gradient_accumulation_steps=2", "shuffle=false", "lr_scheduler=null");
+
+        // Then rate x seconds gives the step's tokens, counted here from the same samples: labels that are trained
+        // on, and every padded position the model ran on
+        var dataset = SharpTune.Data.Synthetic.SyntheticInstructDataset.Create(SharpTune.Data.Synthetic.CharTokenizer.Create(96), numSamples: 96, seed: 0);
+        long labels = 0, processed = 0;
+        foreach (var batch in new[] { 0, 4 }.Select(start => Enumerable.Range(start, 4).Select(i => dataset[i]).ToList()))
+        {
+            labels += batch.Sum(x => x.Labels.Count(l => l != SharpTune.Data.Sample.IgnoreIndex));
+            processed += 4L * batch.Max(x => x.Tokens.Length);
+        }
+        var row = Assert.Single(RecipeRunner.Log(Path.Combine(tmp.Path, "run")));
+        var seconds = row["step_seconds"];
+        Assert.True(seconds > 0, $"step_seconds {seconds}");
+        // the rates were divided by these seconds in double precision: the products round back to the counts
+        Assert.Equal(labels, Math.Round(row["tokens_per_second"] * seconds));
+        Assert.Equal(processed, Math.Round(row["processed_tokens_per_second"] * seconds));
+        Assert.True(processed > labels, $"processed {processed} vs label tokens {labels}");
+    }
+
+    [Fact]
+    public void ResolveDtypeAndDevice_Auto_FollowTheMeasuredProbeOnTheCpu()
+    {
+        SharpTune.Native.TorchRuntime.EnsureLoaded();
+        Assert.Equal(cuda.is_available() ? TorchSharp.DeviceType.CUDA : TorchSharp.DeviceType.CPU, RecipeRuntime.ResolveDevice("auto").type);
+        var reporter = new RecordingReporter();
+        var dtype = RecipeRuntime.ResolveDtype("auto", CPU, reporter);
+        var probe = SharpTune.Training.Precision.ProbeCpu();
+        Assert.Equal(probe.Choice, dtype);
+        Assert.Contains(probe.ToString(), reporter.Infos);
+        if (!RecipeRuntime.CpuHasNativeBf16()) Assert.Equal(ScalarType.Float32, dtype);
+        Assert.Empty(reporter.Warnings);
+    }
+
     [Theory]
     [InlineData("llama3_2/8B_to_1B_KD_lora_single_device")]
     [InlineData("qwen2/1.5_to_0.5B_KD_lora_single_device")]

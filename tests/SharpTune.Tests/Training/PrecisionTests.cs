@@ -42,4 +42,28 @@ public sealed class PrecisionTests
     [Fact]
     public void Resolve_Unknown_NamesKeyAndValue() =>
         Assert.Contains("'int8'", Assert.Throws<ArgumentException>(() => Precision.Resolve("int8", "cpu", NullProgressReporter.Instance)).Message);
+
+    [Theory]
+    [InlineData(false, 100, 400, "fp32")] // emulated bf16 never, whatever a probe says
+    [InlineData(true, 100, 400, "bf16")]  // native and 4x
+    [InlineData(true, 100, 119, "fp32")]  // native but within the margin: not worth the precision
+    [InlineData(true, 100, 50, "fp32")]   // native flags, slow kernels
+    [InlineData(true, 100, double.NaN, "fp32")]
+    public void ChooseAuto_FlagsAndRates_PicksBf16OnlyWhenNativeAndFaster(bool native, double fp32, double bf16, string expected)
+    {
+        var choice = Precision.ChooseAuto(native, fp32, bf16);
+        Assert.Equal(expected == "bf16" ? torch.ScalarType.BFloat16 : torch.ScalarType.Float32, choice);
+    }
+
+    [Fact]
+    public void ProbeCpu_OnThisMachine_MeasuresBothRatesAndAppliesTheRule()
+    {
+        SharpTune.Native.TorchRuntime.EnsureLoaded();
+        var probe = Precision.ProbeCpu(measureBf16Always: true);
+        Assert.Equal(Precision.CpuHasNativeBf16(), probe.NativeBf16);
+        Assert.True(probe.Fp32Gflops > 0 && probe.Bf16Gflops > 0, probe.ToString());
+        Assert.Equal(Precision.ChooseAuto(probe.NativeBf16, probe.Fp32Gflops, probe.Bf16Gflops), probe.Choice);
+        Assert.StartsWith($"dtype auto -> {probe.ChoiceName}: ", probe.ToString());
+        Assert.Same(probe, Precision.ProbeCpu()); // measured once per process
+    }
 }
