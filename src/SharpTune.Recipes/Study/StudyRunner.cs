@@ -108,7 +108,9 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
                 var eta = durations.Count == 0 ? "unknown until the first arm finishes"
                     : FormatSeconds(plan.Arms.Skip(i).Sum(a => Estimate(a, durations)));
                 reporter.Info($"[{i + 1}/{plan.Arms.Count}] {arm.Name}: running (study elapsed {FormatSeconds(clock.Elapsed.TotalSeconds)}, ETA {eta})");
-                var prefixed = new ArmReporter(reporter, arm.Name);
+                var later = plan.Arms.Skip(i + 1).ToList();
+                var prefixed = new ArmReporter(reporter, arm.Name, projected =>
+                    projected + later.Sum(a => Estimate(a, [.. durations, (arm, projected)])));
                 double trainSeconds = 0, evalSeconds = 0;
                 if (arm.Recipe is not null)
                 {
@@ -118,7 +120,8 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
                 if (arm.Evaluate && plan.Study.Eval is { } eval)
                 {
                     reporter.Info($"  $ {plan.EvalRunCommand(arm)}");
-                    evalSeconds = RunRecipe(eval.Recipe, plan.EvalConfigPath!, arm.EvalOverrides, Path.Combine(arm.ArmDir, "eval_resolved_config.yaml"), prefixed, cancellationToken);
+                    evalSeconds = RunRecipe(eval.Recipe, plan.EvalConfigPath!, arm.EvalOverrides, Path.Combine(arm.ArmDir, "eval_resolved_config.yaml"),
+                        new ArmReporter(reporter, arm.Name), cancellationToken); // its steps are not the arm's training steps: no ETA from them
                     var results = StudyReport.ResultsPath(arm);
                     if (!File.Exists(results))
                         throw new InvalidDataException($"arm '{arm.Name}': the eval recipe '{eval.Recipe}' wrote no {results}; the study reads results.json from the eval output_dir");
@@ -200,16 +203,33 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
     private static string FormatSeconds(double s) =>
         s < 60 ? string.Create(CultureInfo.InvariantCulture, $"{s:F0} s") : TimeSpan.FromSeconds(Math.Round(s)).ToString(s < 3600 ? @"m\m\ ss\s" : @"h\h\ mm\m", CultureInfo.InvariantCulture);
 
-    // Passes a recipe's reports on, tagging stages with the arm so progress shows which arm is running.
-    private sealed class ArmReporter(IRecipeReporter inner, string arm) : IRecipeReporter
+    // Passes a recipe's reports on, tagging stages with the arm so progress shows which arm is running, and the study's
+    // ETA from this arm's own step rate: the arm's projected time (elapsed / steps done x steps) stands in for its
+    // duration, for itself and for the later arms of its recipe and config, so a slow first arm (a teacher) does not
+    // inflate the students' estimate once one student is under way. studyTotal maps the arm's projected seconds to the
+    // projected seconds of the rest of the study from this arm's start.
+    private sealed class ArmReporter(IRecipeReporter inner, string arm, Func<double, double>? studyTotal = null) : IRecipeReporter
     {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+
         public void Info(string message) => inner.Info($"  [{arm}] {message}");
 
         public void Warning(string message) => inner.Warning($"[{arm}] {message}");
 
         public void Metrics(long step, IReadOnlyDictionary<string, double> values) => inner.Metrics(step, values);
 
-        public void Progress(string stage, long completed, long total) => inner.Progress($"{arm}: {stage}", completed, total);
+        public void Progress(string stage, long completed, long total)
+        {
+            var label = $"{arm}: {stage}";
+            if (studyTotal is not null && completed > 0 && total > 0)
+            {
+                var elapsed = _clock.Elapsed.TotalSeconds;
+                var projected = elapsed / completed * total;
+                var remaining = studyTotal(projected) - elapsed;
+                if (double.IsFinite(remaining)) label += $" | study ETA {FormatSeconds(Math.Max(0, remaining))}";
+            }
+            inner.Progress(label, completed, total);
+        }
 
         public void Verbose(string message) => inner.Verbose($"  [{arm}] {message}");
     }

@@ -174,10 +174,15 @@ public sealed class StudyRunnerTests : IDisposable
     public void Run_Study_WritesTableWithDeltasCommandsConfigsAndLossPngs()
     {
         var plan = Plan(WriteStudy());
+        var reporter = new NullReporter();
 
-        var outcome = new StudyRunner(Registry, new NullReporter()).Run(plan, CancellationToken.None);
+        var outcome = new StudyRunner(Registry, reporter).Run(plan, CancellationToken.None);
 
         Assert.Equal(4, outcome.Ran.Count);
+        // Every training arm's progress carries a study ETA from its own step rate, from its first step on (the first
+        // arm included, before any arm has finished)
+        foreach (var arm in plan.Arms.Where(a => a.Recipe is not null))
+            Assert.Contains(reporter.Stages, st => st.StartsWith($"{arm.Name}: ", StringComparison.Ordinal) && st.Contains("| study ETA ", StringComparison.Ordinal));
         var table = StudyReport.Table(plan);
         Assert.Equal([("synthetic", "acc"), ("synthetic", "acc_norm")], table.Columns);
         Assert.Equal(["student_base", "kd.kd_ratio-0.25", "kd.kd_ratio-0.5"], table.Rows.Select(r => r.Arm));
@@ -290,10 +295,11 @@ public sealed class StudyRunnerTests : IDisposable
 
     private sealed class NullReporter : IRecipeReporter
     {
+        public List<string> Stages { get; } = [];
         public void Info(string message) { }
         public void Warning(string message) { }
         public void Metrics(long step, IReadOnlyDictionary<string, double> values) { }
-        public void Progress(string stage, long completed, long total) { }
+        public void Progress(string stage, long completed, long total) { lock (Stages) Stages.Add(stage); }
     }
 
     // Presses "Ctrl-C" once the study reports its first finished arm.

@@ -47,6 +47,7 @@ public sealed class StudyTestTrain(SharpTuneConfig config, IRecipeReporter repor
                 var metrics = new StepMetrics { Loss = ce, ClassLoss = _kdRatio is null ? null : ce, KdLoss = _kdRatio is null ? null : 1.0 / step, Lr = 1e-3 };
                 log.Log(step, metrics.ToDictionary());
                 reporter.Metrics(step, metrics.ToDictionary());
+                reporter.Progress("epoch 1/1", step, _steps); // as the training recipes report their steps
                 if (step % 10 == 0) log.Log(step, new Dictionary<string, double> { ["val_loss"] = ce + 0.1 + _quality, ["val_ppl"] = Math.Exp(ce + 0.1 + _quality) });
             }
         var score = _quality;
