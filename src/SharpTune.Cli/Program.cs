@@ -50,7 +50,7 @@ internal static class Program
             config.AddCommand<EvalCompareCommand>("eval").WithDescription("Show a saved results.json, or compare several side by side (--compare)");
             config.AddCommand<CacheInfoCommand>("cache-info").WithDescription("Describe a teacher top-k cache folder (tokens, k, bytes/token, teacher, hashes)");
             config.AddCommand<InitCommand>("init").WithDescription("Write an HF model folder with random weights (N(0, 0.02)) at the shape a config.json describes");
-            config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Print the token ids of a text (--chat: as a user message)");
+            config.AddCommand<TokenizeCommand>("tokenize").WithDescription("Print token ids, pieces and (with --chat, a JSON message array) the loss mask as JSON");
             config.AddCommand<DecodeCommand>("decode").WithDescription("Print the text of token ids (the inverse of tokenize)");
             config.AddBranch("convert", convert =>
             {

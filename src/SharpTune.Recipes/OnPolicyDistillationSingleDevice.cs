@@ -189,7 +189,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     {
         TorchRuntime.EnsureLoaded();
         _reporter.Verbose(NativeHeap.Configure());
-        if (_config.Get<int?>("threads", null) is { } threads) TorchRuntime.SetThreads(threads);
+        RecipeRuntime.ConfigureThreads(_config, _reporter);
         _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
@@ -369,7 +369,6 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             throw new InvalidOperationException($"a prompt of {longest} tokens leaves no room to sample within the student's max_seq_len {_model.MaxSeqLen}");
         using var generator = new Generator(key, _device);
         var result = Generation.GenerateBatch(sampler == Sampler.Student ? _model : _teacher!, [.. prompts], options, generator);
-        stats.SampledRows += samples.Count;
         return (Collated([.. prompts.Select((p, i) => PromptCompletion.Join(p, result.GeneratedTokens[i]))]), sampler);
     }
 
@@ -416,8 +415,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             sum = sum is null ? part : sum + part;
             if (studentSamples) SampleMetrics(studentLogits[c], teacherLogits[c], labelChunks[c], stats);
         }
-        stats.LossSum += sum!.item<float>();
-        return (sum, count);
+        return (sum!, count); // at least one chunk
     }
 
     // The reverse-KL policy gradient over one chunk: sum over completion tokens y of -w * (log p_T(y) - log p_S(y)) *
@@ -546,10 +544,8 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     {
         public int MicroBatches;
         public int OnPolicyMicroBatches;
-        public int SampledRows;
         public long CompletionTokens;
         public long SampledTokens;
-        public double LossSum;
         public double ReverseKlSum;
         public double TeacherNllSum;
         public double ImportanceWeightSum;

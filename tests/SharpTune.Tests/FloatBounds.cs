@@ -70,13 +70,4 @@ public static class FloatBounds
         var ratio = 1 - beta1 > Math.Sqrt(1 - beta2) ? (1 - beta1) / Math.Sqrt(1 - beta2) : 1.0;
         return lr * ratio + lr * weightDecay * maxAbsWeight;
     }
-
-    /// <summary>
-    /// Largest difference between two float32 evaluations of a mean per-token loss over <paramref name="tokens"/>
-    /// tokens whose per-token losses are at most <paramref name="maxTokenLoss"/>, computed from weights that differ by
-    /// at most <paramref name="weightDifference"/> with a loss gradient of 1-norm <paramref name="gradientOneNorm"/>:
-    /// the first-order change grad . dw, plus the reordered sum of the per-token terms, divided by the count.
-    /// </summary>
-    public static double MeanLoss(long tokens, double maxTokenLoss, double weightDifference = 0, double gradientOneNorm = 0) =>
-        gradientOneNorm * weightDifference + ReorderedSum(tokens, tokens * maxTokenLoss) / tokens;
 }

@@ -107,7 +107,7 @@ public sealed class RunFolder : IDisposable
         {
             string owner;
             try { owner = $"process {File.ReadAllText(ownerPath).Trim()}"; }
-            catch (IOException) { owner = "another process"; }
+            catch (Exception x) when (x is IOException or UnauthorizedAccessException) { owner = "another process"; }
             throw new IOException(
                 $"{key} '{folder}' is in use by another run ({owner} holds {lockPath}): two runs writing one folder would " +
                 "mix their checkpoints. Wait for that run to end, or choose another output_dir", e);

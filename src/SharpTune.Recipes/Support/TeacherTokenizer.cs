@@ -33,7 +33,8 @@ public static class TeacherTokenizer
             $"the teacher's tokenizer ({family}, {file}) is not the student's ({Describe(config)}): {difference}. " +
             "Distillation compares the two models' distributions id by id, so both must use the same tokenizer (a teacher " +
             "whose vocabulary is only padded beyond it is fine); distilling between different tokenizers " +
-            "(cross-tokenizer distillation) is not supported yet");
+            "(cross-tokenizer distillation) is not supported yet by the recipes (the library has the ULD/GOLD losses and span " +
+            "alignment for it: docs/cross_tokenizer.md)");
     }
 
     /// <summary>The run's <c>tokenizer</c> component as the config names it (component and file).</summary>

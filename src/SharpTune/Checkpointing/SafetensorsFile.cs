@@ -208,6 +208,7 @@ public sealed class SafetensorsFile : IDisposable
     {
         // Decoding finds the first invalid sequence; JsonDocument accepts some invalid UTF-8 inside strings and fails
         // only later, when a name is read, with an exception that does not name the file.
+        if (System.Text.Unicode.Utf8.IsValid(header)) return Trimmed(header); // the common case: no decode, no buffer
         var chars = ArrayPool<char>.Shared.Rent(Math.Max(1, header.Length));
         try
         {
@@ -220,6 +221,11 @@ public sealed class SafetensorsFile : IDisposable
         {
             ArrayPool<char>.Shared.Return(chars);
         }
+        return Trimmed(header);
+    }
+
+    private static ReadOnlyMemory<byte> Trimmed(byte[] header)
+    {
         var end = header.Length;
         while (end > 0 && header[end - 1] == (byte)' ') end--;
         return header.AsMemory(0, end);

@@ -45,7 +45,8 @@ public sealed class TeacherCache : IDisposable
             throw new InvalidDataException(
                 $"teacher cache {folder}: made with another tokenizer (tokenizer hash {manifest.TokenizerHash[..Math.Min(12, manifest.TokenizerHash.Length)]}) " +
                 $"than this run's ({expectedTokenizerHash[..Math.Min(12, expectedTokenizerHash.Length)]}); distillation compares the two " +
-                "distributions id by id, and distilling between different tokenizers (cross-tokenizer distillation) is not supported yet");
+                "distributions id by id, and distilling between different tokenizers (cross-tokenizer distillation) is not supported yet " +
+                "by the recipes (docs/cross_tokenizer.md)");
         if (expectedDataHash is not null && manifest.DataHash != expectedDataHash)
             throw new InvalidDataException(
                 $"teacher cache {folder}: made for data hash {manifest.DataHash} but this run's dataset hashes to {expectedDataHash} " +
