@@ -16,10 +16,13 @@ internal sealed class ConsoleReporter(CliServices services, bool verbose = false
     private double _loss = double.NaN;
     private double _tokensPerSecond = double.NaN;
 
+    /// <summary>Whether <see cref="RunWithProgress"/> draws a live progress bar (stdout is an interactive terminal).</summary>
+    public bool IsLive => services.Out.Profile.Capabilities.Interactive && !Console.IsOutputRedirected;
+
     /// <summary>Runs <paramref name="work"/> with a live progress bar when stdout is an interactive terminal.</summary>
     public void RunWithProgress(Action work)
     {
-        if (!services.Out.Profile.Capabilities.Interactive || Console.IsOutputRedirected)
+        if (!IsLive)
         {
             work();
             return;

@@ -56,6 +56,7 @@ internal static class Program
             {
                 convert.SetDescription("Convert checkpoints from other formats into Hugging Face folders");
                 convert.AddCommand<ConvertLlama2cCommand>("llama2c").WithDescription("llama2.c model.bin + tokenizer.model -> HF Llama folder");
+                convert.AddCommand<ConvertDtypeCommand>("dtype").WithDescription("HF folder -> the same folder with its float weights in another dtype (--dtype bfloat16)");
             });
         });
         return app;

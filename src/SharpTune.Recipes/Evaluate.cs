@@ -35,6 +35,9 @@ namespace SharpTune.Recipes;
 [RecipeKey("shared_context", typeof(bool), Description = "score a document's shared context once (same numbers, faster)")]
 [RecipeKey("dtype", typeof(string), Description = "float32 or bfloat16")]
 [RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads; null keeps libtorch's default")]
+[RecipeKey("passage_bytes", typeof(int?), Minimum = 1, Description = "perplexity: score each file as passages of at least this many bytes cut at blank lines, written to perplexity_passages.jsonl (the units of bootstrap intervals); null: one document per file")]
+[RecipeKey("sample_prompt", typeof(string), Description = "also write sample.txt: the greedy continuation of this text")]
+[RecipeKey("sample_max_new_tokens", typeof(int), Minimum = 1, Description = "tokens generated for sample.txt (default 64)")]
 [RecipeKey("model_name", typeof(string), Description = "label of this run in reports and comparisons (default: the checkpoint folder name)")]
 public sealed class Evaluate : IRecipe
 {
@@ -52,6 +55,9 @@ public sealed class Evaluate : IRecipe
     private readonly bool _sharedContext;
     private readonly torch.ScalarType _dtype;
     private readonly int? _threads;
+    private readonly int? _passageBytes;
+    private readonly string? _samplePrompt;
+    private readonly int _sampleTokens;
     private TransformerDecoder? _model;
     private ITokenizer? _tokenizer;
     private string _modelName = "";
@@ -70,6 +76,9 @@ public sealed class Evaluate : IRecipe
         _maxLength = config.Get<int?>("max_length", null);
         _sharedContext = config.Get("shared_context", true);
         _threads = config.Get<int?>("threads", null);
+        _passageBytes = config.Get<int?>("passage_bytes", null);
+        _samplePrompt = config.Get<string?>("sample_prompt", null);
+        _sampleTokens = config.Get("sample_max_new_tokens", 64);
         _dtype = ParseDtype(config, "dtype");
         var where = config.Find("tasks")!.Location;
         if (_tasks.Count == 0) throw new ConfigException(where, "tasks", "give at least one task");
@@ -135,6 +144,7 @@ public sealed class Evaluate : IRecipe
         var path = Path.Combine(_outputDir, "results.json");
         final.Save(path);
         AtomicFile.WriteAllText(Path.Combine(_outputDir, "results_harness.json"), final.ToHarnessJson());
+        if (_samplePrompt is { Length: > 0 } prompt) WriteSample(model, tokenizer, prompt);
         _reporter.Info(final.ToMarkdown().TrimEnd('\n'));
         _reporter.Info($"scored in {seconds:F1} s; wrote {path}");
     }
@@ -214,16 +224,33 @@ public sealed class Evaluate : IRecipe
         return docs;
     }
 
-    // Perplexity of each text file; the figures are summed over files (one document per file).
+    // Perplexity of each text file; the figures are summed over files (one document per file, or with passage_bytes
+    // one document per passage, each passage's figures written to perplexity_passages.jsonl).
     private IEnumerable<EvalResult> RunPerplexity(ICausalLm lm, ITokenizer tokenizer, IReadOnlyList<string> files, CancellationToken cancellationToken)
     {
         var (tokens, words, bytes, ll) = (0, 0, 0, 0.0);
+        var passageLines = new StringBuilder();
         foreach (var file in files)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var r = Perplexity.ComputeFile(lm, tokenizer, file, _batchSize, _maxLength);
-            _reporter.Info($"perplexity: {file}: {r.Tokens} tokens, loss {r.LossPerToken:F4} nats/token");
+            IReadOnlyList<PerplexityResult> parts;
+            if (_passageBytes is { } minBytes)
+            {
+                if (!File.Exists(file)) throw new FileNotFoundException($"text file not found: {file}", file);
+                var passages = Perplexity.Passages(File.ReadAllText(file, Encoding.UTF8), minBytes);
+                parts = Perplexity.ComputePassages(lm, tokenizer, passages, _batchSize, _maxLength);
+                for (var i = 0; i < parts.Count; i++)
+                    passageLines.Append(System.Text.Json.JsonSerializer.Serialize(new PassageScore(file, i, parts[i].Tokens, parts[i].Bytes, parts[i].LogLikelihood), PassageScore.Json)).Append('\n');
+            }
+            else parts = [Perplexity.ComputeFile(lm, tokenizer, file, _batchSize, _maxLength)];
+            var r = new PerplexityResult(parts.Sum(p => p.Tokens), parts.Sum(p => p.Words), parts.Sum(p => p.Bytes), parts.Sum(p => p.LogLikelihood));
+            _reporter.Info($"perplexity: {file}: {r.Tokens} tokens{(parts.Count > 1 ? $" in {parts.Count} passages" : "")}, loss {r.LossPerToken:F4} nats/token");
             (tokens, words, bytes, ll) = (tokens + r.Tokens, words + r.Words, bytes + r.Bytes, ll + r.LogLikelihood);
+        }
+        if (_passageBytes is not null)
+        {
+            Directory.CreateDirectory(_outputDir);
+            AtomicFile.WriteAllText(Path.Combine(_outputDir, PassageScore.FileName), passageLines.ToString());
         }
         var total = new PerplexityResult(tokens, words, bytes, ll);
         return
@@ -235,6 +262,23 @@ public sealed class Evaluate : IRecipe
             new EvalResult(PerplexityTask, "loss", total.LossPerToken, null, files.Count), // nats per token, as training logs it
         ];
     }
+
+    // The greedy continuation of sample_prompt, written to sample.txt (prompt, then the generated text).
+    private void WriteSample(TransformerDecoder model, ITokenizer tokenizer, string prompt)
+    {
+        var ids = tokenizer.Encode(prompt, addBos: tokenizer.BosId >= 0, addEos: false);
+        var room = model.MaxSeqLen - ids.Count;
+        if (room < 1) throw new ConfigException(_config.Find("sample_prompt")!.Location, "sample_prompt", $"the prompt is {ids.Count} tokens; the model's max_seq_len is {model.MaxSeqLen}");
+        var options = new GenerationOptions { MaxNewTokens = Math.Min(_sampleTokens, room), Temperature = 0, StopTokens = tokenizer.EosId >= 0 ? [tokenizer.EosId] : [] };
+        var result = Generation.Generate(model, ids, options);
+        var text = tokenizer.Decode([.. result.GeneratedTokens]);
+        Directory.CreateDirectory(_outputDir);
+        AtomicFile.WriteAllText(Path.Combine(_outputDir, SampleFileName), prompt + text);
+        _reporter.Info($"sample ({result.GeneratedTokens.Count} tokens, greedy): {text.ReplaceLineEndings(" ")}");
+    }
+
+    /// <summary>The file <c>sample_prompt</c>'s continuation is written to.</summary>
+    public const string SampleFileName = "sample.txt";
 
     private static torch.ScalarType ParseDtype(SharpTuneConfig config, string key) => config.Get(key, "float32") switch
     {

@@ -42,7 +42,8 @@ internal sealed class AblateCommand(CliServices services) : Command<AblateComman
     {
         var study = StudySpec.Load(studyPath, overrides);
         var plan = StudyPlan.Create(study, services.Configs.Resolve, studyDir);
-        var runner = new StudyRunner(services.Recipes, new ConsoleReporter(services, verbose));
+        var reporter = new ConsoleReporter(services, verbose);
+        var runner = new StudyRunner(services.Recipes, reporter, progressLines: !reporter.IsLive);
         if (dryRun)
         {
             var problems = runner.Validate(plan);
@@ -51,10 +52,12 @@ internal sealed class AblateCommand(CliServices services) : Command<AblateComman
             if (problems.Count > 0) services.WriteErrLine($"error: {problems.Count} problem{(problems.Count == 1 ? "" : "s")}; nothing was run");
             return problems.Count == 0 ? 0 : 1;
         }
-        var outcome = runner.Run(plan, cancellationToken);
+        StudyOutcome? outcome = null;
+        reporter.RunWithProgress(() => outcome = runner.Run(plan, cancellationToken));
         var table = StudyReport.Table(plan);
         services.WriteOut("\n" + StudyTableText(table) + "\n");
-        services.WriteOut($"Report: {Path.Combine(outcome.ReportDir, "report.html")} ({outcome.Ran.Count} arms run, {outcome.Skipped.Count} already done, {outcome.Seconds:F1} s)\n");
+        if (StudySummary.Build(plan) is { } summary) services.WriteOut($"{summary.Headline()}\n");
+        services.WriteOut($"Report: {Path.Combine(outcome!.ReportDir, "report.html")} ({outcome.Ran.Count} arms run, {outcome.Skipped.Count} already done, {outcome.Seconds:F1} s)\n");
         return 0;
     }
 

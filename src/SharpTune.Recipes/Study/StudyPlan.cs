@@ -3,6 +3,7 @@
 //   {study_dir}           the study folder           {arm}              this arm's name
 //   {arm_dir}             this arm's folder          {checkpoint}       this arm's checkpoint (eval overrides)
 //   {arm_dir:NAME}        arm NAME's folder          {checkpoint:NAME}  arm NAME's checkpoint
+//   {var:NAME}            the study's vars.NAME (e.g. the steps every arm trains, one number to change)
 // A reference to another arm is a dependency (teacher fine-tune before the KD arms that use it); a cycle or an
 // unknown name is an error that names the arm. Curly braces are used (not ${...}) so that they never collide with
 // the config interpolation the recipes resolve afterwards.
@@ -27,6 +28,12 @@ public sealed record PlannedArm(string Name, string? Recipe, string? Config, str
     string ArmDir, string? Checkpoint, bool Evaluate, IReadOnlyList<string> EvalOverrides, IReadOnlyList<string> DependsOn,
     IReadOnlyList<(string Axis, string Label)> GridValues)
 {
+    /// <summary>The arm's label (the study file's, grid values appended), or null.</summary>
+    public string? Label { get; init; }
+
+    /// <summary>A reference arm (teacher, upper bound): never the headline's answer.</summary>
+    public bool Reference { get; init; }
+
     /// <summary>The <c>sharptune run</c> command line of the training run; null without recipe.</summary>
     public string? Command => Recipe is null ? null : StudyPlan.CommandLine(Recipe, Config!, Overrides);
 }
@@ -62,7 +69,7 @@ public sealed partial record StudyPlan(StudySpec Study, string StudyDir, IReadOn
         return !Path.IsPathRooted(config) && File.Exists(local) ? Path.GetRelativePath(Environment.CurrentDirectory, Path.GetFullPath(local)) : config;
     }
 
-    [GeneratedRegex(@"\{(study_dir|arm|arm_dir|checkpoint)(?::([A-Za-z0-9_.\-]+))?\}")]
+    [GeneratedRegex(@"\{(study_dir|arm|arm_dir|checkpoint|var)(?::([A-Za-z0-9_.\-]+))?\}")]
     private static partial Regex PlaceholderRegex();
 
     [GeneratedRegex(@"^[A-Za-z0-9_.\-]+$")]
@@ -114,6 +121,12 @@ public sealed partial record StudyPlan(StudySpec Study, string StudyDir, IReadOn
             {
                 var kind = m.Groups[1].Value;
                 var other = m.Groups[2].Success ? m.Groups[2].Value : null;
+                if (kind == "var")
+                {
+                    if (other is not null && study.Vars.TryGetValue(other, out var value)) return value;
+                    sink.Add(new ConfigProblem(spec.Location, $"arms.{spec.Name}", $"'{m.Value}' names no entry of the study's vars{(other is null ? "" : Names.Suggest(other, study.Vars.Keys))} (defined: {(study.Vars.Count == 0 ? "none" : string.Join(", ", study.Vars.Keys))})"));
+                    return m.Value;
+                }
                 if (other is null)
                 {
                     switch (kind)
@@ -179,7 +192,11 @@ public sealed partial record StudyPlan(StudySpec Study, string StudyDir, IReadOn
                 }
             }
             arms.Add(new PlannedArm(e.Name, e.Spec.Recipe, e.Spec.Config, configPath, overrides, ArmDir(e.Name), checkpoints[e.Name],
-                e.Spec.Evaluate, evalOverrides, [.. deps.Distinct()], e.Values));
+                e.Spec.Evaluate, evalOverrides, [.. deps.Distinct()], e.Values)
+            {
+                Label = e.Spec.Label is null ? null : e.Values.Count == 0 ? e.Spec.Label : $"{e.Spec.Label}, {string.Join(", ", e.Values.Select(v => $"{v.Item1} {v.Item2}"))}",
+                Reference = e.Spec.Reference,
+            });
         }
 
         var evaluated = arms.Where(a => a.Evaluate).Select(a => a.Name).ToList();

@@ -92,8 +92,10 @@ public static class StudyReport
         if (StudyPlots.Overlay(logs, "val_loss", null, "Held-out loss per arm", Path.Combine(dir, "val_loss.png"), smoothing: 0).Count > 0)
             plots.Add(("val_loss.png", "Held-out loss (cross-entropy on the validation split, run_val_every_n_steps)"));
         var losses = logs.Select(l => LossRow.From(l.Item1, l.Item2)).ToList();
-        AtomicFile.WriteAllText(Path.Combine(dir, "report.md"), Markdown(plan, table, plots, losses));
-        AtomicFile.WriteAllText(Path.Combine(dir, "report.html"), Html(plan, table, plots, losses));
+        var summary = StudySummary.Build(plan);
+        if (summary is not null) AtomicFile.WriteAllText(Path.Combine(dir, StudySummary.FileName), summary.ToJson());
+        AtomicFile.WriteAllText(Path.Combine(dir, "report.md"), Markdown(plan, table, plots, losses, summary));
+        AtomicFile.WriteAllText(Path.Combine(dir, "report.html"), Html(plan, table, plots, losses, summary));
         return dir;
     }
 
@@ -102,11 +104,29 @@ public static class StudyReport
         value is null ? "-" : value.Value.ToString("F4", CultureInfo.InvariantCulture)
             + (delta is { } d ? string.Create(CultureInfo.InvariantCulture, $" ({d:+0.0000;-0.0000;+0.0000})") : "");
 
-    private static string Markdown(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots, List<LossRow> losses)
+    private static string Markdown(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots, List<LossRow> losses, StudySummary? summary)
     {
         var sb = new StringBuilder();
+        if (summary is not null) sb.AppendLine(CultureInfo.InvariantCulture, $"**{summary.Headline()}**").AppendLine();
         sb.AppendLine(CultureInfo.InvariantCulture, $"# Study `{plan.Study.Name}`").AppendLine();
         sb.AppendLine(CultureInfo.InvariantCulture, $"Study file: `{plan.Study.SourcePath}`; folder: `{plan.StudyDir}`.").AppendLine();
+        if (summary is not null)
+        {
+            sb.AppendLine(CultureInfo.InvariantCulture, $"## {Capitalize(summary.MetricWords)}").AppendLine();
+            sb.AppendLine(CultureInfo.InvariantCulture, $"Scored on {summary.Passages} held-out passages. Intervals: 95% percentile bootstrap over passages " +
+                $"({Bootstrap.DefaultReplicates} replicates); the change against `{summary.Baseline}` is paired (the same resampled passages for both arms). " +
+                $"The same figures are in `{StudySummary.FileName}`.").AppendLine();
+            sb.AppendLine("| Arm | what it is | value [95% CI] | change vs baseline [95% CI] |").AppendLine("|---|---|---:|---:|");
+            foreach (var a in summary.Arms)
+                sb.AppendLine(CultureInfo.InvariantCulture, $"| {a.Arm}{(a.Arm == summary.Baseline ? " (baseline)" : "")} | {a.Label} | {StudySummary.Cell(a.Value, false)} | {(a.Relative is { } r ? StudySummary.Cell(r, true) : "-")} |");
+            sb.AppendLine();
+            if (summary.Arms.Any(a => a.Sample is not null))
+            {
+                sb.AppendLine("### Samples (greedy, same held-out prompt)").AppendLine();
+                foreach (var a in summary.Arms.Where(a => a.Sample is not null))
+                    sb.AppendLine(CultureInfo.InvariantCulture, $"**{a.Arm}**").AppendLine().AppendLine("```text").AppendLine(a.Sample!.TrimEnd()).AppendLine("```").AppendLine();
+            }
+        }
         sb.AppendLine("## Evaluation").AppendLine();
         if (table.Rows.Count == 0) sb.AppendLine("No arm has been evaluated yet.").AppendLine();
         else
@@ -151,7 +171,7 @@ public static class StudyReport
         return sb.ToString();
     }
 
-    private static string Html(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots, List<LossRow> losses)
+    private static string Html(StudyPlan plan, ReportTable table, List<(string File, string Title)> plots, List<LossRow> losses, StudySummary? summary)
     {
         static string E(string s) => WebUtility.HtmlEncode(s);
         var sb = new StringBuilder();
@@ -159,7 +179,25 @@ public static class StudyReport
             .AppendLine(CultureInfo.InvariantCulture, $"<title>Study {E(plan.Study.Name)}</title>")
             .AppendLine("<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}.up{color:#080}.down{color:#b00}pre{background:#f6f6f6;padding:8px;overflow-x:auto}img{max-width:100%}</style>")
             .AppendLine("</head><body>");
+        if (summary is not null) sb.AppendLine(CultureInfo.InvariantCulture, $"<p><strong>{E(summary.Headline())}</strong></p>");
         sb.AppendLine(CultureInfo.InvariantCulture, $"<h1>Study {E(plan.Study.Name)}</h1><p>Study file <code>{E(plan.Study.SourcePath)}</code>; folder <code>{E(plan.StudyDir)}</code>.</p>");
+        if (summary is not null)
+        {
+            sb.AppendLine(CultureInfo.InvariantCulture, $"<h2>{E(Capitalize(summary.MetricWords))}</h2><p>Scored on {summary.Passages} held-out passages. Intervals: 95% percentile bootstrap over passages ({Bootstrap.DefaultReplicates} replicates); the change against <code>{E(summary.Baseline)}</code> is paired (the same resampled passages for both arms). The same figures are in <code>{StudySummary.FileName}</code>.</p>");
+            sb.AppendLine("<table><tr><th>Arm</th><th>what it is</th><th>value [95% CI]</th><th>change vs baseline [95% CI]</th></tr>");
+            foreach (var a in summary.Arms)
+            {
+                var cls = a.Relative is { High: < 0 } ? " class=\"up\"" : a.Relative is { Low: > 0 } ? " class=\"down\"" : "";
+                sb.AppendLine(CultureInfo.InvariantCulture, $"<tr><td>{E(a.Arm)}{(a.Arm == summary.Baseline ? " (baseline)" : "")}</td><td>{E(a.Label)}</td><td>{E(StudySummary.Cell(a.Value, false))}</td><td{cls}>{(a.Relative is { } r ? E(StudySummary.Cell(r, true)) : "-")}</td></tr>");
+            }
+            sb.AppendLine("</table>");
+            if (summary.Arms.Any(a => a.Sample is not null))
+            {
+                sb.AppendLine("<h3>Samples (greedy, same held-out prompt)</h3>");
+                foreach (var a in summary.Arms.Where(a => a.Sample is not null))
+                    sb.AppendLine(CultureInfo.InvariantCulture, $"<p><b>{E(a.Arm)}</b></p><pre>{E(a.Sample!.TrimEnd())}</pre>");
+            }
+        }
         sb.AppendLine("<h2>Evaluation</h2>");
         if (table.Rows.Count == 0) sb.AppendLine("<p>No arm has been evaluated yet.</p>");
         else
@@ -204,6 +242,8 @@ public static class StudyReport
         sb.AppendLine("</body></html>");
         return sb.ToString();
     }
+
+    private static string Capitalize(string s) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..];
 
     private static IEnumerable<(string File, string Label)> ResolvedConfigs(PlannedArm arm)
     {

@@ -53,7 +53,13 @@ public sealed record ArmMarker(string Arm, string Fingerprint, string? Command, 
 public sealed record StudyOutcome(IReadOnlyList<string> Ran, IReadOnlyList<string> Skipped, double Seconds, string ReportDir);
 
 /// <summary>Runs a study through a recipe registry.</summary>
-public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporter)
+/// <param name="registry">The recipes.</param>
+/// <param name="reporter">Where progress goes. The recipes' own step lines and info lines reach it only as
+/// <see cref="IRecipeReporter.Verbose"/> (they are in each arm's metrics.jsonl and log): the study shows one progress
+/// line, tagged with the arm.</param>
+/// <param name="progressLines">Also write a plain line every ~10% of an arm's training (for piped output, where no
+/// live progress bar is drawn).</param>
+public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporter, bool progressLines = false)
 {
     /// <summary>
     /// Checks every arm's training config and evaluation config (with their overrides) against the registry, as
@@ -109,8 +115,9 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
                     : FormatSeconds(plan.Arms.Skip(i).Sum(a => Estimate(a, durations)));
                 reporter.Info($"[{i + 1}/{plan.Arms.Count}] {arm.Name}: running (study elapsed {FormatSeconds(clock.Elapsed.TotalSeconds)}, ETA {eta})");
                 var later = plan.Arms.Skip(i + 1).ToList();
-                var prefixed = new ArmReporter(reporter, arm.Name, projected =>
-                    projected + later.Sum(a => Estimate(a, [.. durations, (arm, projected)])));
+                var tag = $"[{i + 1}/{plan.Arms.Count}] {arm.Name}";
+                var prefixed = new ArmReporter(reporter, tag, projected =>
+                    projected + later.Sum(a => Estimate(a, [.. durations, (arm, projected)])), progressLines);
                 double trainSeconds = 0, evalSeconds = 0;
                 if (arm.Recipe is not null)
                 {
@@ -121,7 +128,7 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
                 {
                     reporter.Info($"  $ {plan.EvalRunCommand(arm)}");
                     evalSeconds = RunRecipe(eval.Recipe, plan.EvalConfigPath!, arm.EvalOverrides, Path.Combine(arm.ArmDir, "eval_resolved_config.yaml"),
-                        new ArmReporter(reporter, arm.Name), cancellationToken); // its steps are not the arm's training steps: no ETA from them
+                        new ArmReporter(reporter, tag), cancellationToken); // its steps are not the arm's training steps: no ETA from them
                     var results = StudyReport.ResultsPath(arm);
                     if (!File.Exists(results))
                         throw new InvalidDataException($"arm '{arm.Name}': the eval recipe '{eval.Recipe}' wrote no {results}; the study reads results.json from the eval output_dir");
@@ -203,24 +210,34 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
     private static string FormatSeconds(double s) =>
         s < 60 ? string.Create(CultureInfo.InvariantCulture, $"{s:F0} s") : TimeSpan.FromSeconds(Math.Round(s)).ToString(s < 3600 ? @"m\m\ ss\s" : @"h\h\ mm\m", CultureInfo.InvariantCulture);
 
-    // Passes a recipe's reports on, tagging stages with the arm so progress shows which arm is running, and the study's
-    // ETA from this arm's own step rate: the arm's projected time (elapsed / steps done x steps) stands in for its
-    // duration, for itself and for the later arms of its recipe and config, so a slow first arm (a teacher) does not
-    // inflate the students' estimate once one student is under way. studyTotal maps the arm's projected seconds to the
-    // projected seconds of the rest of the study from this arm's start.
-    private sealed class ArmReporter(IRecipeReporter inner, string arm, Func<double, double>? studyTotal = null) : IRecipeReporter
+    // Passes a recipe's reports on as one study-level progress line: the arm (i/n), its stage and step bar, its latest
+    // loss, and the study's ETA from this arm's own step rate: the arm's projected time (elapsed / steps done x steps)
+    // stands in for its duration, for itself and for the later arms of its recipe and config, so a slow first arm (a
+    // teacher) does not inflate the students' estimate once one student is under way. studyTotal maps the arm's
+    // projected seconds to the projected seconds of the rest of the study from this arm's start. The recipe's info
+    // and per-step lines become verbose lines (shown with --verbose); warnings pass through. With lines set, a plain
+    // line is also written each time the arm passes another tenth of its steps.
+    private sealed class ArmReporter(IRecipeReporter inner, string arm, Func<double, double>? studyTotal = null, bool lines = false) : IRecipeReporter
     {
         private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private double _loss = double.NaN;
+        private long _lastTenth = -1;
 
-        public void Info(string message) => inner.Info($"  [{arm}] {message}");
+        public void Info(string message) => inner.Verbose($"  {arm}: {message}");
 
-        public void Warning(string message) => inner.Warning($"[{arm}] {message}");
+        public void Warning(string message) => inner.Warning($"{arm}: {message}");
 
-        public void Metrics(long step, IReadOnlyDictionary<string, double> values) => inner.Metrics(step, values);
+        public void Metrics(long step, IReadOnlyDictionary<string, double> values)
+        {
+            if (values.TryGetValue("loss", out var loss)) _loss = loss;
+            inner.Verbose(string.Create(CultureInfo.InvariantCulture, $"  {arm}: step {step} | ") +
+                string.Join(" | ", values.Select(kv => string.Create(CultureInfo.InvariantCulture, $"{kv.Key}: {kv.Value:G5}"))));
+        }
 
         public void Progress(string stage, long completed, long total)
         {
             var label = $"{arm}: {stage}";
+            if (!double.IsNaN(_loss)) label += string.Create(CultureInfo.InvariantCulture, $" | loss {_loss:F4}");
             if (studyTotal is not null && completed > 0 && total > 0)
             {
                 var elapsed = _clock.Elapsed.TotalSeconds;
@@ -229,8 +246,13 @@ public sealed class StudyRunner(RecipeRegistry registry, IRecipeReporter reporte
                 if (double.IsFinite(remaining)) label += $" | study ETA {FormatSeconds(Math.Max(0, remaining))}";
             }
             inner.Progress(label, completed, total);
+            if (lines && studyTotal is not null && total > 0 && completed * 10 / total is var tenth && tenth > _lastTenth && tenth is > 0 and < 10)
+            {
+                _lastTenth = tenth;
+                inner.Info($"{label} | step {completed}/{total} ({tenth * 10}%)");
+            }
         }
 
-        public void Verbose(string message) => inner.Verbose($"  [{arm}] {message}");
+        public void Verbose(string message) => inner.Verbose($"  {arm}: {message}");
     }
 }

@@ -23,7 +23,14 @@ public sealed record GridAxis(string Name, IReadOnlyList<(string Label, IReadOnl
 /// <param name="Grid">Axes multiplied out into one arm per combination (empty: one arm).</param>
 /// <param name="Location">Where the arm is declared.</param>
 public sealed record ArmSpec(string Name, string? Recipe, string? Config, IReadOnlyList<string> Overrides, string? Checkpoint,
-    bool Evaluate, IReadOnlyList<string> EvalOverrides, IReadOnlyList<GridAxis> Grid, SourceLocation Location);
+    bool Evaluate, IReadOnlyList<string> EvalOverrides, IReadOnlyList<GridAxis> Grid, SourceLocation Location)
+{
+    /// <summary>What the arm is, in words, for the report's first line ("distillation, forward KL"); grid values are appended.</summary>
+    public string? Label { get; init; }
+
+    /// <summary>A reference arm (a teacher, an upper bound): in the tables, never the headline's answer.</summary>
+    public bool Reference { get; init; }
+}
 
 /// <summary>The evaluation every evaluated arm gets.</summary>
 /// <param name="Recipe">The evaluation recipe (default <c>evaluate</c>).</param>
@@ -40,11 +47,23 @@ public sealed record EvalSpec(string Recipe, string Config, IReadOnlyList<string
 /// <param name="Arms">Arms in file order.</param>
 public sealed record StudySpec(string Name, string SourcePath, string OutputDir, string? Baseline, EvalSpec? Eval, IReadOnlyList<ArmSpec> Arms)
 {
+    /// <summary>
+    /// The metric of the summary and the report's first line, from the arms' per-passage perplexity scores
+    /// (<c>token_perplexity</c> or <c>bits_per_byte</c>); null: <c>token_perplexity</c> when the scores exist.
+    /// </summary>
+    public string? Metric { get; init; }
+
+    /// <summary>The study's <c>vars</c>: values substituted for <c>{var:NAME}</c> in arms' overrides and checkpoints.</summary>
+    public IReadOnlyDictionary<string, string> Vars { get; init; } = new Dictionary<string, string>();
+
     /// <summary>The header line that marks a YAML file as a study (<c># study</c>), used by <c>validate</c>.</summary>
     public const string HeaderMarker = "study:";
 
-    private static readonly string[] TopKeys = ["name", "output_dir", "baseline", "eval", "arms"];
-    private static readonly string[] ArmKeys = ["recipe", "config", "overrides", "checkpoint", "evaluate", "eval_overrides", "grid"];
+    private static readonly string[] TopKeys = ["name", "output_dir", "baseline", "metric", "vars", "eval", "arms"];
+
+    /// <summary>The values of the study key <c>metric</c>.</summary>
+    public static readonly string[] Metrics = ["token_perplexity", "bits_per_byte"];
+    private static readonly string[] ArmKeys = ["recipe", "config", "overrides", "checkpoint", "evaluate", "eval_overrides", "grid", "label", "reference"];
     private static readonly string[] EvalKeys = ["recipe", "config", "overrides"];
 
     /// <summary>True when <paramref name="path"/> is a YAML file whose leading comments hold a <c># study:</c> line.</summary>
@@ -84,6 +103,9 @@ public sealed record StudySpec(string Name, string SourcePath, string OutputDir,
         var outputDir = Scalar(root, "output_dir", "", Problem);
         if (outputDir is null) Problem(root, "output_dir", "missing required key 'output_dir' (the study folder)");
         var baseline = Scalar(root, "baseline", "", Problem);
+        var metric = Scalar(root, "metric", "", Problem);
+        if (metric is not null && !Metrics.Contains(metric))
+            Problem(root.TryGet("metric", out var m) ? m : root, "metric", $"expected one of {string.Join(", ", Metrics)}, got '{metric}'{Names.Suggest(metric, Metrics)}");
 
         EvalSpec? eval = null;
         if (root.TryGet("eval", out var evalNode) && evalNode.Kind != ConfigNodeKind.Null)
@@ -117,20 +139,36 @@ public sealed record StudySpec(string Name, string SourcePath, string OutputDir,
                     Problem(node, $"arms.{armName}", "give both 'recipe' and 'config' (a trained arm) or neither (an arm that evaluates 'checkpoint')");
                 if (recipe is null && checkpoint is null)
                     Problem(node, $"arms.{armName}", "an arm without a recipe must name the model folder it evaluates in 'checkpoint'");
-                var evaluate = true;
-                if (node.TryGet("evaluate", out var ev) && ev.Kind != ConfigNodeKind.Null)
-                {
-                    if (ev.Kind == ConfigNodeKind.Scalar && bool.TryParse(ev.Text, out var b)) evaluate = b;
-                    else Problem(ev, prefix + "evaluate", $"expected true or false, got {ev.Describe()}");
-                }
+                var evaluate = Flag(node, "evaluate", prefix, true, Problem);
+                var reference = Flag(node, "reference", prefix, false, Problem);
                 if (evaluate && checkpoint is null)
                     Problem(node, prefix + "checkpoint", "an evaluated arm must say which folder holds its trained model ('checkpoint', e.g. \"{arm_dir}/epoch_0\")");
                 arms.Add(new ArmSpec(armName, recipe, config, StringList(node, "overrides", prefix, Problem), checkpoint, evaluate,
-                    StringList(node, "eval_overrides", prefix, Problem), Grid(node, prefix, Problem), node.Location));
+                    StringList(node, "eval_overrides", prefix, Problem), Grid(node, prefix, Problem), node.Location)
+                { Label = Scalar(node, "label", prefix, Problem), Reference = reference });
             }
         }
+        var vars = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (root.TryGet("vars", out var varsNode) && varsNode.Kind != ConfigNodeKind.Null)
+        {
+            if (varsNode.Kind != ConfigNodeKind.Map) Problem(varsNode, "vars", $"expected a map of name -> value, got {varsNode.Describe()}");
+            else
+                foreach (var (key, value) in varsNode.Entries)
+                {
+                    if (value.Kind == ConfigNodeKind.Scalar) vars[key] = value.Text!;
+                    else Problem(value, $"vars.{key}", $"expected a single value, got {value.Describe()}");
+                }
+        }
         if (problems.Count > 0) throw new ConfigException(problems);
-        return new StudySpec(name, sourcePath, outputDir!, baseline, eval, arms);
+        return new StudySpec(name, sourcePath, outputDir!, baseline, eval, arms) { Metric = metric, Vars = vars };
+    }
+
+    private static bool Flag(ConfigNode map, string key, string prefix, bool fallback, Action<ConfigNode, string, string> problem)
+    {
+        if (!map.TryGet(key, out var node) || node.Kind == ConfigNodeKind.Null) return fallback;
+        if (node.Kind == ConfigNodeKind.Scalar && bool.TryParse(node.Text, out var b)) return b;
+        problem(node, prefix + key, $"expected true or false, got {node.Describe()}");
+        return fallback;
     }
 
     private static List<GridAxis> Grid(ConfigNode arm, string prefix, Action<ConfigNode, string, string> problem)

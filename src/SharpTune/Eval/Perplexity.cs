@@ -36,6 +36,26 @@ public sealed record PerplexityResult(int Tokens, int Words, int Bytes, double L
     public double BitsPerByte => -LogLikelihood / Bytes / Math.Log(2);
 }
 
+/// <summary>One passage's figures, a line of <c>perplexity_passages.jsonl</c>.</summary>
+/// <param name="File">The scored text file.</param>
+/// <param name="Passage">Index of the passage in the file (see <see cref="Perplexity.Passages"/>).</param>
+/// <param name="Tokens">Tokens predicted.</param>
+/// <param name="Bytes">UTF-8 bytes of the passage.</param>
+/// <param name="LogLikelihood">Total log-likelihood in nats.</param>
+public sealed record PassageScore(string File, int Passage, int Tokens, int Bytes, double LogLikelihood)
+{
+    /// <summary>The file name the evaluate recipe writes into its output folder.</summary>
+    public const string FileName = "perplexity_passages.jsonl";
+
+    /// <summary>Serializer options of the file (snake_case keys).</summary>
+    public static readonly System.Text.Json.JsonSerializerOptions Json = new() { PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower };
+
+    /// <summary>Reads a passages file.</summary>
+    public static IReadOnlyList<PassageScore> Read(string path) =>
+        [.. System.IO.File.ReadLines(path).Where(l => l.Length > 0).Select((l, i) =>
+            System.Text.Json.JsonSerializer.Deserialize<PassageScore>(l, Json) ?? throw new InvalidDataException($"{path}: line {i + 1} is not a passage record"))];
+}
+
 /// <summary>Rolling-window perplexity.</summary>
 public static partial class Perplexity
 {
@@ -75,6 +95,71 @@ public static partial class Perplexity
         var results = scorer.ScoreEncoded(windows, progress);
         var words = Whitespace().Split(text).Length;
         return new PerplexityResult(tokens.Count, words, Encoding.UTF8.GetByteCount(text), results.Sum(r => r.LogLikelihood));
+    }
+
+    /// <summary>
+    /// Cuts <paramref name="text"/> into passages at blank lines, each at least <paramref name="minBytes"/> UTF-8 bytes
+    /// (consecutive paragraphs are merged until the passage is that long; a shorter tail joins the previous passage).
+    /// The passages are contiguous and cover the text exactly: concatenated they give it back. They are the units a
+    /// bootstrap resamples, and they do not depend on any tokenizer, so two models with different tokenizers are
+    /// scored on the same units and can be compared passage by passage.
+    /// </summary>
+    public static IReadOnlyList<string> Passages(string text, int minBytes)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (minBytes < 1) throw new ArgumentOutOfRangeException(nameof(minBytes), minBytes, "a passage must be at least 1 byte");
+        var passages = new List<string>();
+        var start = 0;
+        var position = 0;
+        while (position < text.Length)
+        {
+            var blank = text.IndexOf("\n\n", position, StringComparison.Ordinal);
+            var end = blank < 0 ? text.Length : blank + 2;
+            while (end < text.Length && text[end] == '\n') end++; // a run of blank lines stays with the paragraph before it
+            position = end;
+            if (Encoding.UTF8.GetByteCount(text.AsSpan(start, end - start)) >= minBytes || end == text.Length)
+            {
+                passages.Add(text[start..end]);
+                start = end;
+            }
+        }
+        if (passages.Count > 1 && Encoding.UTF8.GetByteCount(passages[^1]) < minBytes)
+        {
+            passages[^2] += passages[^1];
+            passages.RemoveAt(passages.Count - 1);
+        }
+        return passages;
+    }
+
+    /// <summary>
+    /// Scores each passage as its own document (rolling windows, the first conditioned on the prefix token) in one
+    /// batched pass over all their windows; returns one result per passage, in order. Summed, the results give the
+    /// perplexity of the passages as separate documents (no context crosses a passage boundary).
+    /// </summary>
+    public static IReadOnlyList<PerplexityResult> ComputePassages(ICausalLm model, ITokenizer tokenizer, IReadOnlyList<string> passages,
+        int batchSize = 8, int? maxLength = null, IProgress<ScoringProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(passages);
+        var scorer = new LoglikelihoodScorer(model, tokenizer, batchSize, sharedContext: false, maxLength);
+        var prefix = tokenizer.BosId >= 0 ? tokenizer.BosId : tokenizer.EosId;
+        var windows = new List<EncodedRequest>();
+        var owner = new List<int>();
+        var counts = new int[passages.Count];
+        for (var p = 0; p < passages.Count; p++)
+        {
+            if (passages[p].Length == 0) throw new ArgumentException($"passage {p} is empty", nameof(passages));
+            var tokens = tokenizer.Encode(passages[p], addBos: false, addEos: false);
+            counts[p] = tokens.Count;
+            foreach (var w in RollingWindows(tokens, prefix, scorer.MaxLength))
+            {
+                windows.Add(w);
+                owner.Add(p);
+            }
+        }
+        var scored = scorer.ScoreEncoded(windows, progress);
+        var ll = new double[passages.Count];
+        for (var i = 0; i < scored.Count; i++) ll[owner[i]] += scored[i].LogLikelihood;
+        return [.. passages.Select((text, p) => new PerplexityResult(counts[p], Whitespace().Split(text).Length, Encoding.UTF8.GetByteCount(text), ll[p]))];
     }
 
     /// <summary>Reads a UTF-8 text file and scores it as one document.</summary>

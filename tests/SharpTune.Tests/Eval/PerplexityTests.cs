@@ -116,4 +116,44 @@ public sealed class PerplexityTests
         Assert.Equal(-a.LogLikelihood / 32 / Math.Log(2), a.BitsPerByte, 1e-12);
         Assert.Equal(-b.LogLikelihood / 32 / Math.Log(2), b.BitsPerByte, 1e-12);
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(40)]
+    [InlineData(10_000)]
+    public void Passages_AnyMinimum_CoverTheTextExactlyAndCutOnlyAfterBlankLines(int minBytes)
+    {
+        const string text = "A:\nfirst speech.\n\nB:\nsecond, longer speech here.\n\n\nC:\nthird.\n\nD:\nlast one, no newline";
+
+        var passages = Perplexity.Passages(text, minBytes);
+
+        Assert.Equal(text, string.Concat(passages));
+        Assert.All(passages.SkipLast(1), p => Assert.EndsWith("\n\n", p, StringComparison.Ordinal));
+        Assert.All(passages.Skip(1), p => Assert.NotEqual('\n', p[0])); // a run of blank lines stays with the paragraph before it
+        if (Encoding.UTF8.GetByteCount(text) >= minBytes)
+            Assert.All(passages, p => Assert.True(Encoding.UTF8.GetByteCount(p) >= minBytes, $"'{p}' is shorter than {minBytes} bytes"));
+        else Assert.Single(passages);
+        if (minBytes == 1) Assert.Equal(4, passages.Count);
+    }
+
+    [Fact]
+    public void ComputePassages_ThreePassages_EachEqualsScoringItAlone()
+    {
+        var tok = new GreedyTestTokenizer();
+        var model = new TableLm(tok.VocabSize, 4, seed: 5);
+        string[] passages = ["ab cd\n\n", "efg hij k\n\n", "lm"];
+
+        var together = Perplexity.ComputePassages(model, tok, passages, batchSize: 3);
+
+        Assert.Equal(3, together.Count);
+        for (var i = 0; i < passages.Length; i++)
+        {
+            var alone = Perplexity.Compute(model, tok, passages[i], batchSize: 1);
+            Assert.Equal(alone.Tokens, together[i].Tokens);
+            Assert.Equal(alone.Bytes, together[i].Bytes);
+            // The same windows scored in another batch: float32 log-softmax per token, summed in double; the rows are
+            // identical, so only the batch composition differs (a few ulps of a float32 logit per token).
+            Assert.Equal(alone.LogLikelihood, together[i].LogLikelihood, 1e-4 * alone.Tokens);
+        }
+    }
 }

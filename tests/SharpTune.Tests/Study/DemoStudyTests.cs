@@ -1,7 +1,11 @@
-// The demo: its data files, and a cut-down version of its study (teacher from scratch + one KD arm, a few steps
-// each, evaluated on 24 multiple-choice items) run end to end through the real recipes, the real evaluate recipe
-// and the real report, from the shipped demo configs.
+// The demos. The Shakespeare demo: the shipped study (studies/demo) with every arm cut to two steps and the held-out
+// text cut to a few passages, run end to end through the real recipes, evaluate recipe and report; its summary.json
+// is checked against a direct computation from the arms' per-passage scores. The synthetic demo: its data files,
+// and a cut-down version of its study (teacher from scratch + one KD arm, a few steps each, evaluated on 24
+// multiple-choice items).
+using System.Text;
 using System.Text.Json;
+using SharpTune.Eval;
 using SharpTune.Data.Synthetic;
 using SharpTune.Recipes;
 using SharpTune.Recipes.Study;
@@ -56,17 +60,17 @@ public sealed class DemoStudyTests : IDisposable
             baseline: teacher
             eval:
               recipe: evaluate
-              config: demo/eval
+              config: demo/synthetic/eval
               overrides: ["checkpoint_dir={checkpoint}", "model_name={arm}", "data_files.multiple_choice={study_dir}/data/mc_eval.jsonl"]
             arms:
               teacher:
                 recipe: full_finetune_single_device
-                config: demo/teacher
+                config: demo/synthetic/teacher
                 overrides: [epochs=1, max_steps_per_epoch=4, threads=1]
                 checkpoint: "{arm_dir}/epoch_0"
               kd:
                 recipe: knowledge_distillation_single_device
-                config: demo/kd
+                config: demo/synthetic/kd
                 overrides: ["teacher_checkpointer.checkpoint_dir={checkpoint:teacher}", "checkpointer.checkpoint_dir={arm_dir}/init", random_init_checkpoint=true, epochs=1, max_steps_per_epoch=4, threads=1]
                 checkpoint: "{arm_dir}/epoch_0"
             """);
@@ -83,9 +87,60 @@ public sealed class DemoStudyTests : IDisposable
         Assert.InRange(table.Rows[1].Values[acc]!.Value, 0, 1);
         Assert.Equal(table.Rows[1].Values[acc]!.Value - table.Rows[0].Values[acc]!.Value, table.Rows[1].Deltas[acc]!.Value, 12);
         var md = File.ReadAllText(Path.Combine(outcome.ReportDir, "report.md"));
-        Assert.Contains("sharptune run knowledge_distillation_single_device --config demo/kd", md, StringComparison.Ordinal);
+        Assert.Contains("sharptune run knowledge_distillation_single_device --config demo/synthetic/kd", md, StringComparison.Ordinal);
         StudyRunnerTests.AssertNonBlankPng(Path.Combine(outcome.ReportDir, "class_loss.png"));
         StudyRunnerTests.AssertNonBlankPng(Path.Combine(outcome.ReportDir, "kd_loss.png"));
+    }
+
+    [Fact]
+    [Trait("Category", "Slow")]
+    public void Run_ShippedDemoStudyTwoSteps_SummaryAgreesWithDirectComputation()
+    {
+        var catalog = ConfigCatalog.CreateDefault();
+        var data = Path.Combine(_dir, "data");
+        Assert.True(DemoAssets.Copy(Path.Combine(catalog.Directory, "demo", "assets"), data) >= 5);
+        Assert.Equal(0, DemoAssets.Copy(Path.Combine(catalog.Directory, "demo", "assets"), data)); // nothing changed: nothing copied
+        // A few held-out passages keep the evaluation to seconds (the teacher scores them too).
+        var heldout = File.ReadAllText(Path.Combine(data, "heldout.txt"));
+        File.WriteAllText(Path.Combine(data, "heldout.txt"), string.Concat(Perplexity.Passages(heldout, 512).Take(6)));
+        var plan = StudyPlan.Create(StudySpec.Load(catalog.Resolve("studies/demo"), ["vars.steps=2"]), catalog.Resolve, _dir);
+
+        var outcome = new StudyRunner(RecipeRegistry.CreateDefault(), new NullReporter()).Run(plan, CancellationToken.None);
+
+        Assert.Equal(plan.Arms.Select(a => a.Name), outcome.Ran);
+        Assert.Contains("kd_fkl.kd_ratio-1.0", outcome.Ran);
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(outcome.ReportDir, StudySummary.FileName)));
+        var root = json.RootElement;
+        Assert.Equal("student_ce", root.GetProperty("baseline").GetString());
+        var arms = root.GetProperty("arms");
+        Assert.Equal(plan.Arms.Select(a => a.Name).Order(), arms.EnumerateObject().Select(p => p.Name).Order());
+        var baseScores = PassageScore.Read(Path.Combine(_dir, "arms", "student_ce", "eval", PassageScore.FileName));
+        Assert.Equal(6, baseScores.Count);
+        var draws = Bootstrap.Draws(baseScores.Count);
+        foreach (var arm in arms.EnumerateObject())
+        {
+            var scores = PassageScore.Read(Path.Combine(_dir, "arms", arm.Name, "eval", PassageScore.FileName));
+            // Direct computation: perplexity from the summed passage figures, the paired change on each of the same
+            // draws, then the 2.5% / 97.5% order statistics by the linear rule.
+            var ppl = Math.Exp(-scores.Sum(s => s.LogLikelihood) / scores.Sum(s => s.Tokens));
+            var basePpl = Math.Exp(-baseScores.Sum(s => s.LogLikelihood) / baseScores.Sum(s => s.Tokens));
+            var ratios = draws.Select(d => Math.Exp(-d.Sum(i => scores[i].LogLikelihood) / d.Sum(i => scores[i].Tokens))
+                / Math.Exp(-d.Sum(i => baseScores[i].LogLikelihood) / d.Sum(i => baseScores[i].Tokens)) - 1).Order().ToArray();
+            double At(double q) { var h = (ratios.Length - 1) * q; var lo = (int)h; return ratios[lo] + (h - lo) * (ratios[Math.Min(lo + 1, ratios.Length - 1)] - ratios[lo]); }
+            var a = arm.Value;
+            Assert.Equal(ppl, a.GetProperty("perplexity").GetDouble(), 1e-9 * ppl);
+            Assert.Equal(2, a.GetProperty("ci95").GetArrayLength());
+            Assert.True(a.GetProperty("ci95")[0].GetDouble() <= ppl + 1e-9 && ppl - 1e-9 <= a.GetProperty("ci95")[1].GetDouble());
+            Assert.Equal(ppl / basePpl - 1, a.GetProperty("rel_to_baseline").GetDouble(), 1e-9);
+            var rel = a.GetProperty("rel_ci95");
+            Assert.Equal(arm.Name == "student_ce" ? 0 : At(0.025), rel[0].GetDouble(), 1e-9);
+            Assert.Equal(arm.Name == "student_ce" ? 0 : At(0.975), rel[1].GetDouble(), 1e-9);
+        }
+        var md = File.ReadAllLines(Path.Combine(outcome.ReportDir, "report.md"));
+        Assert.Equal($"**{root.GetProperty("headline").GetString()}**", md[0]);
+        Assert.Contains("against plain fine-tuning of the same student", md[0], StringComparison.Ordinal);
+        Assert.True(File.Exists(Path.Combine(_dir, "arms", "kd_jsd", "eval", Evaluate.SampleFileName)));
+        StudyRunnerTests.AssertNonBlankPng(Path.Combine(outcome.ReportDir, "val_loss.png"));
     }
 
     private sealed class NullReporter : IRecipeReporter

@@ -53,6 +53,41 @@ public sealed class ShippedStudyTests
         Assert.True(names.IndexOf("student_ft") < names.IndexOf("kd.teacher-base.student-finetuned"));
     }
 
+    [Fact]
+    public void DemoStudy_Vars_LabelsAndReference_ReachThePlan()
+    {
+        var catalog = ConfigCatalog.CreateDefault();
+        var plan = StudyPlan.Create(StudySpec.Load(catalog.Resolve("studies/demo"), ["vars.steps=7"]), catalog.Resolve, Path.Combine(Path.GetTempPath(), "unused-study-dir"));
+
+        var kd = plan.Arms.Single(a => a.Name == "kd_fkl.kd_ratio-0.5");
+        Assert.Contains("max_steps=7", kd.Overrides);
+        Assert.EndsWith("step_7", kd.Checkpoint, StringComparison.Ordinal);
+        Assert.Equal("distillation (forward KL), kd_ratio 0.5", kd.Label);
+        Assert.True(plan.Arms.Single(a => a.Name == "teacher").Reference);
+        Assert.False(kd.Reference);
+        Assert.Equal("token_perplexity", plan.Study.Metric);
+    }
+
+    [Fact]
+    public void Study_UnknownVarOrMetric_NamedInTheError()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"study-{Guid.NewGuid():N}.yaml");
+        try
+        {
+            File.WriteAllText(path, "# study: t\noutput_dir: out\nmetric: perplexity\nvars: {steps: 3}\narms:\n  a: {checkpoint: \"/m/{var:step}\"}\n");
+            var e = Assert.Throws<SharpTune.Config.ConfigException>(() => StudySpec.Load(path));
+            Assert.Contains("token_perplexity", e.Message, StringComparison.Ordinal);
+            File.WriteAllText(path, "# study: t\noutput_dir: out\nvars: {steps: 3}\narms:\n  a: {checkpoint: \"/m/{var:step}\"}\n");
+            var e2 = Assert.Throws<SharpTune.Config.ConfigException>(() => StudyPlan.Create(StudySpec.Load(path), p => p, Path.GetTempPath()));
+            Assert.Contains("{var:step}", e2.Message, StringComparison.Ordinal);
+            Assert.Contains("steps", e2.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     private sealed class SilentReporter : IRecipeReporter
     {
         public void Info(string message) { }

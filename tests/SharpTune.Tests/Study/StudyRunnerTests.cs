@@ -182,7 +182,7 @@ public sealed class StudyRunnerTests : IDisposable
         // Every training arm's progress carries a study ETA from its own step rate, from its first step on (the first
         // arm included, before any arm has finished)
         foreach (var arm in plan.Arms.Where(a => a.Recipe is not null))
-            Assert.Contains(reporter.Stages, st => st.StartsWith($"{arm.Name}: ", StringComparison.Ordinal) && st.Contains("| study ETA ", StringComparison.Ordinal));
+            Assert.Contains(reporter.Stages, st => st.Contains($"] {arm.Name}: ", StringComparison.Ordinal) && st.Contains("| study ETA ", StringComparison.Ordinal));
         var table = StudyReport.Table(plan);
         Assert.Equal([("synthetic", "acc"), ("synthetic", "acc_norm")], table.Columns);
         Assert.Equal(["student_base", "kd.kd_ratio-0.25", "kd.kd_ratio-0.5"], table.Rows.Select(r => r.Arm));
