@@ -31,7 +31,7 @@ internal sealed class DemoCommand(CliServices services) : Command<DemoCommand.Se
         public string Task { get; init; } = "shakespeare";
 
         [CommandOption("--steps <N>")]
-        [Description("Optimizer steps of every student arm (default: the study's vars.steps, 400); fewer for a quick look")]
+        [Description("Optimizer steps of every student arm (default: the study's vars.steps, 300); fewer for a quick look")]
         public int? Steps { get; init; }
 
         [CommandOption("--dry-run")]

@@ -36,7 +36,7 @@ public sealed class AblateCommandTests : IDisposable
         var lines = r.Out.Split('\n');
         Assert.Contains(lines, l => l.StartsWith("1. teacher", StringComparison.Ordinal));
         Assert.Contains(lines, l => l.StartsWith("3. kd_fkl.kd_ratio-0.5 after student_ce", StringComparison.Ordinal));
-        Assert.Contains($"sharptune run knowledge_distillation_single_device --config demo/kd output_dir={Path.Combine(_dir, "arms", "kd_fkl.kd_ratio-1.0")} max_steps=400", r.Out, StringComparison.Ordinal);
+        Assert.Contains($"sharptune run knowledge_distillation_single_device --config demo/kd output_dir={Path.Combine(_dir, "arms", "kd_fkl.kd_ratio-1.0")} max_steps=300", r.Out, StringComparison.Ordinal);
         Assert.False(Directory.Exists(Path.Combine(_dir, "arms")), "a dry run must not run anything");
     }
 }
