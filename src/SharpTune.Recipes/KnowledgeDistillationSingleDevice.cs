@@ -9,6 +9,9 @@
 // broadcast, each rank runs student and teacher on its slice of every global batch, the gradients are summed in one
 // flat buffer and divided by the GLOBAL valid-token count (DataParallelGradients), clipped on the global norm, logged
 // losses are global means, and only rank 0 writes (docs/distributed.md).
+// With `teacher_tokenizer` and kd_loss UldLoss or GoldLoss the teacher keeps its own tokenizer: it reads the text of
+// each student sequence tokenized its own way, and the loss compares the two models over aligned spans of text
+// (Distillation/CrossTokenizer/CrossTokenizerKd.cs, docs/cross_tokenizer.md); the class loss stays on the student's tokens.
 // Lifecycle and keys follow torchtune recipes/knowledge_distillation_single_device.py and
 // knowledge_distillation_distributed.py and their configs.
 using System.Diagnostics;
@@ -16,6 +19,7 @@ using SharpTune.Checkpointing;
 using SharpTune.Config;
 using SharpTune.Data;
 using SharpTune.Distillation;
+using SharpTune.Distillation.CrossTokenizer;
 using SharpTune.Distributed;
 using SharpTune.Losses;
 using SharpTune.Modules;
@@ -39,6 +43,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("teacher_model", typeof(TransformerDecoder), Description = "the teacher architecture (unless teacher.cache is set)")]
 [RecipeKey("teacher", typeof(TeacherSource), Description = "{cache: <dir>}: read the teacher's top-k log-probs from a teacher_logits cache instead of running a teacher")]
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
+[RecipeKey("teacher_tokenizer", typeof(ITokenizer), Description = "the teacher's own tokenizer (cross-tokenizer distillation: kd_loss UldLoss or GoldLoss)")]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
 [RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Description = "teacher weights (HF folder; unless teacher.cache is set)")]
 [RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
@@ -52,7 +57,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
 [RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
 [RecipeKey("loss", typeof(object), Required = true, Description = "class loss: CEWithChunkedOutputLoss, CrossEntropyLoss, LinearCrossEntropyLoss")]
-[RecipeKey("kd_loss", typeof(object), Required = true, Description = "KD loss: a KdLoss component or FusedLinearKdLoss")]
+[RecipeKey("kd_loss", typeof(object), Required = true, Description = "KD loss: a KdLoss component or FusedLinearKdLoss; UldLoss or GoldLoss with teacher_tokenizer")]
 [RecipeKey("kd_ratio", typeof(double), Description = "weight of the KD term; (1 - kd_ratio) weighs the class loss")]
 [RecipeKey("epochs", typeof(int), Required = true)]
 [RecipeKey("max_steps_per_epoch", typeof(int?))]
@@ -113,6 +118,10 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private CrossEntropyLoss? _classLoss;
     private KdLoss? _kdLoss;
     private FusedLinearDistillationLoss? _fusedLoss;
+    private object? _crossLoss; // UldLoss or GoldLossOptions: the teacher keeps its own tokenizer
+    private ITokenizer? _teacherTokenizer;
+    private CrossTokenizerKd? _crossKd;
+    private long _alignedTokens, _trainedTokens;
     private long _truncateTeacherTo;
     private string? _teacherTokenizerFile;
     private IMetricLogger? _metrics;
@@ -179,6 +188,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _fingerprint = ConfigFingerprint.Of(_config);
 
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
+        if (_config.Find("teacher_tokenizer") is { Kind: not ConfigNodeKind.Null }) _teacherTokenizer = _config.Instantiate<ITokenizer>("teacher_tokenizer");
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
         _dist.OnMain(() => RecipeCheckpoints.RecoverOutput(_checkpointer, _reporter)); // what a killed run left, before any resume
         _model = SetupModel(dtype);
@@ -290,6 +300,9 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             _dist.OnMain(() => Save(CheckpointTag.Epoch(epochsRun - 1), epochsRun, 0));
         }
         if (_heldOut?.Summary() is { } heldOutSummary) _reporter.Info(heldOutSummary);
+        if (_crossKd is { } cross)
+            _reporter.Info($"cross-tokenizer KD: {_alignedTokens:N0} of {_trainedTokens:N0} trained student tokens lie in aligned spans" +
+                           (cross.FirstProblem is { } problem ? $"; first text left out: {problem}" : ""));
         _metrics?.Dispose();
         _metrics = null;
         if (_dist.IsMain && _jsonlPath is not null && File.Exists(_jsonlPath))
@@ -339,7 +352,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     {
         var checkpointer = _config.Instantiate<HfCheckpointer>("teacher_checkpointer");
         // The tokenizer first: a teacher of another vocabulary is refused before its weights are loaded.
-        _teacherTokenizerFile = TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer");
+        _teacherTokenizerFile = _crossLoss is null ? TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer")
+            : TeacherTokenizer.Check(_config, _teacherTokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer", "teacher_tokenizer");
         if (_teacherTokenizerFile is null && Directory.Exists(checkpointer.CheckpointDir))
             _reporter.Info($"{checkpointer.CheckpointDir} has no tokenizer files: the teacher's tokenizer cannot be compared with the student's ({TeacherTokenizer.Describe(_config)})");
         var teacher = RecipeRuntime.BuildModel(_config, "teacher_model", _device, dtype);
@@ -406,9 +420,26 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                     throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
                         $"num_output_chunks {_kdLoss.NumOutputChunks} differs from loss.num_output_chunks {_classLoss.NumOutputChunks}; both split the same logits");
                 break;
+            case UldLoss or GoldLossOptions:
+                _crossLoss = kd;
+                _classLoss = cls as CrossEntropyLoss ?? throw new ConfigException(_config.Find("loss")!.Location, "loss",
+                    $"with kd_loss {kd.GetType().Name} the class loss must be CEWithChunkedOutputLoss or CrossEntropyLoss, got {cls.GetType().Name}");
+                if (_teacherTokenizer is null)
+                    throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
+                        $"{kd.GetType().Name} distils across tokenizers: set teacher_tokenizer to the teacher's tokenizer");
+                if (_cacheDir is not null)
+                    throw new ConfigException(_config.Find("teacher")!.Location, "teacher",
+                        "a teacher cache holds top-k log-probs over the student's vocabulary; cross-tokenizer distillation runs the teacher on its own tokens: use teacher_model and teacher_checkpointer");
+                break;
             default:
                 throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss", $"expected a KD loss component, got {kd.GetType().Name}");
         }
+        if (_crossLoss is null && _teacherTokenizer is not null &&
+            TokenizerComparison.Difference(_teacherTokenizer, _tokenizer!, "teacher_tokenizer", "tokenizer") is { } difference)
+            throw new ConfigException(_config.Find("teacher_tokenizer")!.Location, "teacher_tokenizer",
+                $"the teacher's tokenizer is not the student's ({difference}), and kd_loss {kd.GetType().Name} compares the two " +
+                "distributions id by id; to distil across tokenizers set kd_loss to sharptune.modules.loss.UldLoss or " +
+                "sharptune.modules.loss.GoldLoss (docs/cross_tokenizer.md)");
     }
 
     // Teacher and student must share the token space: the same tokenizer (compared id by id with the teacher folder's
@@ -416,6 +447,11 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     // per step), and the same special ids where both checkpoints declare them.
     private void CheckCompatibility()
     {
+        if (_crossLoss is not null)
+        {
+            SetupCrossTokenizer();
+            return;
+        }
         var teacherDir = _config.Instantiate<HfCheckpointer>("teacher_checkpointer").CheckpointDir;
         var teacherTokenizer = _teacherTokenizerFile;
         long sv = _model!.VocabSize, tv = _teacher!.VocabSize;
@@ -448,6 +484,25 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 throw new ConfigException(_config.Find("teacher_checkpointer")!.Location, "teacher_checkpointer",
                     $"teacher config.json {key} = {t} but student config.json {key} = {s}: the models use different tokenizers");
         }
+    }
+
+    // Cross-tokenizer: each model's vocabulary holds its own tokenizer's ids; the alignment and the loss are built here.
+    private void SetupCrossTokenizer()
+    {
+        foreach (var (modelKey, vocab, tokenizerKey, tokenizer) in new[]
+                 { ("model", _model!.VocabSize, "tokenizer", _tokenizer!), ("teacher_model", _teacher!.VocabSize, "teacher_tokenizer", _teacherTokenizer!) })
+            if (tokenizer.VocabSize > vocab)
+                throw new ConfigException(_config.Find(modelKey)!.Location, modelKey, $"vocabulary {vocab} is smaller than {tokenizerKey}'s {tokenizer.VocabSize} ids");
+        try
+        {
+            _crossKd = new CrossTokenizerKd(_tokenizer!, _teacherTokenizer!, _crossLoss!,
+                _dist.IsMain ? Path.Combine(_outputDir, "vocab_map") : null, (int)_teacher!.MaxSeqLen);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ConfigException(_config.Find("teacher_tokenizer")!.Location, "teacher_tokenizer", e.Message);
+        }
+        _reporter.Info($"cross-tokenizer distillation: {_crossKd.Description}");
     }
 
     private ISampleDataset SetupData()
@@ -489,6 +544,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum.Sum, clsSum.Sum.item<float>(), kdSum.Sum.item<float>(), clsSum.Count.item<long>());
         }
         var teacher = _teacher!;
+        if (_crossKd is { } cross) return CrossTokenizerLossStep(cross, hidden, batch, sampleIndices);
         if (_fusedLoss is { } fused)
         {
             TeacherOutput teacherOut;
@@ -515,6 +571,22 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         // (1 - r) * CE + r * KD; one student softmax for both terms where the divergence allows (ClassAndKdSum).
         var sums = ClassAndKdSum.Compute(_classLoss, _kdLoss!, _kdRatio, studentLogits, teacherLogits, batch.Labels);
         return (sums.Weighted, sums.Class.Sum.item<float>(), sums.Kd.Sum.item<float>(), sums.Class.Count.item<long>());
+    }
+
+    // The cross-tokenizer micro-batch: the class loss on the student's tokens, the KD loss over spans aligned with the
+    // teacher's own tokens of the same text (the samples are read again by index: the batch holds only padded tensors).
+    private (Tensor Sum, double ClassSum, double KdSum, long Count) CrossTokenizerLossStep(CrossTokenizerKd cross, Tensor hidden, Batch batch,
+        IReadOnlyList<int> sampleIndices)
+    {
+        var aligned = cross.Prepare([.. sampleIndices.Select(i => _dataset![i])], _device);
+        var logits = RecipeRuntime.Logits(_model!, hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
+        Tensor teacherLogits;
+        using (no_grad())
+            teacherLogits = RecipeRuntime.Logits(_teacher!, _teacher!.ForwardHidden(aligned.TeacherTokens, null, null), 0)[0]; // [b, s_t, v_t]
+        var clsSum = _classLoss.NumOutputChunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
+        var kdSum = cross.Sum(logits.Count == 1 ? logits[0] : torch.cat(logits, 1), teacherLogits, aligned);
+        (_alignedTokens, _trainedTokens) = (_alignedTokens + aligned.AlignedTokens, _trainedTokens + aligned.TrainedTokens);
+        return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum, clsSum.Sum.item<float>(), kdSum.item<float>(), clsSum.Count.item<long>());
     }
 
     private void Log(AccumulatedStep result, double classLoss, double kdLoss, StepTiming timing)

@@ -16,6 +16,7 @@
 // - total = w_m * matched + w_u * unmatched, by default TRL's adaptive weights w_m = |matched| / v_teacher,
 //   w_u = 1 - w_m. The loss is the mean over spans that have tokens on both sides.
 // Spans are processed in chunks so temporaries stay [chunk, v].
+using SharpTune.Config;
 using SharpTune.Distillation.CrossTokenizer;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -43,6 +44,27 @@ public sealed record GoldLossOptions
 
     /// <summary>Smallest factor of the span merge (TRL's eps).</summary>
     public double MergeFloor { get; init; } = 1e-8;
+
+    /// <summary>
+    /// Config component (<c>kd_loss</c> of the distillation recipes with a <c>teacher_tokenizer</c>): the divergence on
+    /// the shared ids by name (as <see cref="KdLoss.Create"/>) with its parameters, the two weights (both or neither:
+    /// adaptive), ULD top-k on the unshared ids, spans per chunk. The map is built by the recipe from the two tokenizers.
+    /// </summary>
+    [Component("sharptune.modules.loss.GoldLoss")]
+    public static GoldLossOptions Create(string divergence = "forward_kl", double temperature = 1.0, double beta = 0.5,
+        double symKdRatio = 0.5, double skewAlpha = 0.1, double? matchedWeight = null, double? unmatchedWeight = null,
+        int uldTopK = 0, int chunkSize = 256) => new()
+    {
+        Divergence = new DivergenceOptions
+        {
+            Kind = DivergenceOptions.ParseKind(divergence), Temperature = temperature, Beta = beta, SymKdRatio = symKdRatio,
+            SkewAlpha = skewAlpha,
+        }.Validated(),
+        MatchedWeight = matchedWeight,
+        UnmatchedWeight = unmatchedWeight,
+        UldTopK = uldTopK,
+        ChunkSize = chunkSize,
+    };
 }
 
 /// <summary>The GOLD hybrid loss over span-aligned teacher and student logits.</summary>

@@ -6,6 +6,7 @@
 // Conventions follow TRL's ULDLoss (trl/experimental/gold/gold_trainer.py): summed over the vocabulary, averaged over
 // aligned positions, no T^2 factor. The top-k option compares only the k largest probabilities of each side (the rest
 // of the mass is then ignored, not padded).
+using SharpTune.Config;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -55,6 +56,11 @@ public sealed class UldLoss
         TopK = topK;
         ChunkSize = chunkSize;
     }
+
+    /// <summary>Config component (<c>kd_loss</c> of the distillation recipes with a <c>teacher_tokenizer</c>): rows are
+    /// paired by the spans of text both tokenizations cover, each span's probabilities merged as in GOLD.</summary>
+    [Component("sharptune.modules.loss.UldLoss")]
+    public static UldLoss Create(double temperature = 1.0, int topK = 0, int chunkSize = 1024) => new(temperature, topK, chunkSize);
 
     /// <summary>Softmax temperature.</summary>
     public double Temperature { get; }

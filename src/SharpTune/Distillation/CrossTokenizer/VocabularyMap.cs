@@ -74,6 +74,15 @@ public sealed class VocabularyMap
             Fingerprint(teacher), Fingerprint(student));
     }
 
+    /// <summary>A map that matches nothing: every id of both vocabularies is unmatched, so <see cref="Losses.GoldLoss"/>
+    /// with it is ULD on span-merged probabilities (how the recipes run <see cref="Losses.UldLoss"/> across tokenizers).</summary>
+    public static VocabularyMap None(ITokenPieces teacher, ITokenPieces student)
+    {
+        ArgumentNullException.ThrowIfNull(teacher);
+        ArgumentNullException.ThrowIfNull(student);
+        return new VocabularyMap(teacher.VocabSize, student.VocabSize, [], [], Fingerprint(teacher), Fingerprint(student));
+    }
+
     /// <summary>
     /// The map of this pair from <paramref name="cacheDir"/> when it holds one (file named by both fingerprints),
     /// otherwise built and written there atomically.

@@ -1,0 +1,141 @@
+// The per-batch side of cross-tokenizer distillation: re-tokenizing student windows with the teacher's tokenizer
+// (windows cut inside a multi-byte character, special tokens, a SentencePiece student's dummy prefix, the real
+// stories260K tok512 model against the byte tokenizer), the rows each span uses, and ULD through the batch path with one
+// tokenizer on both sides against UldLoss on the same rows computed directly.
+using System.Text;
+using SharpTune.Data;
+using SharpTune.Data.Synthetic;
+using SharpTune.Distillation.CrossTokenizer;
+using SharpTune.Losses;
+using SharpTune.Tests.Tokenizers;
+using SharpTune.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SharpTune.Tests.Distillation.CrossTokenizer;
+
+public sealed class CrossTokenizerKdTests
+{
+    private static readonly ByteTokenizer Bytes = new();
+
+    [Fact]
+    public void Retokenize_ByteWindowCutInsideCharacters_LeavesOutTheCutCharactersBytes()
+    {
+        // "日本a é" is E6 97 A5 | E6 9C AC | 61 | 20 | C3 A9; the window starts at the second byte of 日 and ends after
+        // the first byte of é
+        var all = Bytes.Encode("日本a é", addBos: false, addEos: false);
+        var window = all.Skip(1).Take(all.Count - 2).ToList(); // 97 A5 E6 9C AC 61 20 C3
+        var re = new TeacherRetokenizer(Bytes, Bytes).Retokenize(window);
+
+        // then the teacher reads "本a " and the tokens of the cut 日 (2) and é (1) are in no span
+        Assert.Equal("本a ", Bytes.Decode(re.TeacherIds));
+        Assert.Equal(3, re.UnalignedStudentTokens);
+        Assert.Null(re.Problem);
+        Assert.Equal([(2, 1), (3, 1), (4, 1), (5, 1), (6, 1)], re.Spans.Select(s => (s.StudentStart, s.StudentCount)));
+        Assert.All(re.Spans, s => Assert.Equal(window[s.StudentStart], re.TeacherIds[s.TeacherStart]));
+    }
+
+    [Fact]
+    public void Retokenize_BosAndEos_BecomeTheTeachersOwnAndAlignOneToOne()
+    {
+        var chars = new CharTokenizer();
+        var student = Bytes.Encode("ab", addBos: true, addEos: true); // BOS 'a' 'b' EOS
+        var re = new TeacherRetokenizer(Bytes, chars).Retokenize(student);
+        Assert.Equal(chars.Encode("ab", addBos: true, addEos: true), re.TeacherIds);
+        Assert.Equal(4, re.Spans.Length);
+        Assert.All(re.Spans, s => Assert.Equal((s.StudentStart, 1, 1), (s.TeacherStart, s.TeacherCount, s.StudentCount)));
+        Assert.Equal(0, re.UnalignedStudentTokens);
+    }
+
+    [Fact]
+    public void Retokenize_CharactersTheTeacherCannotSpell_RunLeftOutWithItsReason()
+    {
+        var re = new TeacherRetokenizer(Bytes, new CharTokenizer()).Retokenize(Bytes.Encode("aé", addBos: true, addEos: false));
+        // the BOS is aligned; the run 'a' C3 A9 cannot be encoded by the teacher, so it is left out whole
+        Assert.Single(re.Spans);
+        Assert.Equal(3, re.UnalignedStudentTokens);
+        Assert.Contains("not in the demo tokenizer's alphabet", re.Problem);
+    }
+
+    [SharedDataFact(TokenizerFiles.Tok512Model)]
+    public void Retokenize_Tok512TeacherByteStudent_SpansCoverTheWindowAndTeacherSpellsItsText()
+    {
+        var sp = TokenizerFiles.Tok512;
+        const string text = "Once upon a time, a little bear named Tim went   to the café.\nHe was happy.";
+        var student = Bytes.Encode(text, addBos: true, addEos: true);
+        var re = new TeacherRetokenizer(Bytes, sp).Retokenize(student);
+
+        // the teacher's tokens are its own encoding of the text, behind its BOS and before its EOS
+        Assert.Equal([.. sp.Encode(text, addBos: true, addEos: true)], re.TeacherIds);
+        Assert.Equal(0, re.UnalignedStudentTokens);
+        // spans tile the student sequence, and each span's teacher tokens spell what its student bytes spell
+        Assert.Equal(student.Count, re.Spans.Sum(s => s.StudentCount));
+        foreach (var s in re.Spans.Where(s => s.ByteEnd > s.ByteStart))
+            Assert.Equal(
+                Bytes.Decode(student.Skip(s.StudentStart).Take(s.StudentCount)).TrimStart(' '),
+                sp.Decode(re.TeacherIds.Skip(s.TeacherStart).Take(s.TeacherCount)).TrimStart(' '));
+        Assert.Contains(re.Spans, s => s.TeacherCount == 1 && s.StudentCount > 3); // whole-word pieces against bytes
+    }
+
+    [SharedDataFact(TokenizerFiles.Tok512Model)]
+    public void Retokenize_SentencePieceStudent_DummyPrefixDroppedBeforeTheTeacherReads()
+    {
+        var sp = TokenizerFiles.Tok512;
+        var student = sp.Encode("Once upon", addBos: true, addEos: false);
+        var re = new TeacherRetokenizer(sp, Bytes).Retokenize(student);
+        Assert.Equal("Once upon", Bytes.Decode(re.TeacherIds));
+        Assert.Equal(0, re.UnalignedStudentTokens);
+    }
+
+    [Fact]
+    public void Prepare_TextStreamWindow_TeacherReadsTheWindowAndSpansPredictTheNextToken()
+    {
+        // Given a text-stream window (its last label is the next window's first token) through one tokenizer
+        var stream = new TextStreamDataset(Bytes, ["abcdefgh"], window: 4);
+        var sample = stream[1]; // the stream is BOS a b c d e f g h EOS: window 1 is "defg", its labels "efgh"
+        var kd = new CrossTokenizerKd(Bytes, Bytes, new UldLoss(), null, teacherMaxSeqLen: 64);
+        var batch = kd.Prepare([sample], CPU);
+
+        // then the teacher reads exactly the student's tokens, and rows 0..3 predict tokens 1..4 of tokens + next
+        Assert.Equal(sample.Tokens.Select(t => (long)t), batch.TeacherTokens[0].data<long>().ToArray());
+        Assert.Equal(4, batch.TrainedTokens);
+        Assert.Equal(4, batch.AlignedTokens);
+    }
+
+    [Fact]
+    public void Sum_UldWithOneTokenizerOnBothSides_EqualsUldLossOnTheTrainedRows()
+    {
+        // Given two SFT-style samples (prompt masked) and random logits over the byte vocabulary
+        Sample Make(string prompt, string answer)
+        {
+            var p = Bytes.Encode(prompt, addBos: true, addEos: false);
+            var a = Bytes.Encode(answer, addBos: false, addEos: true);
+            int[] tokens = [.. p, .. a];
+            return new Sample(tokens, Sample.ShiftedLabels(tokens, [.. tokens.Select((_, i) => i < p.Count)]));
+        }
+        var samples = new[] { Make("Q: 2+2?", " 4"), Make("Hi", " there, friend") };
+        var uld = new UldLoss(temperature: 1.5, topK: 0, chunkSize: 3);
+        var kd = new CrossTokenizerKd(Bytes, Bytes, uld, null, teacherMaxSeqLen: 64);
+        var batch = kd.Prepare(samples, CPU);
+        var s = samples.Max(x => x.Tokens.Length);
+        manual_seed(7);
+        var student = randn(2, s, 264, dtype: ScalarType.Float64).requires_grad_(); // padded beyond 259 ids: cut off
+        var teacher = randn(2, batch.TeacherTokens.shape[1], 259, dtype: ScalarType.Float64);
+
+        var sum = kd.Sum(student, teacher, batch);
+
+        // Then it is UldLoss summed over the rows with labels (row r of both models predicts token r + 1)
+        var expected = 0.0;
+        var trained = 0;
+        for (var i = 0; i < 2; i++)
+            for (var r = 0; r < samples[i].Labels.Length; r++)
+            {
+                if (samples[i].Labels[r] == Sample.IgnoreIndex) continue;
+                trained++;
+                expected += uld.PerRow(student[i, r].narrow(0, 0, 259).unsqueeze(0), teacher[i, r].unsqueeze(0)).item<double>();
+            }
+        Assert.Equal(trained, batch.AlignedTokens);
+        Assert.Equal(expected, sum.item<double>(), 1e-12);
+        sum.backward();
+        Assert.NotNull(student.grad);
+    }
+}
