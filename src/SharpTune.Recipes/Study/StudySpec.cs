@@ -227,8 +227,9 @@ public sealed record StudySpec(string Name, string SourcePath, string OutputDir,
         if (node.Kind != ConfigNodeKind.List) { problem(node, prefix + key, $"expected a list of key=value strings, got {node.Describe()}"); return result; }
         foreach (var item in node.Items)
         {
-            if (item.Kind == ConfigNodeKind.Scalar && item.Text!.Contains('=', StringComparison.Ordinal)) result.Add(item.Text);
-            else problem(item, prefix + key, $"expected a key=value string, got {item.Describe()}");
+            // key=value, or ~key (remove the key, as on the command line)
+            if (item.Kind == ConfigNodeKind.Scalar && (item.Text!.Contains('=', StringComparison.Ordinal) || item.Text.StartsWith('~'))) result.Add(item.Text);
+            else problem(item, prefix + key, $"expected a key=value (or ~key) string, got {item.Describe()}");
         }
         return result;
     }
