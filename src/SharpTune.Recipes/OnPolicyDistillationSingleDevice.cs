@@ -17,6 +17,11 @@
 // the gradients of an optimizer step are divided once by the step's completion tokens (as the KD recipe does).
 // The coin and the sampler's generator of every micro-batch are derived from (seed, epoch, batch), so a resumed run
 // draws exactly what the interrupted one would have: the sampler's RNG state is the step counter in recipe_state.
+// Under mpirun (`on_policy_distillation_distributed`) the same code is a data-parallel job, as the KD recipe: rank 0's
+// student weights are broadcast, each rank takes its slice of every global batch and samples its completions with
+// its own generator (the micro-batch's stream mixed with the rank; rank 0's is the one-process stream, and the coin
+// is the same on every rank), gradients are summed over ranks and divided by the GLOBAL completion-token count, the
+// step metrics are global, and only rank 0 writes.
 // Lifecycle, checkpointing, run lock and resume follow knowledge_distillation_single_device.
 using System.Diagnostics;
 using SharpTune.Checkpointing;
@@ -41,6 +46,7 @@ namespace SharpTune.Recipes;
 /// <summary>On-policy distillation (GKD / reverse-KL policy gradient / sequence-level KD), one device.</summary>
 /// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
 [Recipe("on_policy_distillation_single_device", Description = "Distil a frozen teacher on the student's own samples (GKD, reverse-KL policy gradient, seq-KD; 1 device)")]
+[Recipe("on_policy_distillation_distributed", Description = "On-policy distillation, data-parallel over MPI ranks (mpirun -np N)")]
 [RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
 [RecipeKey("teacher_model", typeof(TransformerDecoder), Required = true, Description = "the teacher architecture")]
@@ -194,14 +200,12 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
         _dist = DistributedContext.CurrentOrLocal;
-        if (_dist.WorldSize > 1)
-            throw new NotSupportedException($"on_policy_distillation_single_device runs on one process, but this is one of {_dist.WorldSize} MPI ranks: run it without mpirun");
         _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
         _fingerprint = ConfigFingerprint.Of(_config);
 
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
-        RecipeCheckpoints.RecoverOutput(_checkpointer, _reporter); // what a killed run left, before any resume
+        _dist.OnMain(() => RecipeCheckpoints.RecoverOutput(_checkpointer, _reporter)); // what a killed run left, before any resume
         _model = SetupModel(dtype);
         _teacher = SetupTeacher(dtype);
         _jsd = new KdLoss(new DivergenceOptions { Kind = DivergenceKind.Jsd, Beta = _beta }.Validated(), _chunks);
@@ -225,7 +229,8 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
                        $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen); " +
                        (_policyGradient ? "reverse-KL policy gradient" : $"GKD beta {_beta}, lmbda {_lmbda}{(_seqKd ? ", seq_kd" : "")}") +
-                       $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs");
+                       $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
+                       (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
     }
 
     /// <inheritdoc/>
@@ -233,7 +238,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     {
         var model = _model!;
         var totalSteps = (long)_epochs * _stepsPerEpoch;
-        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: _tokenizer!.PadId);
+        var loader = new ShardedDataLoader(new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: _tokenizer!.PadId), _dist.Rank, _dist.WorldSize);
         model.train();
         _teacher!.eval();
         for (var epoch = _epochsRun; epoch < _epochs; epoch++)
@@ -271,18 +276,23 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
                 _stepsRun++;
                 RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
+                stats.SumOverRanks(_dist);
                 _totalTokens += stats.CompletionTokens;
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch) Log(result, stats);
                 _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
                 stats = new StepStats();
                 if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
-                    Save(CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                {
+                    var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                    _dist.OnMain(() => Save(tag, e, position));
+                }
             }
-            Save(CheckpointTag.Epoch(epoch), epoch + 1, 0);
+            var epochsRun = epoch + 1;
+            _dist.OnMain(() => Save(CheckpointTag.Epoch(epochsRun - 1), epochsRun, 0));
         }
         _metrics?.Dispose();
         _metrics = null;
-        if (_jsonlPath is not null && File.Exists(_jsonlPath))
+        if (_dist.IsMain && _jsonlPath is not null && File.Exists(_jsonlPath))
         {
             var png = Path.Combine(_outputDir, "loss_curves.png");
             var drawn = LossCurves.Plot(_jsonlPath, png);
@@ -311,9 +321,13 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
-        if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
-            _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed} (a random student samples noise: warm-start it for real runs)");
+        _dist.OnMain(() =>
+        {
+            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+                _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed} (a random student samples noise: warm-start it for real runs)");
+        });
         RecipeCheckpoints.LoadBase(model, _checkpointer!);
+        _dist.BroadcastModule(model); // rank 0's weights everywhere (LoRA adapters start from each rank's own random init)
         if (_activationCheckpointing) _reporter.Info("activation checkpointing: on (student layers are recomputed in backward)");
         _reporter.Info($"student loaded from {_checkpointer!.CheckpointDir} ({(RecipeCheckpoints.IsLora(model) ? "LoRA" : "full fine-tune")})");
         return model;
@@ -367,7 +381,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         };
         if (options.MaxNewTokens < 1)
             throw new InvalidOperationException($"a prompt of {longest} tokens leaves no room to sample within the student's max_seq_len {_model.MaxSeqLen}");
-        using var generator = new Generator(key, _device);
+        using var generator = new Generator(RankStream(key, _dist.Rank), _device);
         var result = Generation.GenerateBatch(sampler == Sampler.Student ? _model : _teacher!, [.. prompts], options, generator);
         return (Collated([.. prompts.Select((p, i) => PromptCompletion.Join(p, result.GeneratedTokens[i]))]), sampler);
     }
@@ -381,6 +395,10 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
         return z ^ (z >> 31);
     }
+
+    /// <summary>The sampler seed of <paramref name="rank"/> for a micro-batch stream: the stream itself on rank 0 (a
+    /// one-process run), a SplitMix64 of it and the rank elsewhere, so that ranks draw unrelated samples.</summary>
+    internal static ulong RankStream(ulong key, int rank) => rank == 0 ? key : StreamSeed(unchecked((long)key), rank, 0);
 
     private Batch Collated(IReadOnlyList<Sample> samples)
     {
@@ -521,6 +539,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
 
     private void SetupLogging()
     {
+        if (!_dist.IsMain) return; // only rank 0 writes logs
         var logDir = _loggerOptions.LogDir ?? Path.Combine(_outputDir, "logs");
         var loggers = new List<IMetricLogger>();
         if (_loggerOptions.Jsonl)
@@ -551,5 +570,15 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         public double ImportanceWeightSum;
         public double GenerationSeconds;
         public double LearningSeconds;
+
+        // The token counts and metric sums of all ranks (one collective; the coin, hence the micro-batch counts, is the
+        // same everywhere; the timings stay this rank's).
+        public void SumOverRanks(DistributedContext dist)
+        {
+            if (dist.WorldSize == 1) return;
+            var sums = dist.AllReduceSum(CompletionTokens, SampledTokens, ReverseKlSum, TeacherNllSum, ImportanceWeightSum);
+            (CompletionTokens, SampledTokens) = ((long)Math.Round(sums[0]), (long)Math.Round(sums[1]));
+            (ReverseKlSum, TeacherNllSum, ImportanceWeightSum) = (sums[2], sums[3], sums[4]);
+        }
     }
 }

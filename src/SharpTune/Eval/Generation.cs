@@ -3,8 +3,11 @@
 // generator. Prompts of different lengths are decoded together, left-padded (as transformers' generate with
 // padding_side="left"): every row's real tokens end in the same slot, so one new token per row is appended per step
 // into the preallocated cache, pad slots are masked out of attention and each row's RoPE positions start at 0 at its
-// first real token. The sampling runs on the model's device; the sampled ids are the one host copy per step (needed
-// to stop at EOS and to stream). Library code: returns ids and timings, prints nothing.
+// first real token; without padding no mask is built. The prompt is processed by the modules; each new token goes
+// through FusedDecoder (the same function in far fewer libtorch calls, from weights fused at the start of every
+// generation) where the model allows it, else through the modules. Runs under inference mode. The sampling runs on
+// the model's device; the sampled ids are the one host copy per step (needed to stop at EOS and to stream). Library
+// code: returns ids and timings, prints nothing.
 using System.Diagnostics;
 using SharpTune.Modules;
 using static TorchSharp.torch;
@@ -34,6 +37,9 @@ public sealed record GenerationOptions
 
     /// <summary>Used as the whole prompt when the prompt is empty.</summary>
     public int? BosId { get; init; }
+
+    /// <summary>Decode through the modules even where the fused step applies (tests compare the two).</summary>
+    internal bool ModulePathOnly { get; init; }
 
     /// <summary>Throws on out-of-range values.</summary>
     public void Validate()
@@ -130,13 +136,25 @@ public static class Generation
         var clock = Stopwatch.StartNew();
         var prefill = TimeSpan.Zero;
         var capacity = Math.Max(1, p + maxNew - 1);
+        FusedDecoder? fused = null;
         try
         {
-            using var noGrad = no_grad();
+            using var inference = inference_mode();
             using var outer = NewDisposeScope();
-            var (tokens, mask, positions) = Layout(rows, p, capacity, device); // [b, p], [b, c, c], [b, c]
-            model.SetupCaches(b, capacity);
-            var hidden = model.ForwardHidden(tokens, mask.narrow(1, 0, p), positions.narrow(1, 0, p)); // [b, p, d]
+            var (tokens, padSlots, positions) = Layout(rows, p, capacity, device); // [b, p], [b, c] or null, [b|1, c]
+            fused = options.ModulePathOnly ? null : FusedDecoder.TryCreate(model, b, capacity, positions, padSlots); // sets up the caches, or:
+            if (fused is null) model.SetupCaches(b, capacity);
+            Tensor hidden;
+            Tensor? keyMask = null; // [b, 1, c]: the module path's mask for one new token (null: every cached key)
+            if (padSlots is null)
+            {
+                hidden = model.ForwardHidden(tokens); // [b, p, d], causal
+            }
+            else
+            {
+                keyMask = padSlots.logical_not().unsqueeze(1);
+                hidden = model.ForwardHidden(tokens, PrefillMask(keyMask, p), positions.narrow(1, 0, p)); // [b, p, d]
+            }
             var next = SampleBatch(model.ApplyOutput(hidden.select(1, p - 1)).to_type(ScalarType.Float32), options, sampler); // [b]
             var active = b;
             for (var step = 0; ; step++)
@@ -154,13 +172,15 @@ public static class Generation
                 if (active == 0 || step + 1 >= maxNew) break;
                 using var scope = NewDisposeScope();
                 var slot = p + step; // the cache slot the token just picked goes into
-                hidden = model.ForwardHidden(next.unsqueeze(1), mask.narrow(1, slot, 1), positions.narrow(1, slot, 1)); // [b, 1, d]
-                next = SampleBatch(model.ApplyOutput(hidden.select(1, 0)).to_type(ScalarType.Float32), options, sampler).MoveToOuterDisposeScope();
+                hidden = fused?.Step(next, slot) // [b, d]
+                    ?? model.ForwardHidden(next.unsqueeze(1), keyMask, keyMask is null ? null : positions.narrow(1, slot, 1)).select(1, 0);
+                next = SampleBatch(model.ApplyOutput(hidden).to_type(ScalarType.Float32), options, sampler).MoveToOuterDisposeScope();
             }
         }
         finally
         {
             model.RemoveCaches();
+            fused?.Dispose();
             ownGenerator?.Dispose();
             if (wasTraining) model.train();
         }
@@ -182,31 +202,39 @@ public static class Generation
         return tokens;
     }
 
-    // The left-padded layout: prompt tokens [b, p] (pads hold id 0, never attended), the attention mask for every
-    // cache slot [b, c, c] (causal, pad slots hidden; a pad slot sees itself so its softmax has a finite entry and no
-    // NaN reaches a real row through its keys/values) and RoPE positions [b, c] counting from each row's first real
-    // token.
-    private static (Tensor Tokens, Tensor Mask, Tensor Positions) Layout(List<List<int>> rows, int p, int capacity, Device device)
+    // The left-padded layout: prompt tokens [b, p] (pads hold id 0, never attended), the padding slots [b, c] (null
+    // when every prompt has the same length) and RoPE positions of every cache slot counting from each row's first
+    // real token ([b, c], or [1, c] shared by all rows without padding).
+    internal static (Tensor Tokens, Tensor? PadSlots, Tensor Positions) Layout(List<List<int>> rows, int p, int capacity, Device device)
     {
         var b = rows.Count;
         var tokens = new long[b * p];
-        var real = new bool[b * capacity];
+        for (var i = 0; i < b; i++)
+            for (var j = 0; j < rows[i].Count; j++) tokens[i * p + p - rows[i].Count + j] = rows[i][j];
+        var tokenTensor = tensor(tokens, device: device).view(b, p);
+        if (rows.All(r => r.Count == p)) return (tokenTensor, null, arange(capacity, dtype: ScalarType.Int64, device: device).unsqueeze(0));
+        var pad = new bool[b * capacity];
         var positions = new long[b * capacity];
         for (var i = 0; i < b; i++)
         {
-            var pad = p - rows[i].Count;
-            for (var j = 0; j < rows[i].Count; j++) tokens[i * p + pad + j] = rows[i][j];
+            var padCount = p - rows[i].Count;
             for (var slot = 0; slot < capacity; slot++)
             {
-                real[i * capacity + slot] = slot >= pad;
-                positions[i * capacity + slot] = Math.Max(0, slot - pad);
+                pad[i * capacity + slot] = slot < padCount;
+                positions[i * capacity + slot] = Math.Max(0, slot - padCount);
             }
         }
-        var realKeys = tensor(real, device: device).view(b, 1, capacity);                         // [b, 1, c]
-        var causal = ones(capacity, capacity, dtype: ScalarType.Bool, device: device).tril();      // [c, c]
-        var self = eye(capacity, dtype: ScalarType.Bool, device: device);                          // [c, c]
-        var mask = causal.unsqueeze(0).logical_and(realKeys).logical_or(self.unsqueeze(0));       // [b, c, c]
-        return (tensor(tokens, device: device).view(b, p), mask, tensor(positions, device: device).view(b, capacity));
+        return (tokenTensor, tensor(pad, device: device).view(b, capacity), tensor(positions, device: device).view(b, capacity));
+    }
+
+    // The prefill's attention mask [b, p, p] from the real keys [b, 1, c]: causal, pad slots hidden; a pad slot sees
+    // itself so its softmax has a finite entry and no NaN reaches a real row through its keys/values.
+    internal static Tensor PrefillMask(Tensor realKeys, int p)
+    {
+        var device = realKeys.device;
+        var causal = ones(p, p, dtype: ScalarType.Bool, device: device).tril();             // [p, p]
+        var self = eye(p, dtype: ScalarType.Bool, device: device);                          // [p, p]
+        return causal.unsqueeze(0).logical_and(realKeys.narrow(2, 0, p)).logical_or(self.unsqueeze(0)); // [b, p, p]
     }
 
     /// <summary>Picks the next id from logits [v] (float32): argmax at temperature 0, else filtered sampling.</summary>

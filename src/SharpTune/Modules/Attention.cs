@@ -43,10 +43,24 @@ public sealed class Attention : nn.Module
     /// <summary>The KV cache, or null when caching is off.</summary>
     internal KvCache? Cache => _cache;
 
+    internal nn.Module<Tensor, Tensor> QProj => _qProj;
+    internal nn.Module<Tensor, Tensor> KProj => _kProj;
+    internal nn.Module<Tensor, Tensor> VProj => _vProj;
+    internal nn.Module<Tensor, Tensor> OProj => _oProj;
+    internal int NumHeads => _numHeads;
+    internal int NumKvHeads => _numKvHeads;
+    internal int HeadDim => _headDim;
+
     internal void SetupCache(long batchSize, long maxSeqLen, ScalarType dtype, Device device)
     {
         _cache?.Dispose();
         _cache = new KvCache(batchSize, _numKvHeads, maxSeqLen, _headDim, dtype, device);
+    }
+
+    internal void SetupCache(KvCache cache)
+    {
+        _cache?.Dispose();
+        _cache = cache;
     }
 
     internal void ResetCache() => _cache?.Reset();
@@ -98,6 +112,11 @@ public sealed class Attention : nn.Module
         else if (cachedBefore == 0 && s == sKv)
         {
             attn = nn.functional.scaled_dot_product_attention(q, k, v, null, 0.0, s > 1);
+        }
+        else if (s == 1)
+        {
+            // One new token after the cache sees every cached key: no mask to build.
+            attn = nn.functional.scaled_dot_product_attention(q, k, v, null, 0.0, false);
         }
         else
         {

@@ -26,6 +26,10 @@ public sealed class DecoderLayer : nn.Module
     /// <summary>The attention sub-module.</summary>
     public Attention SelfAttn => _selfAttn;
 
+    internal FeedForward Mlp => _mlp;
+    internal RmsNorm InputLayernorm => _inputLayernorm;
+    internal RmsNorm PostAttentionLayernorm => _postAttentionLayernorm;
+
 
     /// <summary>x [b, s, d] -> [b, s, d].</summary>
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask)

@@ -20,6 +20,10 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    internal nn.Module<Tensor, Tensor> GateProj => _gateProj;
+    internal nn.Module<Tensor, Tensor> UpProj => _upProj;
+    internal nn.Module<Tensor, Tensor> DownProj => _downProj;
+
     /// <inheritdoc/>
     public override Tensor forward(Tensor x)
     {

@@ -19,6 +19,16 @@ public sealed class KvCache : IDisposable
         BatchSize = batchSize;
     }
 
+    /// <summary>Caches over buffers the caller allocated (views [b, n_kv, max_s, h_d] of one key/value buffer); disposing
+    /// the cache releases the views, the caller keeps the storage.</summary>
+    internal KvCache(Tensor keys, Tensor values)
+    {
+        _k = keys;
+        _v = values;
+        BatchSize = keys.shape[0];
+        MaxSeqLen = keys.shape[2];
+    }
+
     /// <summary>Capacity in positions.</summary>
     public long MaxSeqLen { get; }
 

@@ -109,7 +109,7 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         set => _numOutputChunks = value > 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "must be positive");
     }
 
-    /// <summary>True after <see cref="SetupCaches"/>.</summary>
+    /// <summary>True after <see cref="SetupCaches(int, int)"/>.</summary>
     public bool CachesEnabled => _model.Layers.Count > 0 && _model.Layers[0].SelfAttn.Cache is not null;
 
     /// <summary>Positions already in the KV cache.</summary>
@@ -121,6 +121,14 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         if (maxSeqLen > MaxSeqLen) throw new ArgumentOutOfRangeException(nameof(maxSeqLen), maxSeqLen, $"exceeds the model's max_seq_len {MaxSeqLen}");
         var w = _model.EmbedTokens.weight;
         foreach (var layer in _model.Layers) layer.SelfAttn.SetupCache(batchSize, maxSeqLen, w.dtype, w.device);
+        _cachePos = 0;
+    }
+
+    /// <summary>Installs one KV cache per layer (built over buffers the caller owns, as the fused decoding step does).</summary>
+    internal void SetupCaches(IReadOnlyList<KvCache> caches)
+    {
+        if (caches.Count != _model.Layers.Count) throw new ArgumentException($"{caches.Count} caches for {_model.Layers.Count} layers");
+        for (var i = 0; i < caches.Count; i++) _model.Layers[i].SelfAttn.SetupCache(caches[i]);
         _cachePos = 0;
     }
 

@@ -60,6 +60,52 @@ public sealed class DistributedRecipeTests
         SameRun.AssertLog(referenceLog, RecipeRunner.Log(dist), ["loss", "class_loss", "kd_loss", "grad_norm"], parameters, maxAbs, "resumed on 1 process");
     }
 
+    // The tiny on-policy run, made small, and deterministic where the ranks' sampler streams differ by design: every
+    // micro-batch on-policy (lmbda 1) at top_k 1, so the completions are the student's greedy ones whatever the stream
+    // and however the batch is split (greedy rows do not depend on the rest of the batch); 3 steps of a global batch of 4.
+    private static string[] OnPolicyOverrides(string dir, string name, string teacher, int epochs) =>
+    [
+        .. RecipeRunner.Fast, $"output_dir={dir}/{name}", $"checkpointer.checkpoint_dir={dir}/{name}_init",
+        $"teacher_checkpointer.checkpoint_dir={teacher}", "max_steps_per_epoch=3", "lr_scheduler=null", $"epochs={epochs}",
+        "lmbda=1", "top_k=1", "max_new_tokens=16",
+    ];
+
+    [MpiFact]
+    public void OnPolicyDistillation_TwoRanksThenResumedOnOneProcess_EqualsOneProcessRun()
+    {
+        using var tmp = new Checkpointing.TempDir();
+        var teacher = RecipeRunner.TrainTeacher(tmp.Path, steps: 2);
+        // Given the one-process reference over 2 epochs
+        RecipeRunner.Run("on_policy_distillation_single_device", "tiny/on_policy_single_device", OnPolicyOverrides(tmp.Path, "reference", teacher, epochs: 2));
+
+        // When 2 ranks run the first epoch, each sampling the completions of its half of every global batch
+        var job = MpiLauncher.RunRaw(Generous, ["-np", "2", "dotnet", CliDll, "run", "on_policy_distillation_distributed", "--config", "tiny/on_policy_distributed",
+            .. OnPolicyOverrides(tmp.Path, "dist", teacher, epochs: 1)]);
+
+        // Then its weights and logged global figures are the one-process run's (the loss divided by the GLOBAL
+        // completion tokens; within float32 reordering bounds), written by rank 0 alone
+        Assert.True(job.ExitCode == 0, job.Output);
+        var reference = Path.Combine(tmp.Path, "reference");
+        var dist = Path.Combine(tmp.Path, "dist");
+        var untrained = Path.Combine(tmp.Path, "dist_init");
+        SameRun.AssertWeights(Path.Combine(reference, "epoch_0"), Path.Combine(dist, "epoch_0"), untrained, steps: 3, "2 ranks, epoch 0");
+        var referenceLog = RecipeRunner.Log(reference);
+        var distLog = RecipeRunner.Log(dist);
+        Assert.Equal(3, distLog.Count);
+        string[] keys = ["loss", "grad_norm", "completion_length", "on_policy_fraction", "teacher_nll_student_samples", "reverse_kl_student_samples"];
+        var (parameters, maxAbs) = SameRun.Describe(Path.Combine(reference, "epoch_1"));
+        SameRun.AssertLog(referenceLog.Take(3).ToList(), distLog, keys, parameters, maxAbs, "2 ranks");
+        Assert.DoesNotContain("rank 1", job.Output);
+
+        // When the 2-rank run is resumed on 1 process for the second epoch
+        RecipeRunner.Run("on_policy_distillation_single_device", "tiny/on_policy_single_device",
+            [.. OnPolicyOverrides(tmp.Path, "dist", teacher, epochs: 2), "resume_from_checkpoint=true"]);
+
+        // Then it ends where the uninterrupted one-process run ended
+        SameRun.AssertWeights(Path.Combine(reference, "epoch_1"), Path.Combine(dist, "epoch_1"), untrained, steps: 6, "resumed on 1 process, epoch 1");
+        SameRun.AssertLog(referenceLog, RecipeRunner.Log(dist), keys, parameters, maxAbs, "resumed on 1 process");
+    }
+
     [MpiFact]
     public void KnowledgeDistillation_OneRankFailsAtSetup_JobEndsPromptlyWithThatRanksError()
     {

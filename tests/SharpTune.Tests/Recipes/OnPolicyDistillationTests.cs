@@ -250,4 +250,18 @@ public sealed class GenerateDatasetRecipeTests
         Assert.Equal(10, (int)settings["max_new_tokens"]!);
         Assert.Equal("sharptune.datasets.synthetic_instruct_dataset", (string)settings["dataset"]!);
     }
+
+    [Fact]
+    public void RankStream_RankZeroIsTheOneProcessStream_OtherRanksDrawTheirOwn()
+    {
+        // Given the stream of one micro-batch
+        var key = OnPolicyDistillationSingleDevice.StreamSeed(1234, 1, 5);
+
+        // Then rank 0 samples exactly as a one-process run, every other rank from a distinct, reproducible seed
+        Assert.Equal(key, OnPolicyDistillationSingleDevice.RankStream(key, 0));
+        var seeds = Enumerable.Range(0, 8).Select(r => OnPolicyDistillationSingleDevice.RankStream(key, r)).ToList();
+        Assert.Equal(seeds.Count, seeds.Distinct().Count());
+        Assert.Equal(seeds, Enumerable.Range(0, 8).Select(r => OnPolicyDistillationSingleDevice.RankStream(key, r)));
+        Assert.NotEqual(OnPolicyDistillationSingleDevice.RankStream(key, 1), OnPolicyDistillationSingleDevice.RankStream(OnPolicyDistillationSingleDevice.StreamSeed(1234, 1, 6), 1));
+    }
 }
