@@ -1,5 +1,5 @@
-// Gradient accumulation for data-parallel training: the distributed counterpart of Training/GradientAccumulator with
-// the same contract (backward on SUMMED micro-batch losses, one normalisation per optimizer step). At the end of a step
+// Gradient accumulation for data-parallel training: the mpirun plug-in behind Training/IGradientSync, with the same
+// contract as LocalGradientSync (backward on SUMMED micro-batch losses, one normalisation per optimizer step). At the end of a step
 // the gradients of the trainable parameters are copied into ONE flat float32 host buffer, summed over ranks in place
 // with a single all-reduce, divided by the GLOBAL number of valid tokens (itself all-reduced), clipped on the global
 // 2-norm, and copied back. The result is the gradient of the mean per-token loss over the whole global batch, so N
@@ -23,12 +23,11 @@ namespace SharpTune.Distributed;
 /// </summary>
 /// <remarks>
 /// Use: for each micro-batch of this rank's shard call <see cref="Backward"/>; then <see cref="Finish"/> on every rank
-/// (collective), then optimizer.step() and zero_grad(). With one process it behaves as <see cref="GradientAccumulator"/>.
+/// (collective), then optimizer.step() and zero_grad(). With one process it behaves as <see cref="LocalGradientSync"/>
+/// (which recipes use then: it needs no host copy).
 /// </remarks>
-public sealed class DataParallelGradients : IDisposable
+public sealed class DataParallelGradients : IGradientSync
 {
-    private const long NormRow = 4096; // elements per fp32 partial norm
-
     private readonly DistributedContext _context;
     private readonly IReadOnlyList<Parameter> _parameters;
     private readonly Tensor _buffer;  // [total + P]: gradients, then one flag per parameter
@@ -80,12 +79,7 @@ public sealed class DataParallelGradients : IDisposable
     /// <param name="validTokens">How many tokens that sum covers.</param>
     public void Backward(Tensor summedLoss, long validTokens)
     {
-        ArgumentNullException.ThrowIfNull(summedLoss);
-        if (summedLoss.numel() != 1)
-            throw new ArgumentException($"the summed loss must be a scalar, got shape [{string.Join(", ", summedLoss.shape)}]", nameof(summedLoss));
-        ArgumentOutOfRangeException.ThrowIfNegative(validTokens);
-        summedLoss.backward();
-        _lossSum += summedLoss.detach().to_type(ScalarType.Float64).item<double>();
+        _lossSum += GradientNorm.BackwardSummed(summedLoss, validTokens);
         _tokens += validTokens;
         _microBatches++;
     }
@@ -121,7 +115,7 @@ public sealed class DataParallelGradients : IDisposable
         var grads = _buffer.narrow(0, 0, _total); // [total]
         grads.mul_(1.0 / tokens);
         var norm = double.NaN;
-        if (MaxGradNorm is not null || computeNorm) norm = Norm(grads);
+        if (MaxGradNorm is not null || computeNorm) norm = GradientNorm.Of([grads]);
         if (MaxGradNorm is { } max) grads.mul_(Math.Min(1.0, max / (norm + 1e-6)));
 
         var present = _flags.data<float>().ToArray();
@@ -141,25 +135,5 @@ public sealed class DataParallelGradients : IDisposable
         foreach (var v in _views) v.Dispose();
         _flags.Dispose();
         _buffer.Dispose();
-    }
-
-    // The 2-norm from fp32 norms of 4,096-element rows (one libtorch reduction over the buffer viewed [rows, 4096]),
-    // their squares summed in float64; the tail past the last whole row in float64. Relative error ~1e-9 against an
-    // all-float64 sum, in 7 ms instead of 233 ms for 34M elements: the float64 copy of the buffer this replaced took
-    // 0.2-0.25 s of a KD benchmark step.
-    private static double Norm(Tensor flat)
-    {
-        using var scope = NewDisposeScope();
-        var n = flat.numel();
-        var rows = n / NormRow;
-        var total = 0.0;
-        if (rows > 0)
-        {
-            var whole = flat.narrow(0, 0, rows * NormRow).view(rows, NormRow);                      // [rows, 4096]
-            total += linalg.vector_norm(whole, 2, new long[] { 1 }).to_type(ScalarType.Float64).square().sum().item<double>();
-        }
-        if (n > rows * NormRow)
-            total += flat.narrow(0, rows * NormRow, n - rows * NormRow).to_type(ScalarType.Float64).square().sum().item<double>();
-        return Math.Sqrt(total);
     }
 }

@@ -1,6 +1,6 @@
 // Tests of the distributed machinery that need no MPI: the chunking of counts, the split of global batches, the
 // thread default, and the one-process behaviour of the context and the flat-buffer gradient path (which must equal the
-// single-device GradientAccumulator).
+// plain one-process reference in TinyTask).
 using SharpTune.Distributed;
 using SharpTune.MpiWorker;
 using SharpTune.Training;
@@ -213,7 +213,7 @@ public sealed class SingleProcessTests
     [InlineData("sgd", 0.4)]
     [InlineData("adamw", null)]
     [InlineData("adamw", 1e-3)]
-    public void DataParallelGradients_OneProcess_EqualsGradientAccumulator(string optimizer, double? clip)
+    public void DataParallelGradients_OneProcess_EqualsPlainReference(string optimizer, double? clip)
     {
         var s = new TinyTrainingSettings { Optimizer = optimizer, MaxGradNorm = clip };
         Determinism.Seed(s.Seed);
