@@ -13,7 +13,7 @@ TorchRuntime.SetThreads(1);
 // RSS must follow live tensor memory here, so every tensor above 64 KiB gets its own mmap (returned on free) and the
 // heap is trimmed before each step. The recipes' defaults keep freed activations resident for speed, which would hide
 // the difference this bench measures.
-NativeHeap.Configure(new NativeHeapOptions { MmapThresholdBytes = 64 * 1024, TrimThresholdBytes = 64 * 1024, TrimEveryNSteps = 1, CollectEveryNSteps = 1 });
+NativeHeap.Configure(new NativeHeapOptions { MmapThresholdBytes = 64 * 1024, TrimThresholdBytes = 64 * 1024, TrimEveryNSteps = 1 });
 manual_seed(0);
 const int dim = 256, hidden = 1024, batch = 4, seq = 512;
 var blocks = Enumerable.Range(0, layers).Select(i =>

@@ -93,7 +93,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private HeldOut? _heldOut;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
-    private DataParallelGradients? _accumulator;
+    private IGradientSync? _accumulator;
     private CrossEntropyLoss? _classLoss;
     private FusedLinearCrossEntropyLoss? _fusedLoss;
     private IMetricLogger? _metrics;
@@ -163,7 +163,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
 
         var trainable = Optimizers.TrainableParameters(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
+        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
         _stepsPerEpoch = batches / _gradientAccumulationSteps;
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
@@ -220,9 +220,8 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                 }
                 step++;
                 _stepsRun++;
-                RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
-                stepTokens = _dist.AllReduceSum(stepTokens); // global tokens of the step
+                stepTokens = result.Tokens; // global tokens of the step (Finish summed them)
                 _totalTokens += stepTokens;
                 stepProcessed = _dist.AllReduceSum(stepProcessed);
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)

@@ -109,7 +109,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private HeldOut? _heldOut;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
-    private DataParallelGradients? _accumulator;
+    private IGradientSync? _accumulator;
+    private LossStep? _step;
     private CrossEntropyLoss? _classLoss;
     private KdLoss? _kdLoss;
     private FusedLinearDistillationLoss? _fusedLoss;
@@ -199,7 +200,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
 
         var trainable = Optimizers.TrainableParameters(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
+        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
         _stepsPerEpoch = batches / _gradientAccumulationSteps;
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
@@ -210,6 +211,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
+        _step = new LossStep(_model, _teacher, _teacherCache, _classLoss, _kdLoss, _fusedLoss, _kdRatio, _truncateTeacherTo,
+            _tokenizer.VocabSize, _activationCheckpointing, _device);
         if (_resume) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
@@ -242,7 +245,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 using (var scope = NewDisposeScope())
                 {
                     var batch = Collated(loader.Samples(epoch, b));
-                    var (sum, cls, kd, count) = LossStep(batch, loader.Indices(epoch, b));
+                    var (sum, cls, kd, count) = _step!.Run(batch, loader.Indices(epoch, b));
                     _accumulator!.Backward(sum, count);
                     classSum += cls;
                     kdSum += kd;
@@ -261,12 +264,10 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 }
                 step++;
                 _stepsRun++;
-                RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
-                var global = _dist.AllReduceSum(classSum, kdSum, stepTokens); // logged losses are global means
-                (classSum, kdSum, stepTokens) = (global[0], global[1], (long)Math.Round(global[2]));
+                var global = _dist.AllReduceSum(classSum, kdSum, stepProcessed); // logged losses are global means
+                (classSum, kdSum, stepTokens, stepProcessed) = (global[0], global[1], result.Tokens, (long)Math.Round(global[2])); // Finish summed the tokens
                 _totalTokens += stepTokens;
-                stepProcessed = _dist.AllReduceSum(stepProcessed);
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
                     Log(result, classSum / Math.Max(1, stepTokens), kdSum / Math.Max(1, stepTokens), new StepTiming(stepTokens, stepProcessed, watch.Elapsed.TotalSeconds));
                 if (_heldOut is { } heldOut && heldOut.IsDue(_stepsRun, totalSteps)) Validate(heldOut);
@@ -421,7 +422,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         long sv = _model!.VocabSize, tv = _teacher!.VocabSize;
         if (tv != sv)
         {
-            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!); }
+            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!.VocabSize); }
             catch (ArgumentException e)
             {
                 throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model",
@@ -472,49 +473,70 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             : new Batch(batch.Tokens.to(_device), batch.Labels.to(_device), batch.Mask?.to(_device), batch.InputPos?.to(_device));
     }
 
-    // One micro-batch: the weighted SUM of class and KD losses over its valid tokens (normalised later, once per
-    // step), plus the detached class and KD sums and the token count for logging.
-    private (Tensor Sum, double ClassSum, double KdSum, long Count) LossStep(Batch batch, IReadOnlyList<int> sampleIndices)
+    /// <summary>
+    /// The recipe's loss step and what it reads, built once in <see cref="Setup"/> (and by bench/KdStep, which times
+    /// this very code): one micro-batch's weighted SUM of class and KD losses over its valid tokens (normalised later,
+    /// once per step), plus the detached class and KD sums and the token count for logging.
+    /// </summary>
+    public sealed class LossStep(
+        TransformerDecoder model, TransformerDecoder? teacher, TeacherCache? teacherCache, CrossEntropyLoss? classLoss, KdLoss? kdLoss,
+        FusedLinearDistillationLoss? fusedLoss, double kdRatio, long truncateTeacherTo, int tokenizerVocab, bool activationCheckpointing, Device device)
     {
-        var model = _model!;
-        var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
-        if (_teacherCache is { } cache)
+        private readonly TransformerDecoder _model = model;
+        private readonly TransformerDecoder? _teacher = teacher;
+        private readonly TeacherCache? _teacherCache = teacherCache;
+        private readonly CrossEntropyLoss? _classLoss = classLoss;
+        private readonly KdLoss? _kdLoss = kdLoss;
+        private readonly FusedLinearDistillationLoss? _fusedLoss = fusedLoss;
+        private readonly double _kdRatio = kdRatio;
+        private readonly long _truncateTeacherTo = truncateTeacherTo; // 0: the teacher's vocabulary is the student's
+        private readonly int _tokenizerVocab = tokenizerVocab;
+        private readonly bool _activationCheckpointing = activationCheckpointing;
+        private readonly Device _device = device;
+
+        /// <summary>Runs the step on <paramref name="batch"/>; <paramref name="sampleIndices"/> (its dataset indices) are read only with a teacher cache.</summary>
+        public (Tensor Sum, double ClassSum, double KdSum, long Count) Run(Batch batch, IReadOnlyList<int> sampleIndices)
         {
-            var logits = RecipeRuntime.Logits(model, hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
-            var sparse = cache.ReadBatch(sampleIndices, (int)batch.Tokens.shape[1]);      // [b, s, k] ids and log-probs
-            sparse = new SparseTeacher(sparse.Indices.to(_device), sparse.LogProbs.to(_device));
-            var whole = logits.Count == 1 ? logits[0] : torch.cat(logits, 1);            // [b, s, v]
-            var clsSum = _classLoss.NumOutputChunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
-            var kdSum = _kdLoss!.Sum(whole, sparse, batch.Labels);
-            return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum.Sum, clsSum.Sum.item<float>(), kdSum.Sum.item<float>(), clsSum.Count.item<long>());
-        }
-        var teacher = _teacher!;
-        if (_fusedLoss is { } fused)
-        {
-            TeacherOutput teacherOut;
+            var model = _model;
+            var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
+            if (_teacherCache is { } cache)
+            {
+                var logits = RecipeRuntime.Logits(model, hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
+                var sparse = cache.ReadBatch(sampleIndices, (int)batch.Tokens.shape[1]);      // [b, s, k] ids and log-probs
+                sparse = new SparseTeacher(sparse.Indices.to(_device), sparse.LogProbs.to(_device));
+                var whole = logits.Count == 1 ? logits[0] : torch.cat(logits, 1);            // [b, s, v]
+                var clsSum = _classLoss.NumOutputChunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
+                var kdSum = _kdLoss!.Sum(whole, sparse, batch.Labels);
+                return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum.Sum, clsSum.Sum.item<float>(), kdSum.Sum.item<float>(), clsSum.Count.item<long>());
+            }
+            var teacher = _teacher!;
+            if (_fusedLoss is { } fused)
+            {
+                TeacherOutput teacherOut;
+                using (no_grad())
+                {
+                    var th = teacher.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
+                    var tw = teacher.OutputWeight; // [v_t, d_t]
+                    if (_truncateTeacherTo > 0) tw = VocabAlignment.TruncateTeacher(tw, _truncateTeacherTo, _tokenizerVocab, dim: 0); // [v, d_t]
+                    teacherOut = TeacherOutput.FromLinear(th, tw);
+                }
+                var r = fused.Forward(hidden, model.TrainedOutputWeight(), teacherOut, batch.Labels, normalize: false); // a LoRA head included
+                return (r.Loss, r.ClassLoss.item<float>(), r.KdLoss.item<float>(), r.ValidCount.item<long>());
+            }
+            var chunks = _classLoss!.NumOutputChunks;
+            var studentLogits = RecipeRuntime.Logits(model, hidden, chunks); // n x [b, s_i, v]
+            List<Tensor> teacherLogits;
             using (no_grad())
             {
                 var th = teacher.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
-                var tw = teacher.OutputWeight; // [v_t, d_t]
-                if (_truncateTeacherTo > 0) tw = VocabAlignment.TruncateTeacher(tw, _truncateTeacherTo, _tokenizer!, dim: 0); // [v, d_t]
-                teacherOut = TeacherOutput.FromLinear(th, tw);
+                teacherLogits = RecipeRuntime.Logits(teacher, th, chunks); // n x [b, s_i, v_t]
+                if (_truncateTeacherTo > 0)
+                    teacherLogits = teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizerVocab)).ToList(); // n x [b, s_i, v]
             }
-            var r = fused.Forward(hidden, model.TrainedOutputWeight(), teacherOut, batch.Labels, normalize: false); // a LoRA head included
-            return (r.Loss, r.ClassLoss.item<float>(), r.KdLoss.item<float>(), r.ValidCount.item<long>());
+            // (1 - r) * CE + r * KD; one student softmax for both terms where the divergence allows (ClassAndKdSum).
+            var sums = ClassAndKdSum.Compute(_classLoss, _kdLoss!, _kdRatio, studentLogits, teacherLogits, batch.Labels);
+            return (sums.Weighted, sums.Class.Sum.item<float>(), sums.Kd.Sum.item<float>(), sums.Class.Count.item<long>());
         }
-        var chunks = _classLoss!.NumOutputChunks;
-        var studentLogits = RecipeRuntime.Logits(model, hidden, chunks); // n x [b, s_i, v]
-        List<Tensor> teacherLogits;
-        using (no_grad())
-        {
-            var th = teacher.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
-            teacherLogits = RecipeRuntime.Logits(teacher, th, chunks); // n x [b, s_i, v_t]
-            if (_truncateTeacherTo > 0)
-                teacherLogits = teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!)).ToList(); // n x [b, s_i, v]
-        }
-        // (1 - r) * CE + r * KD; one student softmax for both terms where the divergence allows (ClassAndKdSum).
-        var sums = ClassAndKdSum.Compute(_classLoss, _kdLoss!, _kdRatio, studentLogits, teacherLogits, batch.Labels);
-        return (sums.Weighted, sums.Class.Sum.item<float>(), sums.Kd.Sum.item<float>(), sums.Class.Count.item<long>());
     }
 
     private void Log(AccumulatedStep result, double classLoss, double kdLoss, StepTiming timing)

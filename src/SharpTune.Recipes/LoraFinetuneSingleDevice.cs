@@ -96,7 +96,7 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
     private HeldOut? _heldOut;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
-    private DataParallelGradients? _accumulator;
+    private IGradientSync? _accumulator;
     private CrossEntropyLoss? _classLoss;
     private FusedLinearCrossEntropyLoss? _fusedLoss;
     private IMetricLogger? _metrics;
@@ -167,7 +167,7 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
 
         var trainable = Optimizers.TrainableParameters(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
+        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
         _stepsPerEpoch = batches / _gradientAccumulationSteps;
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
@@ -224,9 +224,8 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
                 }
                 step++;
                 _stepsRun++;
-                RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
-                stepTokens = _dist.AllReduceSum(stepTokens); // global tokens of the step
+                stepTokens = result.Tokens; // global tokens of the step (Finish summed them)
                 _totalTokens += stepTokens;
                 stepProcessed = _dist.AllReduceSum(stepProcessed);
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)

@@ -118,7 +118,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private ISampleDataset? _dataset;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
-    private DataParallelGradients? _accumulator;
+    private IGradientSync? _accumulator;
     private KdLoss? _jsd;
     private long _truncateTeacherTo;
     private IMetricLogger? _metrics;
@@ -210,7 +210,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
 
         var trainable = Optimizers.TrainableParameters(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
+        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
         _stepsPerEpoch = batches / _gradientAccumulationSteps;
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
@@ -269,7 +269,6 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
                 stats.LearningSeconds += learn.Elapsed.TotalSeconds;
                 step++;
                 _stepsRun++;
-                RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
                 _totalTokens += stats.CompletionTokens;
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch) Log(result, stats);
@@ -334,7 +333,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         long sv = _model!.VocabSize, tv = teacher.VocabSize;
         if (tv != sv)
         {
-            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!); }
+            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!.VocabSize); }
             catch (ArgumentException e)
             {
                 throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model", $"teacher vocabulary {tv} vs student vocabulary {sv}: {e.Message}");
@@ -401,7 +400,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             var th = _teacher!.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
             teacherLogits = RecipeRuntime.Logits(_teacher, th, _chunks); // n x [b, s_i, v_t]
             if (_truncateTeacherTo > 0)
-                teacherLogits = [.. teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!))]; // n x [b, s_i, v]
+                teacherLogits = [.. teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!.VocabSize))]; // n x [b, s_i, v]
         }
         var labelChunks = batch.Labels.tensor_split(studentLogits.Count, dim: 1); // as the logits: n x [b, s_i]
         var count = batch.Labels.ne(Sample.IgnoreIndex).sum().item<long>();

@@ -192,18 +192,4 @@ public static class RecipeRuntime
         });
         Checkpointing.AtomicFile.WriteAllText(path, string.Concat(kept.Select(l => l + "\n")));
     }
-
-    /// <summary>
-    /// Every <paramref name="everyNSteps"/> optimizer steps, runs a full .NET collection and the finalizers. Measured
-    /// on the tiny run: without it RSS climbs ~12 MiB per 100 steps until the GC's own budget triggers (+110 MiB by
-    /// step 800), because garbage the recipe cannot dispose deterministically (managed buffers, TorchSharp wrappers
-    /// created inside libraries) waits for a collection; with it RSS stays flat. The cost is a few ms per call.
-    /// </summary>
-    public static void CollectGarbage(long step, int everyNSteps = 100)
-    {
-        if (everyNSteps <= 0 || step % everyNSteps != 0) return;
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
-    }
 }
