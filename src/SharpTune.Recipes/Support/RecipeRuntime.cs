@@ -37,38 +37,11 @@ public static class RecipeRuntime
     public static string CudaUnavailable(string device, LibTorchNatives? natives) => LibTorchNatives.CudaUnavailable(device, natives);
 
     /// <summary>
-    /// <c>fp32</c>/<c>float32</c>, <c>bf16</c>/<c>bfloat16</c> or <c>auto</c> (bf16 on a GPU; on a CPU bf16 only where
-    /// it is native and a matmul probe measures it faster, see <see cref="Precision.ProbeCpu"/>). bf16 on a CPU without
-    /// native bf16 instructions is allowed with a warning: libtorch emulates it, ~56x slower than fp32 matmul.
+    /// The training dtype from the config value (<see cref="Precision.Resolve"/>): <c>auto</c> is decided by the CPU
+    /// flags alone under mpirun (ranks must agree), by a measured probe otherwise; slow bf16 is reported as a warning.
     /// </summary>
-    public static ScalarType ResolveDtype(string dtype, Device device, IRecipeReporter reporter)
-    {
-        if (dtype.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
-        {
-            if (device.type != DeviceType.CPU) return ScalarType.BFloat16;
-            if (SharpTune.Distributed.Mpi.LauncherEnvironment() is not null)
-            {
-                // Ranks must agree on the dtype, and timings differ between ranks: decide from the CPU flags alone.
-                var native = Precision.CpuHasNativeBf16();
-                reporter.Info($"dtype auto -> {(native ? "bf16" : "fp32")}: {(native ? "native bf16" : "no native bf16")} (under mpirun the CPU flags decide, not a timing)");
-                return native ? ScalarType.BFloat16 : ScalarType.Float32;
-            }
-            var probe = Precision.ProbeCpu();
-            reporter.Info(probe.ToString());
-            return probe.Choice;
-        }
-        var t = dtype.Trim().ToLowerInvariant() switch
-        {
-            "fp32" or "float32" or "float" => ScalarType.Float32,
-            "bf16" or "bfloat16" => ScalarType.BFloat16,
-            "fp16" or "float16" or "half" => throw new ArgumentException("dtype fp16 is not supported (no loss scaling); use fp32 or bf16", nameof(dtype)),
-            _ => throw new ArgumentException($"dtype must be fp32, bf16 or auto, got '{dtype}'", nameof(dtype)),
-        };
-        if (t == ScalarType.BFloat16 && device.type == DeviceType.CPU && !CpuHasNativeBf16())
-            reporter.Warning("dtype bf16 on a CPU without native bf16 (no avx512_bf16/amx_bf16): libtorch emulates it and matmuls run " +
-                             "tens of times slower than fp32 (~56x measured here). Continuing; set dtype=fp32 for speed.");
-        return t;
-    }
+    public static ScalarType ResolveDtype(string dtype, Device device, IRecipeReporter reporter) =>
+        Precision.Resolve(dtype, device, reporter.Info, reporter.Warning, flagsOnly: SharpTune.Distributed.Mpi.LauncherEnvironment() is not null);
 
     /// <summary>
     /// The intra-op thread count, said once at startup: the config's <c>threads</c>; under mpirun what the job chose
@@ -92,20 +65,6 @@ public static class RecipeRuntime
                       (busy is { } b ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $" ({b:F1} busy with other processes at startup)") : "") +
                       "; set threads: N in the config (or threads=N on the command line) to choose");
         return chosen;
-    }
-
-    /// <summary>True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (false when it cannot be read).</summary>
-    public static bool CpuHasNativeBf16()
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/cpuinfo"))
-                if (line.StartsWith("flags", StringComparison.Ordinal))
-                    return line.Contains(" avx512_bf16", StringComparison.Ordinal) || line.Contains(" amx_bf16", StringComparison.Ordinal);
-        }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return false;
     }
 
     /// <summary>

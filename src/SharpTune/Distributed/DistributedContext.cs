@@ -278,13 +278,6 @@ public sealed class DistributedContext : IDisposable
         Barrier();
     }
 
-    /// <summary>The reporter itself on rank 0, a silent one elsewhere: only rank 0 reports progress and messages.</summary>
-    public IProgressReporter MainOnly(IProgressReporter reporter)
-    {
-        ArgumentNullException.ThrowIfNull(reporter);
-        return IsMain ? reporter : NullProgressReporter.Instance;
-    }
-
     /// <summary>
     /// The gradient sync for this process group: <see cref="LocalGradientSync"/> (in place, no host copy) with one
     /// process, <see cref="DataParallelGradients"/> (one all-reduce through a flat buffer) with several.

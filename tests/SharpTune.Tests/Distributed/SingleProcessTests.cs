@@ -173,8 +173,6 @@ public sealed class SingleProcessTests
         Assert.Equal((0, 1, false, true), (ctx.Rank, ctx.WorldSize, ctx.UsesMpi, ctx.IsMain));
         Assert.False(Mpi.IsLoaded);
         Assert.Equal(new[] { 2.5, 3.0 }, ctx.AllReduceSum(2.5, 3.0));
-        var reporter = new RecordingReporter();
-        Assert.Same(reporter, ctx.MainOnly(reporter));
         var ran = false;
         ctx.OnMain(() => ran = true);
         Assert.True(ran);
@@ -304,14 +302,5 @@ public sealed class SingleProcessTests
         var e = Assert.Throws<InvalidOperationException>(() => grads.Finish());
 
         Assert.Contains("no valid tokens", e.Message);
-    }
-
-    private sealed class RecordingReporter : IProgressReporter
-    {
-        public void Started(long totalSteps, int totalEpochs, long stepsAlreadyRun) { }
-        public void Progress(TrainingProgress progress) { }
-        public void Info(string message) { }
-        public void Warn(string message) { }
-        public void Completed() { }
     }
 }
