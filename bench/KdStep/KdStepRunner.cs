@@ -145,7 +145,7 @@ internal sealed class KdStepRunner : IDisposable
             _fusedStep = new KnowledgeDistillationSingleDevice.LossStep(_student, _teacher, null, null, null, _fused, KdRatio, 0, o.Vocab, false, CPU);
         }
         _student.train();
-        var trainable = Optimizers.TrainableParameters(_student);
+        var trainable = ModuleParameters.Trainable(_student);
         _optimizer = Optimizers.AdamW(trainable, lr: 3e-4, weightDecay: 0.01);
         _accumulator = DistributedContext.CurrentOrLocal.GradientSync(trainable, maxGradNorm: null); // as the recipe, clip_grad_norm unset
     }

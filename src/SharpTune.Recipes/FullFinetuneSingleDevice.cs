@@ -161,7 +161,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         _dataset = SetupData();
         (_dataset, _heldOut) = HeldOut.Setup(_config, _dataset, _tokenizer, _batchSize, _reporter);
 
-        var trainable = Optimizers.TrainableParameters(_model);
+        var trainable = ModuleParameters.Trainable(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
         _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
@@ -177,7 +177,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         if (_resume) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
-        _reporter.Info($"model: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
+        _reporter.Info($"model: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
                        $"seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
                        (_totalSteps < (long)_epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
                        (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));

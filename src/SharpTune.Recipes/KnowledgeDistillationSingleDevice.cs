@@ -198,7 +198,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         // After the cache check: a validation_split keeps the head of the dataset, whose indices are the cache's.
         (_dataset, _heldOut) = HeldOut.Setup(_config, _dataset, _tokenizer, _batchSize, _reporter);
 
-        var trainable = Optimizers.TrainableParameters(_model);
+        var trainable = ModuleParameters.Trainable(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
         _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
@@ -216,8 +216,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         if (_resume) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
-        _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
-                       (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen)") +
+        _reporter.Info($"student: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
+                       (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {ModuleParameters.Count(_teacher):N0} (frozen)") +
                        $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
                        (_totalSteps < (long)_epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
                        (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));

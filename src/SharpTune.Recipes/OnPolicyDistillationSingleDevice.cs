@@ -208,7 +208,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         _dataset = _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
         PromptCompletion.Split(_dataset[0], 0); // a dataset without prompts fails here, not at the first step
 
-        var trainable = Optimizers.TrainableParameters(_model);
+        var trainable = ModuleParameters.Trainable(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
         _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
@@ -222,8 +222,8 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         if (_resume) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
-        _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
-                       $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen); " +
+        _reporter.Info($"student: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
+                       $"teacher: {ModuleParameters.Count(_teacher):N0} (frozen); " +
                        (_policyGradient ? "reverse-KL policy gradient" : $"GKD beta {_beta}, lmbda {_lmbda}{(_seqKd ? ", seq_kd" : "")}") +
                        $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs");
     }

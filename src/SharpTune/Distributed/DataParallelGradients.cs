@@ -10,6 +10,7 @@
 // GPU gradients are staged through the host buffer (Debian's Open MPI is built without CUDA support).
 // References: torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), clamped to 1);
 // torch DistributedDataParallel (gradient buckets all-reduced, then averaged).
+using SharpTune.Modules;
 using SharpTune.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -45,7 +46,7 @@ public sealed class DataParallelGradients : IGradientSync
     {
         ArgumentNullException.ThrowIfNull(context);
         _context = context;
-        _parameters = Optimizers.Deduplicate(parameters);
+        _parameters = ModuleParameters.Deduplicate(parameters);
         if (_parameters.Count == 0) throw new ArgumentException("no parameters to synchronise (is every parameter frozen?)", nameof(parameters));
         if (maxGradNorm is <= 0) throw new ArgumentOutOfRangeException(nameof(maxGradNorm), maxGradNorm, "clip_grad_norm must be > 0");
         MaxGradNorm = maxGradNorm;

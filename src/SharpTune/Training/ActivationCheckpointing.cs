@@ -8,6 +8,7 @@
 // torch.utils.checkpoint (use_reentrant=True).
 // References: Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"; torch/utils/checkpoint.py
 // (CheckpointFunction, preserve_rng_state); torchtune training/_activation_checkpointing.py.
+using SharpTune.Modules;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -39,7 +40,7 @@ public static class ActivationCheckpointing
     {
         ArgumentNullException.ThrowIfNull(forward);
         ArgumentNullException.ThrowIfNull(input);
-        var trainable = Optimizers.Deduplicate(parameters).Where(p => p.requires_grad).ToList();
+        var trainable = ModuleParameters.Deduplicate(parameters).Where(p => p.requires_grad).ToList();
         if (!is_grad_enabled() || (!input.requires_grad && trainable.Count == 0)) return forward(input);
         var vars = new object[3 + trainable.Count];
         vars[0] = forward;

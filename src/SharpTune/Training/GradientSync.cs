@@ -10,6 +10,7 @@
 // nothing to communicate). The data-parallel implementation (Distributed/DataParallelGradients) plugs in under mpirun.
 // References: torch.nn.utils.clip_grad_norm_ (total 2-norm over all gradients, coefficient max_norm / (norm + 1e-6),
 // clamped to 1).
+using SharpTune.Modules;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -54,7 +55,7 @@ public sealed class LocalGradientSync : IGradientSync
     /// <param name="maxGradNorm">Clip the total gradient 2-norm to this value; null disables clipping.</param>
     public LocalGradientSync(IEnumerable<Parameter> parameters, double? maxGradNorm = null)
     {
-        _parameters = Optimizers.Deduplicate(parameters);
+        _parameters = ModuleParameters.Deduplicate(parameters);
         if (_parameters.Count == 0) throw new ArgumentException("no parameters to train (is every parameter frozen?)", nameof(parameters));
         if (maxGradNorm is <= 0) throw new ArgumentOutOfRangeException(nameof(maxGradNorm), maxGradNorm, "clip_grad_norm must be > 0");
         MaxGradNorm = maxGradNorm;

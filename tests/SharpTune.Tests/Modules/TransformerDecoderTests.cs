@@ -139,23 +139,23 @@ public sealed class TransformerDecoderTests
     {
         using var model = Tiny(tie: true);
         // Same storage (not a copy): writing through the embedding changes the output weight
-        Assert.Equal(Adapters.DataAddress(model.Model.EmbedTokens.weight), Adapters.DataAddress(model.OutputWeight));
+        Assert.Equal(ModuleParameters.DataAddress(model.Model.EmbedTokens.weight), ModuleParameters.DataAddress(model.OutputWeight));
         using (no_grad()) model.Model.EmbedTokens.weight.fill_(0.5);
         Assert.Equal(0.5f, model.OutputWeight[3, 4].item<float>());
-        var all = model.named_parameters().Select(p => Adapters.DataAddress(p.parameter)).ToList();
+        var all = model.named_parameters().Select(p => ModuleParameters.DataAddress(p.parameter)).ToList();
         Assert.Equal(all.Count, all.Distinct().Count());
-        Assert.Equal(all.Count, Adapters.TrainableParameters(model).Count);
+        Assert.Equal(all.Count, ModuleParameters.Trainable(model).Count);
     }
 
     [Fact]
-    public void UniqueNamedParameters_WeightSharedByTwoLinears_ListedOnce()
+    public void UniqueNamed_WeightSharedByTwoLinears_ListedOnce()
     {
         // Given two Linear children sharing one weight (torch-style tying by assignment)
         using var twice = new TwoLinears();
         // Then the helper lists it once whatever TorchSharp's enumeration does (0.107 already folds this case; a
         // Parameter re-wrapped around the same storage is folded only by the storage-address check)
-        Assert.Single(Adapters.UniqueNamedParameters(twice));
-        Assert.Equal(6, Adapters.CountParameters(twice));
+        Assert.Single(ModuleParameters.UniqueNamed(twice));
+        Assert.Equal(6, ModuleParameters.Count(twice));
     }
 
     private sealed class TwoLinears : nn.Module<Tensor, Tensor>

@@ -34,7 +34,7 @@ public sealed class KdLossStepTests
             fused ? null : CrossEntropyLoss.WithChunkedOutput(4), fused ? null : KdLoss.TorchtuneForwardKlChunked(4),
             fused ? FusedLinearDistillationLoss.Create("forward_kl_ce", kdRatio: 0.5) : null,
             kdRatio: 0.5, truncateTeacherTo: 0, tokenizerVocab: Vocab, activationCheckpointing, CPU);
-        var trainable = Optimizers.TrainableParameters(student);
+        var trainable = ModuleParameters.Trainable(student);
         using var optimizer = Optimizers.AdamW(trainable, lr: 1e-3);
         using var sync = new LocalGradientSync(trainable, maxGradNorm: 1.0);
         var generator = new Generator(11);
