@@ -141,8 +141,8 @@ internal sealed class KdStepRunner : IDisposable
             foreach (var p in _teacher.parameters()) p.requires_grad = false;
             _teacher.eval();
             // The recipe's step as its Setup builds it for an unfused and a fused kd_loss (no cache, same vocabulary).
-            _recipeStep = new KnowledgeDistillationSingleDevice.LossStep(_student, _teacher, null, _classLoss, _kdLoss, null, KdRatio, 0, o.Vocab, false, CPU);
-            _fusedStep = new KnowledgeDistillationSingleDevice.LossStep(_student, _teacher, null, null, null, _fused, KdRatio, 0, o.Vocab, false, CPU);
+            _recipeStep = new KnowledgeDistillationSingleDevice.LossStep(_student, _teacher, null, _classLoss, _kdLoss, null, KdRatio, 0, o.Vocab, CPU);
+            _fusedStep = new KnowledgeDistillationSingleDevice.LossStep(_student, _teacher, null, null, null, _fused, KdRatio, 0, o.Vocab, CPU);
         }
         _student.train();
         var trainable = ModuleParameters.Trainable(_student);
@@ -246,9 +246,9 @@ internal sealed class KdStepRunner : IDisposable
         if (_teacher is null)
         {
             // The fine-tune recipes' step: chunked cross-entropy over the student's logits.
-            var h = RecipeRuntime.ForwardHidden(_student, tokens, null, null, checkpointLayers: false); // [b, s, d]
+            var h = _student.ForwardHidden(tokens, null, null); // [b, s, d]
             Lap("student forward");
-            var logits = RecipeRuntime.Logits(_student, h, 8); // 8 x [b, s_i, v]
+            var logits = _student.ChunkedOutput(h, 8); // 8 x [b, s_i, v]
             Lap("student logits");
             var ce = _classLoss.Sum(logits, labels);
             Lap("ce loss");
@@ -260,16 +260,16 @@ internal sealed class KdStepRunner : IDisposable
             Lap("loss step (forward, teacher, loss)");
             return (sum, count);
         }
-        var hidden = RecipeRuntime.ForwardHidden(_student, tokens, null, null, checkpointLayers: false); // [b, s, d]
+        var hidden = _student.ForwardHidden(tokens, null, null); // [b, s, d]
         Lap("student forward");
-        var studentLogits = RecipeRuntime.Logits(_student, hidden, 8); // 8 x [b, s_i, v]
+        var studentLogits = _student.ChunkedOutput(hidden, 8); // 8 x [b, s_i, v]
         Lap("student logits");
         List<Tensor> teacherLogits;
         using (Variant == "inference" ? inference_mode() : no_grad())
         {
             var th = _teacher.ForwardHidden(tokens); // [b, s, d_t]
             Lap("teacher forward");
-            teacherLogits = RecipeRuntime.Logits(_teacher, th, 8); // 8 x [b, s_i, v]
+            teacherLogits = _teacher.ChunkedOutput(th, 8); // 8 x [b, s_i, v]
             Lap("teacher logits");
         }
         if (Variant == "twoloss")

@@ -212,7 +212,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
         _step = new LossStep(_model, _teacher, _teacherCache, _classLoss, _kdLoss, _fusedLoss, _kdRatio, _truncateTeacherTo,
-            _tokenizer.VocabSize, _activationCheckpointing, _device);
+            _tokenizer.VocabSize, _device);
         if (_resume) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
@@ -324,6 +324,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
+        model.CheckpointActivations = _activationCheckpointing; // each layer recomputed in backward
         _dist.OnMain(() =>
         {
             if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit, _randomInitStd))
@@ -480,7 +481,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     /// </summary>
     public sealed class LossStep(
         TransformerDecoder model, TransformerDecoder? teacher, TeacherCache? teacherCache, CrossEntropyLoss? classLoss, KdLoss? kdLoss,
-        FusedLinearDistillationLoss? fusedLoss, double kdRatio, long truncateTeacherTo, int tokenizerVocab, bool activationCheckpointing, Device device)
+        FusedLinearDistillationLoss? fusedLoss, double kdRatio, long truncateTeacherTo, int tokenizerVocab, Device device)
     {
         private readonly TransformerDecoder _model = model;
         private readonly TransformerDecoder? _teacher = teacher;
@@ -491,17 +492,16 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         private readonly double _kdRatio = kdRatio;
         private readonly long _truncateTeacherTo = truncateTeacherTo; // 0: the teacher's vocabulary is the student's
         private readonly int _tokenizerVocab = tokenizerVocab;
-        private readonly bool _activationCheckpointing = activationCheckpointing;
         private readonly Device _device = device;
 
         /// <summary>Runs the step on <paramref name="batch"/>; <paramref name="sampleIndices"/> (its dataset indices) are read only with a teacher cache.</summary>
         public (Tensor Sum, double ClassSum, double KdSum, long Count) Run(Batch batch, IReadOnlyList<int> sampleIndices)
         {
             var model = _model;
-            var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
+            var hidden = model.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d]
             if (_teacherCache is { } cache)
             {
-                var logits = RecipeRuntime.Logits(model, hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
+                var logits = model.ChunkedOutput(hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
                 var sparse = cache.ReadBatch(sampleIndices, (int)batch.Tokens.shape[1]);      // [b, s, k] ids and log-probs
                 sparse = new SparseTeacher(sparse.Indices.to(_device), sparse.LogProbs.to(_device));
                 var whole = logits.Count == 1 ? logits[0] : torch.cat(logits, 1);            // [b, s, v]
@@ -524,12 +524,12 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 return (r.Loss, r.ClassLoss.item<float>(), r.KdLoss.item<float>(), r.ValidCount.item<long>());
             }
             var chunks = _classLoss!.NumOutputChunks;
-            var studentLogits = RecipeRuntime.Logits(model, hidden, chunks); // n x [b, s_i, v]
+            var studentLogits = model.ChunkedOutput(hidden, chunks); // n x [b, s_i, v]
             List<Tensor> teacherLogits;
             using (no_grad())
             {
                 var th = teacher.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
-                teacherLogits = RecipeRuntime.Logits(teacher, th, chunks); // n x [b, s_i, v_t]
+                teacherLogits = teacher.ChunkedOutput(th, chunks); // n x [b, s_i, v_t]
                 if (_truncateTeacherTo > 0)
                     teacherLogits = teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizerVocab)).ToList(); // n x [b, s_i, v]
             }

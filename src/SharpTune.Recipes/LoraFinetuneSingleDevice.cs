@@ -281,6 +281,7 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
+        model.CheckpointActivations = _activationCheckpointing; // each layer recomputed in backward
         _dist.OnMain(() =>
         {
             if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit, _randomInitStd))
@@ -335,13 +336,13 @@ public sealed class LoraFinetuneSingleDevice : IRecipe
     private (Tensor Sum, long Count) LossStep(Batch batch)
     {
         var model = _model!;
-        var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
+        var hidden = model.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d]
         LossSum sum;
         if (_fusedLoss is { } fused) sum = fused.Sum(hidden, model.TrainedOutputWeight(), batch.Labels); // a LoRA head included
         else
         {
             var chunks = _classLoss!.NumOutputChunks;
-            var logits = RecipeRuntime.Logits(model, hidden, chunks); // n x [b, s_i, v]
+            var logits = model.ChunkedOutput(hidden, chunks); // n x [b, s_i, v]
             sum = chunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
         }
         return (sum.Sum, sum.Count.item<long>());

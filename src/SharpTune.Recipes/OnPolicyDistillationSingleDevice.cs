@@ -310,6 +310,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
+        model.CheckpointActivations = _activationCheckpointing; // each layer recomputed in backward
         if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
             _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed} (a random student samples noise: warm-start it for real runs)");
         RecipeCheckpoints.LoadBase(model, _checkpointer!);
@@ -392,13 +393,13 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private (Tensor Sum, long Count) LossStep(Batch batch, bool studentSamples, StepStats stats)
     {
         var model = _model!;
-        var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
-        var studentLogits = RecipeRuntime.Logits(model, hidden, _chunks); // n x [b, s_i, v]
+        var hidden = model.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d]
+        var studentLogits = model.ChunkedOutput(hidden, _chunks); // n x [b, s_i, v]
         List<Tensor> teacherLogits;
         using (no_grad())
         {
             var th = _teacher!.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
-            teacherLogits = RecipeRuntime.Logits(_teacher, th, _chunks); // n x [b, s_i, v_t]
+            teacherLogits = _teacher.ChunkedOutput(th, _chunks); // n x [b, s_i, v_t]
             if (_truncateTeacherTo > 0)
                 teacherLogits = [.. teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!.VocabSize))]; // n x [b, s_i, v]
         }

@@ -1,6 +1,6 @@
 // Setup helpers the training recipes share: device and dtype selection (with the CPU bf16 warning and a clear CUDA
 // error), building config components with the recipe's device/dtype when the factory accepts them, LR schedulers
-// with the recipe-supplied num_training_steps, and the student forward with optional activation checkpointing.
+// with the recipe-supplied num_training_steps.
 // Kept to plain functions so each recipe still reads top to bottom (torchtune's recipes call training.* the same way).
 // References: torchtune training/precision.py (get_dtype, bf16 check), training/_device.py (get_device),
 // torchtune recipes/*_single_device.py (_setup_lr_scheduler passes num_training_steps and last_epoch).
@@ -100,37 +100,6 @@ public static class RecipeRuntime
         if (node?.ComponentName is not { } name || !config.Registry.TryGet(name, out var factory)) return false;
         return factory.GetParameters().Any(p => Names.ToSnakeCase(p.Name!) == snakeName);
     }
-
-    /// <summary>
-    /// Final normed hidden states [b, s, d] of <paramref name="model"/>, as <see cref="TransformerDecoder.ForwardHidden"/>,
-    /// but with each layer wrapped in activation checkpointing when <paramref name="checkpointLayers"/> (its
-    /// activations are recomputed in backward instead of kept).
-    /// </summary>
-    public static Tensor ForwardHidden(TransformerDecoder model, Tensor tokens, Tensor? mask, Tensor? inputPos, bool checkpointLayers)
-    {
-        if (!checkpointLayers) return model.ForwardHidden(tokens, mask, inputPos);
-        // No inner dispose scope here: each layer's backward re-runs its forward, so cos/sin and the saved layer
-        // inputs must live as long as the caller's (training-step) scope, not just this call.
-        var b = tokens.shape[0];
-        var s = tokens.shape[1];
-        if (s > model.MaxSeqLen) throw new ArgumentException($"sequence length {s} exceeds max_seq_len {model.MaxSeqLen}");
-        var pos = inputPos ?? arange(0, s, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0).expand(b, s); // [b, s]
-        var h = model.Model.EmbedTokens.call(tokens); // [b, s] -> [b, s, d]
-        var (cos, sin) = model.Rope.CosSin(pos, h.dtype); // [b, 1, s, h_d]
-        foreach (var layer in model.Model.Layers)
-        {
-            var l = layer;
-            h = ActivationCheckpointing.Run(x => l.Forward(x, cos, sin, mask), h, l.parameters()); // [b, s, d]
-        }
-        return model.Model.Norm.call(h);
-    }
-
-    /// <summary>The output projection applied to <paramref name="hidden"/> [b, s, d], as <paramref name="chunks"/>
-    /// pieces along s (tensor_split) or whole when <paramref name="chunks"/> is 0.</summary>
-    public static List<Tensor> Logits(TransformerDecoder model, Tensor hidden, int chunks) =>
-        chunks <= 0
-            ? [model.ApplyOutput(hidden)] // [b, s, v]
-            : hidden.tensor_split(chunks, dim: 1).Select(model.ApplyOutput).ToList(); // n x [b, s_i, v]
 
     /// <summary>
     /// Drops the lines of a JSONL metric log whose <c>step</c> is past <paramref name="lastStep"/> (rewritten

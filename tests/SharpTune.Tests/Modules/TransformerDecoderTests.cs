@@ -76,18 +76,50 @@ public sealed class TransformerDecoderTests
     }
 
     [Fact]
-    public void ForwardChunksAndHidden_Any_EqualFullLogits()
+    public void ChunkedOutputAndHidden_Any_EqualFullLogits()
     {
         using var model = Tiny(tie: false);
-        model.NumOutputChunks = 3;
         var tokens = randint(0, 64, [2, 8], dtype: ScalarType.Int64);
         using var _ = no_grad();
         var full = model.Forward(tokens);
-        var chunks = model.ForwardChunks(tokens);
+        var hidden = model.ForwardHidden(tokens);
+        var chunks = model.ChunkedOutput(hidden, 3);
         Assert.Equal(new long[] { 3, 3, 2 }, chunks.Select(c => c.shape[1]).ToArray()); // tensor_split of 8 into 3
         Assert.True(cat(chunks, 1).allclose(full, rtol: 1e-5, atol: 1e-6));
-        var hidden = model.ForwardHidden(tokens);
+        Assert.True(Assert.Single(model.ChunkedOutput(hidden, 0)).allclose(full, rtol: 1e-5, atol: 1e-6));
         Assert.True(hidden.matmul(model.OutputWeight.t()).allclose(full, rtol: 1e-5, atol: 1e-5));
+    }
+
+    [Fact]
+    public void ForwardHidden_CheckpointActivations_SameGradientsAndLayersRecomputed()
+    {
+        // Given the same decoder run plainly and with each layer checkpointed
+        using var model = Tiny(tie: false);
+        model.train();
+        var tokens = randint(0, 64, [2, 8], dtype: ScalarType.Int64);
+        var grads = new List<Tensor[]>();
+        var recomputed = new List<long>();
+        foreach (var checkpoint in new[] { false, true })
+        {
+            model.CheckpointActivations = checkpoint;
+            model.zero_grad();
+            var before = ActivationCheckpointing.RecomputationsOnThisThread;
+            model.ForwardHidden(tokens).square().sum().backward();
+            recomputed.Add(ActivationCheckpointing.RecomputationsOnThisThread - before);
+            grads.Add(model.parameters().Where(p => p.grad is not null).Select(p => p.grad!.clone()).ToArray()); // lm_head has none
+        }
+
+        // Then the checkpointed run recomputed every layer once and got the plain gradients (the same operations in
+        // the same order: the recomputation repeats the forward exactly, so the results agree to the last bit)
+        Assert.Equal(new long[] { 0, model.Model.Layers.Count }, recomputed);
+        Assert.Equal(grads[0].Length, grads[1].Length);
+        for (var i = 0; i < grads[0].Length; i++) Assert.True(grads[0][i].eq(grads[1][i]).all().item<bool>(), $"parameter {i} gradient differs");
+
+        // And evaluation runs the plain forward
+        var evalBefore = ActivationCheckpointing.RecomputationsOnThisThread;
+        model.eval();
+        model.ForwardHidden(tokens).sum().backward();
+        Assert.Equal(evalBefore, ActivationCheckpointing.RecomputationsOnThisThread);
     }
 
     [Fact]

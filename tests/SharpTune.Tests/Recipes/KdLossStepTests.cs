@@ -26,6 +26,7 @@ public sealed class KdLossStepTests
     {
         Determinism.Seed(5);
         using var student = DecoderBuilder.Build(Args(dim: 16, layers: 2, tie: true));
+        student.CheckpointActivations = activationCheckpointing;
         using var teacher = DecoderBuilder.Build(Args(dim: 32, layers: 2, tie: false));
         foreach (var p in teacher.parameters()) p.requires_grad = false;
         teacher.eval();
@@ -33,7 +34,7 @@ public sealed class KdLossStepTests
         var step = new KnowledgeDistillationSingleDevice.LossStep(student, teacher, null,
             fused ? null : CrossEntropyLoss.WithChunkedOutput(4), fused ? null : KdLoss.TorchtuneForwardKlChunked(4),
             fused ? FusedLinearDistillationLoss.Create("forward_kl_ce", kdRatio: 0.5) : null,
-            kdRatio: 0.5, truncateTeacherTo: 0, tokenizerVocab: Vocab, activationCheckpointing, CPU);
+            kdRatio: 0.5, truncateTeacherTo: 0, tokenizerVocab: Vocab, CPU);
         var trainable = ModuleParameters.Trainable(student);
         using var optimizer = Optimizers.AdamW(trainable, lr: 1e-3);
         using var sync = new LocalGradientSync(trainable, maxGradNorm: 1.0);
@@ -42,6 +43,7 @@ public sealed class KdLossStepTests
         var outsideBefore = statistics.CreatedOutsideScopeCount;
         var liveBefore = statistics.ThreadTotalLiveCount;
         var losses = new List<double>();
+        var recomputedBefore = ActivationCheckpointing.RecomputationsOnThisThread;
 
         for (var i = 0; i < 3; i++)
         {
@@ -60,6 +62,7 @@ public sealed class KdLossStepTests
             }
         }
 
+        Assert.Equal(activationCheckpointing, ActivationCheckpointing.RecomputationsOnThisThread > recomputedBefore);
         Assert.All(losses, l => Assert.True(double.IsFinite(l) && l > 0, $"loss {l}"));
         Assert.Equal(0, statistics.CreatedOutsideScopeCount - outsideBefore);
         Assert.Equal(liveBefore, statistics.ThreadTotalLiveCount);

@@ -56,13 +56,13 @@ public sealed class RecipeSetupTests
     {
         using var tmp = new TempDir();
         string[] common = [$"checkpointer.checkpoint_dir={tmp.Path}/init", "max_steps_per_epoch=3", "shuffle=false"];
-        var before = SharpTune.Training.ActivationCheckpointing.RecomputationsOnThisThread;
+        var before = SharpTune.Modules.ActivationCheckpointing.RecomputationsOnThisThread;
         RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device", [$"output_dir={tmp.Path}/plain", .. common]);
-        Assert.Equal(before, SharpTune.Training.ActivationCheckpointing.RecomputationsOnThisThread); // nothing recomputed without the flag
+        Assert.Equal(before, SharpTune.Modules.ActivationCheckpointing.RecomputationsOnThisThread); // nothing recomputed without the flag
         RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device",
             [$"output_dir={tmp.Path}/ac", "enable_activation_checkpointing=true", .. common]);
         // the flag took effect: each of the 2 layers was recomputed in each of the 3 steps' backward
-        Assert.True(SharpTune.Training.ActivationCheckpointing.RecomputationsOnThisThread - before >= 2 * 3, "activation checkpointing recomputed nothing");
+        Assert.True(SharpTune.Modules.ActivationCheckpointing.RecomputationsOnThisThread - before >= 2 * 3, "activation checkpointing recomputed nothing");
         using var a = SharpTune.Checkpointing.HfCheckpointer.Load(Path.Combine(tmp.Path, "plain", "epoch_0"));
         using var b = SharpTune.Checkpointing.HfCheckpointer.Load(Path.Combine(tmp.Path, "ac", "epoch_0"));
         foreach (var (key, value) in a.StateDict)
