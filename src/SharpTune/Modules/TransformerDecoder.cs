@@ -191,7 +191,7 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
     /// mismatch is reported in one error. Adapter weights (lora_A, lora_B, DoRA magnitude) may be missing so a base
     /// checkpoint loads into a LoRA model; missing DoRA magnitudes are then initialised from the loaded weights.
     /// </summary>
-    public LoadResult LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict")
+    public LoadReport LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict")
     {
         var result = StateDictLoader.Load(this, stateDict, strict, Peft.Adapters.IsAdapterKey, sourceName);
         // A DoRA magnitude absent from the source must describe the weights just loaded, not the random init.
