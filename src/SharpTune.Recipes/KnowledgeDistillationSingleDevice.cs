@@ -34,42 +34,21 @@ namespace SharpTune.Recipes;
 /// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
 [Recipe("knowledge_distillation_single_device", Description = "Distil a frozen teacher into a LoRA or fully trained student (1 device)")]
 [Recipe("knowledge_distillation_distributed", Description = "Distil a frozen teacher into a student, data-parallel over MPI ranks (mpirun -np N)")]
-[RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
+[RecipeOptions(typeof(KnowledgeDistillationOptions))] // the plain settings; the components the recipe builds are declared here
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
 [RecipeKey("teacher_model", typeof(TransformerDecoder), Description = "the teacher architecture (unless teacher.cache is set)")]
-[RecipeKey("teacher", typeof(TeacherSource), Description = "{cache: <dir>}: read the teacher's top-k log-probs from a teacher_logits cache instead of running a teacher")]
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
 [RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Description = "teacher weights (HF folder; unless teacher.cache is set)")]
-[RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
-[RecipeKey("random_init_std", typeof(double), Description = "standard deviation of those weights' matrices (HF initializer_range; default 0.02)")]
-[RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
-[RecipeKey("save_adapter_weights_only", typeof(bool), Description = "LoRA: save only the adapter, not merged weights")]
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
-[RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved)")]
-[RecipeKey("shuffle", typeof(bool))]
-[RecipeKey("batch_size", typeof(int), Required = true, Description = "the GLOBAL batch: under mpirun each rank takes its slice")]
 [RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
 [RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
 [RecipeKey("loss", typeof(object), Required = true, Description = "class loss: CEWithChunkedOutputLoss, CrossEntropyLoss, LinearCrossEntropyLoss")]
 [RecipeKey("kd_loss", typeof(object), Required = true, Description = "KD loss: a KdLoss component or FusedLinearKdLoss")]
-[RecipeKey("kd_ratio", typeof(double), Description = "weight of the KD term; (1 - kd_ratio) weighs the class loss")]
-[RecipeKey("epochs", typeof(int), Required = true)]
-[RecipeKey("max_steps_per_epoch", typeof(int?))]
-[RecipeKey("max_steps", typeof(int?), Minimum = 1, Description = "stop after this many optimizer steps in all (the last checkpoint is then step_N)")]
 [RecipeKey("validation_dataset", typeof(ISampleDataset), Description = "held-out data scored during training (or use validation_split)")]
 [RecipeKey("validation_split", typeof(double?), Description = "hold out this fraction of the dataset's tail (e.g. 0.1) instead of validation_dataset")]
 [RecipeKey("run_val_every_n_steps", typeof(int?), Minimum = 1, Description = "held-out loss and perplexity every N optimizer steps (and after the last)")]
-[RecipeKey("gradient_accumulation_steps", typeof(int))]
-[RecipeKey("clip_grad_norm", typeof(double?))]
-[RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
-[RecipeKey("device", typeof(string), Description = "cpu | cuda | auto (cuda when available)")]
-[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16 | auto (bf16 where native and measured faster)")]
 [RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
-[RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute student layer activations in backward")]
-[RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
-[RecipeKey("log_every_n_steps", typeof(int))]
-[RecipeKey("log_peak_memory_stats", typeof(bool))]
 public sealed class KnowledgeDistillationSingleDevice : IRecipe
 {
     private readonly SharpTuneConfig _config;
@@ -93,6 +72,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private readonly bool _logPeakMemory;
     private readonly MetricLoggerOptions _loggerOptions;
     private readonly long? _configuredSeed;
+    private readonly string _deviceName;
+    private readonly string _dtypeName;
 
     private DistributedContext _dist = DistributedContext.CurrentOrLocal;
     private RunFolder? _runFolder;
@@ -130,40 +111,34 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     {
         _config = config;
         _reporter = reporter;
-        _outputDir = config.Get<string>("output_dir");
-        _batchSize = config.Get<int>("batch_size");
-        _epochs = config.Get<int>("epochs");
-        _maxStepsPerEpoch = config.Get<int?>("max_steps_per_epoch", null);
-        _maxSteps = config.Get<int?>("max_steps", null);
-        _gradientAccumulationSteps = config.Get("gradient_accumulation_steps", 1);
-        _clipGradNorm = config.Get<double?>("clip_grad_norm", null);
-        _saveEveryNSteps = config.Get<int?>("save_every_n_steps", null);
-        _kdRatio = config.Get("kd_ratio", 0.5);
-        _shuffle = config.Get("shuffle", true);
-        _resume = config.Get("resume_from_checkpoint", false);
-        _randomInit = config.Get("random_init_checkpoint", false);
-        _randomInitStd = config.Get("random_init_std", Models.RandomInit.HfStd);
-        Check(_randomInitStd > 0, "random_init_std", $"must be positive, got {_randomInitStd}");
-        _adapterOnly = config.Get("save_adapter_weights_only", false);
-        _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
-        _logEveryNSteps = config.Get("log_every_n_steps", 1);
-        _logPeakMemory = config.Get("log_peak_memory_stats", true);
-        _loggerOptions = config.Get("metric_logger", new MetricLoggerOptions());
-        _configuredSeed = config.Get<long?>("seed", null);
-        _cacheDir = config.Has("teacher") && config.Find("teacher")!.Kind != ConfigNodeKind.Null ? config.Get<TeacherSource>("teacher").Cache : null;
-        var hasModel = config.Has("teacher_model") && config.Find("teacher_model")!.Kind != ConfigNodeKind.Null;
-        var hasCheckpointer = config.Has("teacher_checkpointer") && config.Find("teacher_checkpointer")!.Kind != ConfigNodeKind.Null;
+        var o = RecipeOptions.Bind<KnowledgeDistillationOptions>(config); // every plain setting, read and checked once
+        _outputDir = o.OutputDir;
+        _batchSize = o.BatchSize;
+        _epochs = o.Epochs;
+        _maxStepsPerEpoch = o.MaxStepsPerEpoch;
+        _maxSteps = o.MaxSteps;
+        _gradientAccumulationSteps = o.GradientAccumulationSteps;
+        _clipGradNorm = o.ClipGradNorm;
+        _saveEveryNSteps = o.SaveEveryNSteps;
+        _kdRatio = o.KdRatio;
+        _shuffle = o.Shuffle;
+        _resume = o.ResumeFromCheckpoint;
+        _randomInit = o.RandomInitCheckpoint;
+        _randomInitStd = o.RandomInitStd;
+        _adapterOnly = o.SaveAdapterWeightsOnly;
+        _activationCheckpointing = o.EnableActivationCheckpointing;
+        _logEveryNSteps = o.LogEveryNSteps;
+        _logPeakMemory = o.LogPeakMemoryStats;
+        _loggerOptions = o.MetricLogger;
+        _configuredSeed = o.Seed;
+        _deviceName = o.Device;
+        _dtypeName = o.Dtype;
+        _cacheDir = o.Teacher?.Cache;
+        var hasModel = config.IsSet("teacher_model");
+        var hasCheckpointer = config.IsSet("teacher_checkpointer");
         Check(_cacheDir is null ? hasModel && hasCheckpointer : !hasModel && !hasCheckpointer, _cacheDir is null ? "teacher_model" : "teacher",
             _cacheDir is null ? "set teacher_model and teacher_checkpointer, or teacher: {cache: <dir>}"
                 : "teacher.cache replaces teacher_model and teacher_checkpointer: remove them (or set them to null)");
-        Check(_batchSize >= 1, "batch_size", $"must be at least 1, got {_batchSize}");
-        Check(_epochs >= 1, "epochs", $"must be at least 1, got {_epochs}");
-        Check(_gradientAccumulationSteps >= 1, "gradient_accumulation_steps", $"must be at least 1, got {_gradientAccumulationSteps}");
-        Check(_maxStepsPerEpoch is null or >= 1, "max_steps_per_epoch", $"must be at least 1 or null, got {_maxStepsPerEpoch}");
-        Check(_maxSteps is null or >= 1, "max_steps", $"must be at least 1 or null, got {_maxSteps}");
-        Check(_saveEveryNSteps is null or >= 1, "save_every_n_steps", $"must be at least 1 or null, got {_saveEveryNSteps}");
-        Check(_logEveryNSteps >= 1, "log_every_n_steps", $"must be at least 1, got {_logEveryNSteps}");
-        Check(_kdRatio is >= 0 and <= 1, "kd_ratio", $"must be in [0, 1], got {_kdRatio}");
     }
 
     /// <inheritdoc/>
@@ -172,8 +147,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         TorchRuntime.EnsureLoaded();
         _reporter.Verbose(NativeHeap.Configure());
         RecipeRuntime.ConfigureThreads(_config, _reporter);
-        _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
-        var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
+        _device = RecipeRuntime.ResolveDevice(_deviceName);
+        var dtype = RecipeRuntime.ResolveDtype(_dtypeName, _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
         _dist = DistributedContext.CurrentOrLocal;
         _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
@@ -208,7 +183,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             throw new ConfigException(new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), "batch_size",
                 $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
         _totalSteps = Math.Min((long)_epochs * _stepsPerEpoch, _maxSteps ?? long.MaxValue);
-        _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
+        _scheduler = _config.IsSet("lr_scheduler")
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
         _step = new LossStep(_model, _teacher, _teacherCache, _classLoss, _kdLoss, _fusedLoss, _kdRatio, _truncateTeacherTo,
@@ -611,6 +586,115 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private void Check(bool ok, string key, string message)
     {
         if (!ok) throw new ConfigException(_config.Find(key)?.Location ?? new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), key, message);
+    }
+}
+
+/// <summary>
+/// The plain settings of <see cref="KnowledgeDistillationSingleDevice"/>: each property is the top-level key of its
+/// snake_case name, with its type, default and documentation; <see cref="Problems"/> checks them together.
+/// </summary>
+public sealed record KnowledgeDistillationOptions : IRecipeOptions
+{
+    /// <summary>The run folder.</summary>
+    [RecipeKey(Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
+    public string OutputDir { get; init; } = "";
+
+    /// <summary>Samples per optimizer micro-batch, over all ranks.</summary>
+    [RecipeKey(Required = true, Description = "the GLOBAL batch: under mpirun each rank takes its slice")]
+    public int BatchSize { get; init; }
+
+    /// <summary>Passes over the dataset.</summary>
+    [RecipeKey(Required = true)]
+    public int Epochs { get; init; }
+
+    /// <summary>Cap on optimizer steps per epoch.</summary>
+    [RecipeKey]
+    public int? MaxStepsPerEpoch { get; init; }
+
+    /// <summary>Cap on optimizer steps in all.</summary>
+    [RecipeKey(Minimum = 1, Description = "stop after this many optimizer steps in all (the last checkpoint is then step_N)")]
+    public int? MaxSteps { get; init; }
+
+    /// <summary>Micro-batches per optimizer step.</summary>
+    [RecipeKey]
+    public int GradientAccumulationSteps { get; init; } = 1;
+
+    /// <summary>Clip the global gradient 2-norm to this; null: no clipping.</summary>
+    [RecipeKey]
+    public double? ClipGradNorm { get; init; }
+
+    /// <summary>Also save step_N/ every N optimizer steps.</summary>
+    [RecipeKey(Description = "also save step_N/ every N optimizer steps")]
+    public int? SaveEveryNSteps { get; init; }
+
+    /// <summary>Weight of the KD term.</summary>
+    [RecipeKey(Description = "weight of the KD term; (1 - kd_ratio) weighs the class loss")]
+    public double KdRatio { get; init; } = 0.5;
+
+    /// <summary>Shuffle the data each epoch (seeded).</summary>
+    [RecipeKey]
+    public bool Shuffle { get; init; } = true;
+
+    /// <summary>Continue from checkpointer.output_dir/recipe_state.</summary>
+    [RecipeKey(Description = "continue from checkpointer.output_dir/recipe_state")]
+    public bool ResumeFromCheckpoint { get; init; }
+
+    /// <summary>Create the student's base folder with seeded random weights when it holds no model.</summary>
+    [RecipeKey(Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
+    public bool RandomInitCheckpoint { get; init; }
+
+    /// <summary>Standard deviation of those random weights.</summary>
+    [RecipeKey(Description = "standard deviation of those weights' matrices (HF initializer_range; default 0.02)")]
+    public double RandomInitStd { get; init; } = Models.RandomInit.HfStd;
+
+    /// <summary>LoRA: save only the adapter.</summary>
+    [RecipeKey(Description = "LoRA: save only the adapter, not merged weights")]
+    public bool SaveAdapterWeightsOnly { get; init; }
+
+    /// <summary>Recompute student layer activations in backward.</summary>
+    [RecipeKey(Description = "recompute student layer activations in backward")]
+    public bool EnableActivationCheckpointing { get; init; }
+
+    /// <summary>Log every N optimizer steps.</summary>
+    [RecipeKey]
+    public int LogEveryNSteps { get; init; } = 1;
+
+    /// <summary>Log the process's peak RSS.</summary>
+    [RecipeKey]
+    public bool LogPeakMemoryStats { get; init; } = true;
+
+    /// <summary>Where and how metrics are written.</summary>
+    [RecipeKey]
+    public MetricLoggerOptions MetricLogger { get; init; } = new();
+
+    /// <summary>The seed; null: a random one (logged and saved).</summary>
+    [RecipeKey(Description = "null: a random seed (logged and saved)")]
+    public long? Seed { get; init; }
+
+    /// <summary>cpu, cuda or auto.</summary>
+    [RecipeKey(Description = "cpu | cuda | auto (cuda when available)")]
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>fp32, bf16 or auto.</summary>
+    [RecipeKey(Description = "fp32 | bf16 | auto (bf16 where native and measured faster)")]
+    public string Dtype { get; init; } = "fp32";
+
+    /// <summary>An offline teacher (a teacher_logits cache) instead of teacher_model.</summary>
+    [RecipeKey(Description = "{cache: <dir>}: read the teacher's top-k log-probs from a teacher_logits cache instead of running a teacher")]
+    public TeacherSource? Teacher { get; init; }
+
+    /// <inheritdoc/>
+    public IEnumerable<(string Key, string Message)> Problems()
+    {
+        if (RandomInitStd <= 0) yield return ("random_init_std", $"must be positive, got {RandomInitStd}");
+        if (BatchSize < 1) yield return ("batch_size", $"must be at least 1, got {BatchSize}");
+        if (Epochs < 1) yield return ("epochs", $"must be at least 1, got {Epochs}");
+        if (GradientAccumulationSteps < 1) yield return ("gradient_accumulation_steps", $"must be at least 1, got {GradientAccumulationSteps}");
+        if (MaxStepsPerEpoch is < 1) yield return ("max_steps_per_epoch", $"must be at least 1 or null, got {MaxStepsPerEpoch}");
+        if (MaxSteps is < 1) yield return ("max_steps", $"must be at least 1 or null, got {MaxSteps}");
+        if (SaveEveryNSteps is < 1) yield return ("save_every_n_steps", $"must be at least 1 or null, got {SaveEveryNSteps}");
+        if (LogEveryNSteps < 1) yield return ("log_every_n_steps", $"must be at least 1, got {LogEveryNSteps}");
+        if (KdRatio is < 0 or > 1) yield return ("kd_ratio", $"must be in [0, 1], got {KdRatio}");
     }
 }
 
