@@ -171,7 +171,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
             throw new ConfigException(new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), "batch_size",
                 $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
         _totalSteps = Math.Min((long)_epochs * _stepsPerEpoch, _maxSteps ?? long.MaxValue);
-        _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
+        _scheduler = _config.IsSet("lr_scheduler")
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
         if (_resume) Resume();

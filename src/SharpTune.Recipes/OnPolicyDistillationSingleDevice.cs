@@ -216,7 +216,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
         Check(_stepsPerEpoch > 0, "batch_size",
             $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
-        _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
+        _scheduler = _config.IsSet("lr_scheduler")
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, (long)_epochs * _stepsPerEpoch)
             : null;
         if (_resume) Resume();
