@@ -110,6 +110,34 @@ public static class TinyTask
         return run;
     }
 
+    /// <summary>
+    /// Trains <paramref name="model"/> through <paramref name="sync"/> (local or data-parallel) over the batches
+    /// <paramref name="batches"/> gives per epoch; returns each optimizer step's loss and gradient norm.
+    /// </summary>
+    public static (List<double> Losses, List<double> Norms) Train(TinyTrainingSettings s, Sequential model, IGradientSync sync,
+        Func<int, IEnumerable<Batch>> batches, int batchesPerEpoch)
+    {
+        using var optimizer = Optimizer(s, model.parameters());
+        var (losses, norms) = (new List<double>(), new List<double>());
+        for (var epoch = 0; epoch < s.Epochs; epoch++)
+        {
+            var micro = 0;
+            foreach (var batch in batches(epoch).Take(StepsPerEpoch(s, batchesPerEpoch) * s.GradientAccumulation))
+            {
+                using var scope = NewDisposeScope();
+                var (sum, tokens) = Loss(model, batch);
+                sync.Backward(sum, tokens);
+                if (++micro % s.GradientAccumulation != 0) continue;
+                var step = sync.Finish();
+                losses.Add(step.Loss);
+                norms.Add(step.GradNorm);
+                optimizer.step();
+                optimizer.zero_grad();
+            }
+        }
+        return (losses, norms);
+    }
+
     // Divides every gradient by the step's valid tokens, then scales them by max / (norm + 1e-6) when that is below 1
     // (torch.nn.utils.clip_grad_norm_); returns the norm before clipping, summed in float64.
     private static double NormaliseAndClip(IEnumerable<Parameter> parameters, long tokens, double? maxNorm)

@@ -35,9 +35,7 @@ public sealed class DataParallelGradients : IGradientSync
     private readonly Tensor[] _views; // per parameter: a 1-D view of its slice
     private readonly Tensor _flags;   // [P]
     private readonly long _total;
-    private double _lossSum;
-    private long _tokens;
-    private int _microBatches;
+    private readonly StepTotals _totals = new();
 
     /// <param name="context">The process group (a one-process context works too).</param>
     /// <param name="parameters">The trained parameters, in the same order on every rank (deduplicated here).</param>
@@ -70,20 +68,15 @@ public sealed class DataParallelGradients : IGradientSync
     public long BufferElements => _buffer.numel();
 
     /// <summary>Micro-batches accumulated on this rank since the last <see cref="Finish"/>.</summary>
-    public int MicroBatches => _microBatches;
+    public int MicroBatches => _totals.MicroBatches;
 
     /// <summary>Valid tokens accumulated on this rank since the last <see cref="Finish"/>.</summary>
-    public long LocalTokens => _tokens;
+    public long LocalTokens => _totals.Tokens;
 
     /// <summary>Backpropagates one micro-batch's summed loss on this rank and counts its tokens.</summary>
     /// <param name="summedLoss">Scalar: the sum of per-token losses over the micro-batch's valid tokens.</param>
     /// <param name="validTokens">How many tokens that sum covers.</param>
-    public void Backward(Tensor summedLoss, long validTokens)
-    {
-        _lossSum += GradientNorm.BackwardSummed(summedLoss, validTokens);
-        _tokens += validTokens;
-        _microBatches++;
-    }
+    public void Backward(Tensor summedLoss, long validTokens) => _totals.Backward(summedLoss, validTokens);
 
     /// <summary>
     /// Collective: sums gradients, losses and token counts over all ranks, divides the gradients by the global token
@@ -93,14 +86,10 @@ public sealed class DataParallelGradients : IGradientSync
     public AccumulatedStep Finish(bool computeNorm = true)
     {
         // Every rank must enter the collectives, even one with nothing accumulated; the check is on global figures.
-        var sums = _context.AllReduceSum(_lossSum, _tokens, _microBatches);
+        var local = _totals.Take();
+        var sums = _context.AllReduceSum(local.LossSum, local.Tokens, local.MicroBatches);
         var (lossSum, tokens, microBatches) = (sums[0], (long)Math.Round(sums[1]), (long)Math.Round(sums[2]));
-        _lossSum = 0;
-        _tokens = 0;
-        _microBatches = 0;
-        if (microBatches == 0) throw new InvalidOperationException("Finish() called before any Backward() on every rank");
-        if (tokens == 0)
-            throw new InvalidOperationException($"the step's {microBatches} micro-batch(es) over {_context.WorldSize} rank(s) hold no valid tokens (all labels ignored)");
+        StepTotals.Check(microBatches, tokens, $" over {_context.WorldSize} rank(s)");
 
         using var scope = NewDisposeScope();
         using var guard = no_grad();

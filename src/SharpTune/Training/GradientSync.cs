@@ -47,9 +47,7 @@ public interface IGradientSync : IDisposable
 public sealed class LocalGradientSync : IGradientSync
 {
     private readonly IReadOnlyList<Parameter> _parameters;
-    private double _lossSum;
-    private long _tokens;
-    private int _microBatches;
+    private readonly StepTotals _totals = new();
 
     /// <param name="parameters">The trained parameters (deduplicated here).</param>
     /// <param name="maxGradNorm">Clip the total gradient 2-norm to this value; null disables clipping.</param>
@@ -65,25 +63,16 @@ public sealed class LocalGradientSync : IGradientSync
     public double? MaxGradNorm { get; }
 
     /// <summary>Micro-batches accumulated since the last <see cref="Finish"/>.</summary>
-    public int MicroBatches => _microBatches;
+    public int MicroBatches => _totals.MicroBatches;
 
     /// <inheritdoc/>
-    public void Backward(Tensor summedLoss, long validTokens)
-    {
-        _lossSum += GradientNorm.BackwardSummed(summedLoss, validTokens);
-        _tokens += validTokens;
-        _microBatches++;
-    }
+    public void Backward(Tensor summedLoss, long validTokens) => _totals.Backward(summedLoss, validTokens);
 
     /// <inheritdoc/>
     public AccumulatedStep Finish(bool computeNorm = true)
     {
-        var (lossSum, tokens, microBatches) = (_lossSum, _tokens, _microBatches);
-        _lossSum = 0;
-        _tokens = 0;
-        _microBatches = 0;
-        if (microBatches == 0) throw new InvalidOperationException("Finish() called before any Backward()");
-        if (tokens == 0) throw new InvalidOperationException($"the step's {microBatches} micro-batch(es) hold no valid tokens (all labels ignored)");
+        var (lossSum, tokens, microBatches) = _totals.Take();
+        StepTotals.Check(microBatches, tokens, "");
 
         using var scope = NewDisposeScope(); // the gradient getters' wrappers and the norm's temporaries
         using var guard = no_grad();
@@ -98,6 +87,42 @@ public sealed class LocalGradientSync : IGradientSync
 
     /// <summary>Holds nothing native.</summary>
     public void Dispose() { }
+}
+
+/// <summary>What a gradient sync counts between two <see cref="IGradientSync.Finish"/> calls (on one rank).</summary>
+public sealed class StepTotals
+{
+    /// <summary>Sum of the micro-batches' summed losses.</summary>
+    public double LossSum { get; private set; }
+
+    /// <summary>Valid tokens those sums cover.</summary>
+    public long Tokens { get; private set; }
+
+    /// <summary>Micro-batches backpropagated.</summary>
+    public int MicroBatches { get; private set; }
+
+    /// <summary>Backpropagates one micro-batch's summed loss and counts it.</summary>
+    public void Backward(Tensor summedLoss, long validTokens)
+    {
+        LossSum += GradientNorm.BackwardSummed(summedLoss, validTokens);
+        Tokens += validTokens;
+        MicroBatches++;
+    }
+
+    /// <summary>The totals, and a fresh start for the next step.</summary>
+    public (double LossSum, long Tokens, long MicroBatches) Take()
+    {
+        var result = (LossSum, Tokens, (long)MicroBatches);
+        (LossSum, Tokens, MicroBatches) = (0, 0, 0);
+        return result;
+    }
+
+    /// <summary>Throws when a step has nothing to normalise by; <paramref name="over"/> says over what (e.g. " over 2 rank(s)").</summary>
+    public static void Check(long microBatches, long tokens, string over)
+    {
+        if (microBatches == 0) throw new InvalidOperationException($"Finish() called before any Backward(){over}");
+        if (tokens == 0) throw new InvalidOperationException($"the step's {microBatches} micro-batch(es){over} hold no valid tokens (all labels ignored)");
+    }
 }
 
 /// <summary>The gradient norm and the backward call both gradient syncs share.</summary>

@@ -223,26 +223,8 @@ public sealed class SingleProcessTests
         Determinism.Seed(s.Seed);
         using var model = TinyTask.Model();
         var loader = new ShardedDataLoader(TinyTask.Loader(s), ctx.Rank, ctx.WorldSize);
-        using var opt = TinyTask.Optimizer(s, model.parameters());
         using var grads = new DataParallelGradients(ctx, model.parameters(), s.MaxGradNorm);
-        var losses = new List<double>();
-        var norms = new List<double>();
-        for (var epoch = 0; epoch < s.Epochs; epoch++)
-        {
-            var micro = 0;
-            foreach (var batch in loader.Batches(epoch).Take(TinyTask.StepsPerEpoch(s, loader.BatchesPerEpoch) * s.GradientAccumulation))
-            {
-                using var scope = NewDisposeScope();
-                var (sum, tokens) = TinyTask.Loss(model, batch);
-                grads.Backward(sum, tokens);
-                if (++micro % s.GradientAccumulation != 0) continue;
-                var step = grads.Finish();
-                losses.Add(step.Loss);
-                norms.Add(step.GradNorm);
-                opt.step();
-                opt.zero_grad();
-            }
-        }
+        var (losses, norms) = TinyTask.Train(s, model, grads, epoch => loader.Batches(epoch), loader.BatchesPerEpoch);
 
         SameTinyRun.Assert(expectedRun, expected, TinyTask.Flatten(model), losses, s, $"{optimizer}, clip {clip}");
         if (clip is { } c) Assert.Contains(norms, n => n > c); // the clip actually bit at least once
