@@ -102,4 +102,20 @@ public sealed class RecipeOptionsTests
         Assert.Contains("kd_loss", names);         // component on the class
         Assert.Equal(names.Count, kd.Keys!.Count); // each once
     }
+
+    [Fact]
+    public void TrainingRecipes_SharedRecord_EachRecipeOnlyTheKeysItReads()
+    {
+        var all = RecipeRegistry.CreateDefault();
+        string[] Keys(string recipe) => [.. all.Get(recipe).Keys!.Select(k => k.Name)];
+
+        // save_adapter_weights_only means something to LoRA and KD, nothing to a full fine-tune: there it is an unknown key
+        Assert.DoesNotContain("save_adapter_weights_only", Keys("full_finetune_single_device"));
+        Assert.Contains("save_adapter_weights_only", Keys("lora_finetune_single_device"));
+        Assert.Contains("save_adapter_weights_only", Keys("knowledge_distillation_single_device"));
+        Assert.DoesNotContain("kd_ratio", Keys("lora_finetune_single_device"));
+        var problems = SharpTuneConfig.ValidateYaml("save_adapter_weights_only: true\n", "f.yaml", null, all.Components,
+            all.Get("full_finetune_single_device").Keys).Problems;
+        Assert.Contains(problems, p => p.Message.Contains("save_adapter_weights_only", StringComparison.Ordinal) && p.Message.Contains("unknown", StringComparison.OrdinalIgnoreCase));
+    }
 }
