@@ -1,6 +1,8 @@
 // Peak resident memory of forward+backward through a deep stack of residual MLP blocks, plain vs activation
-// checkpointed (SharpTune.Training.CheckpointedLayer). Run each mode in its own process: peak RSS is per process.
+// checkpointed (each block through SharpTune.Modules.ActivationCheckpointing.Run, as TransformerDecoder does with
+// CheckpointActivations). Run each mode in its own process: peak RSS is per process.
 using System.Diagnostics;
+using SharpTune.Modules;
 using SharpTune.Native;
 using SharpTune.Training;
 using TorchSharp;
@@ -13,13 +15,13 @@ TorchRuntime.SetThreads(1);
 // RSS must follow live tensor memory here, so every tensor above 64 KiB gets its own mmap (returned on free) and the
 // heap is trimmed before each step. The recipes' defaults keep freed activations resident for speed, which would hide
 // the difference this bench measures.
-NativeHeap.Configure(new NativeHeapOptions { MmapThresholdBytes = 64 * 1024, TrimThresholdBytes = 64 * 1024, TrimEveryNSteps = 1, CollectEveryNSteps = 1 });
+NativeHeap.Configure(new NativeHeapOptions { MmapThresholdBytes = 64 * 1024, TrimThresholdBytes = 64 * 1024, TrimEveryNSteps = 1 });
 manual_seed(0);
 const int dim = 256, hidden = 1024, batch = 4, seq = 512;
 var blocks = Enumerable.Range(0, layers).Select(i =>
 {
     nn.Module<Tensor, Tensor> b = new Block(dim, hidden);
-    return ($"{i}", mode == "ckpt" ? new CheckpointedLayer(b) : b);
+    return ($"{i}", mode == "ckpt" ? new Checkpointed(b) : b);
 }).ToArray();
 var model = nn.Sequential(blocks);
 model.train();
@@ -59,4 +61,18 @@ sealed class Block : nn.Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor x) => x + down.call(nn.functional.gelu(up.call(norm.call(x))));
+}
+
+/// <summary>A block run through ActivationCheckpointing.Run.</summary>
+internal sealed class Checkpointed : nn.Module<Tensor, Tensor>
+{
+    private readonly nn.Module<Tensor, Tensor> inner;
+
+    public Checkpointed(nn.Module<Tensor, Tensor> inner) : base(nameof(Checkpointed))
+    {
+        this.inner = inner;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => ActivationCheckpointing.Run(inner, x);
 }

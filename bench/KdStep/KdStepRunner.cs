@@ -1,17 +1,18 @@
-// The SharpTune side of the KD step benchmark: options, model shapes, the FLOP count and the step itself, written
-// as KnowledgeDistillationSingleDevice.Train writes it: one dispose scope per micro-batch around LossStep and
-// DataParallelGradients.Backward (one-process context, as the recipe builds it), then Finish(computeNorm: true),
-// optimizer step and zero_grad inside one dispose scope, RecipeRuntime.CollectGarbage and NativeHeap.AfterStep.
-// LossStep calls the recipe's own RecipeRuntime.ForwardHidden/Logits and the same loss Sum calls; it cannot call
-// the recipe's private LossStep itself (that needs a config), so it mirrors its unfused and fused branches.
-// Without a teacher the step is the LoRA/full fine-tune recipes' (class loss only). bench/RealShapes compiles this
-// file too and passes models it loaded from HF folders.
+// The SharpTune side of the KD step benchmark: options, model shapes, the FLOP count and the step itself, as
+// KnowledgeDistillationSingleDevice.Train runs it: one dispose scope per micro-batch around the recipe's own
+// LossStep.Run and the gradient sync's Backward (the sync the recipe builds for one process), then Finish(computeNorm:
+// true), optimizer step and zero_grad inside one dispose scope, then NativeHeap.AfterStep. The variants twoloss and
+// inference are alternatives to the recipe's step kept for comparison. Without a teacher the step is the LoRA/full
+// fine-tune recipes' (class loss only). bench/RealShapes compiles this file too and passes models it loaded from HF
+// folders.
 using System.Diagnostics;
 using System.Globalization;
+using SharpTune.Data;
 using SharpTune.Distributed;
 using SharpTune.Losses;
 using SharpTune.Models;
 using SharpTune.Modules;
+using SharpTune.Recipes;
 using SharpTune.Recipes.Support;
 using SharpTune.Training;
 using TorchSharp;
@@ -113,8 +114,9 @@ internal sealed class KdStepRunner : IDisposable
     private readonly TransformerDecoder? _teacher;
     private readonly TransformerDecoder _student;
     private readonly optim.Optimizer _optimizer;
-    private readonly DataParallelGradients _accumulator;
-    private long _stepsRun;
+    private readonly IGradientSync _accumulator;
+    private readonly KnowledgeDistillationSingleDevice.LossStep? _recipeStep;
+    private readonly KnowledgeDistillationSingleDevice.LossStep? _fusedStep;
     private readonly CrossEntropyLoss _classLoss = CrossEntropyLoss.WithChunkedOutput(8);
     private readonly KdLoss _kdLoss = KdLoss.TorchtuneForwardKlChunked(8);
     private readonly FusedLinearDistillationLoss _fused = FusedLinearDistillationLoss.Create("forward_kl_ce", kdRatio: 0.5);
@@ -138,11 +140,14 @@ internal sealed class KdStepRunner : IDisposable
         {
             foreach (var p in _teacher.parameters()) p.requires_grad = false;
             _teacher.eval();
+            // The recipe's step as its Setup builds it for an unfused and a fused kd_loss (no cache, same vocabulary).
+            _recipeStep = new KnowledgeDistillationSingleDevice.LossStep(_student, _teacher, null, _classLoss, _kdLoss, null, KdRatio, 0, o.Vocab, CPU);
+            _fusedStep = new KnowledgeDistillationSingleDevice.LossStep(_student, _teacher, null, null, null, _fused, KdRatio, 0, o.Vocab, CPU);
         }
         _student.train();
-        var trainable = Optimizers.TrainableParameters(_student);
+        var trainable = ModuleParameters.Trainable(_student);
         _optimizer = Optimizers.AdamW(trainable, lr: 3e-4, weightDecay: 0.01);
-        _accumulator = new DataParallelGradients(DistributedContext.CurrentOrLocal, trainable, maxGradNorm: null); // as the recipe, clip_grad_norm unset
+        _accumulator = DistributedContext.CurrentOrLocal.GradientSync(trainable, maxGradNorm: null); // as the recipe, clip_grad_norm unset
     }
 
     public string Variant { get; }
@@ -180,15 +185,20 @@ internal sealed class KdStepRunner : IDisposable
     /// <summary>GEMM rate (GFLOP/s) measured just before each timed step, paired with <see cref="Run"/>'s result.</summary>
     public List<double> StepPeaks { get; } = new();
 
-    /// <summary>Runs warm-up then timed steps; returns tokens/s of each timed step.</summary>
-    public List<double> Run(int warmup, int steps)
+    /// <summary>Runs warm-up then timed steps; returns tokens/s of each timed step. <paramref name="probePeak"/>: a
+    /// GEMM probe before each timed step (for MFU/step).</summary>
+    public List<double> Run(int warmup, int steps, bool probePeak = true)
     {
         var result = new List<double>();
         for (var i = 0; i < warmup + steps; i++)
         {
-            if (i >= warmup) StepPeaks.Add(Flops.MatmulPeakGflops(_o.Dtype, reps: 5)); // the machine's speed right now, in the step's dtype
-            var tokens = randint(0, _o.Vocab, [_o.Batch, _o.Seq], generator: _data); // [b, s]
-            var labels = cat([tokens[.., 1..], full(_o.Batch, 1, -100L, ScalarType.Int64)], 1); // [b, s]
+            if (i >= warmup && probePeak) StepPeaks.Add(Flops.MatmulPeakGflops(_o.Dtype, reps: 5)); // the machine's speed right now, in the step's dtype
+            Tensor tokens, labels;
+            using (NewDisposeScope()) // the slice and the pad column too, not only the two tensors kept
+            {
+                tokens = randint(0, _o.Vocab, [_o.Batch, _o.Seq], generator: _data).DetachFromDisposeScope(); // [b, s]
+                labels = cat([tokens[.., 1..], full(_o.Batch, 1, -100L, ScalarType.Int64)], 1).DetachFromDisposeScope(); // [b, s]
+            }
             var watch = Stopwatch.StartNew();
             _lap = _o.Profile && i >= warmup ? Stopwatch.StartNew() : null;
             using (var scope = NewDisposeScope())
@@ -208,10 +218,8 @@ internal sealed class KdStepRunner : IDisposable
                 _optimizer.zero_grad();
             }
             Lap("zero_grad");
-            _stepsRun++;
-            RecipeRuntime.CollectGarbage(_stepsRun);
             NativeHeap.AfterStep();
-            Lap("gc + heap trim");
+            Lap("heap trim");
             var dt = watch.Elapsed.TotalSeconds;
             if (_lap is not null)
             {
@@ -232,42 +240,36 @@ internal sealed class KdStepRunner : IDisposable
         return result;
     }
 
-    // The recipe's LossStep: the weighted sum of class and KD losses over valid tokens (normalised once per step).
+    // The recipe's LossStep (variants recipe, nonorm, fused), or an alternative to it (twoloss, inference).
     private (Tensor Sum, long Count) LossStep(Tensor tokens, Tensor labels)
     {
-        var hidden = RecipeRuntime.ForwardHidden(_student, tokens, null, null, checkpointLayers: false); // [b, s, d]
         if (_teacher is null)
         {
             // The fine-tune recipes' step: chunked cross-entropy over the student's logits.
+            var h = _student.ForwardHidden(tokens, null, null); // [b, s, d]
             Lap("student forward");
-            var logits = RecipeRuntime.Logits(_student, hidden, 8); // 8 x [b, s_i, v]
+            var logits = _student.ChunkedOutput(h, 8); // 8 x [b, s_i, v]
             Lap("student logits");
             var ce = _classLoss.Sum(logits, labels);
             Lap("ce loss");
             return (ce.Sum, ce.Count.item<long>());
         }
-        if (Variant == "fused")
+        if (Variant is "recipe" or "nonorm" or "fused")
         {
-            TeacherOutput teacherOut;
-            using (no_grad())
-            {
-                var th = _teacher.ForwardHidden(tokens); // [b, s, d_t]
-                teacherOut = TeacherOutput.FromLinear(th, _teacher.OutputWeight);
-            }
-            var r = _fused.Forward(hidden, _student.OutputWeight, teacherOut, labels, normalize: false);
-            _ = r.ClassLoss.item<float>();
-            _ = r.KdLoss.item<float>();
-            return (r.Loss, r.ValidCount.item<long>());
+            var (sum, _, _, count) = (Variant == "fused" ? _fusedStep! : _recipeStep!).Run(new Batch(tokens, labels), []);
+            Lap("loss step (forward, teacher, loss)");
+            return (sum, count);
         }
+        var hidden = _student.ForwardHidden(tokens, null, null); // [b, s, d]
         Lap("student forward");
-        var studentLogits = RecipeRuntime.Logits(_student, hidden, 8); // 8 x [b, s_i, v]
+        var studentLogits = _student.ChunkedOutput(hidden, 8); // 8 x [b, s_i, v]
         Lap("student logits");
         List<Tensor> teacherLogits;
         using (Variant == "inference" ? inference_mode() : no_grad())
         {
             var th = _teacher.ForwardHidden(tokens); // [b, s, d_t]
             Lap("teacher forward");
-            teacherLogits = RecipeRuntime.Logits(_teacher, th, 8); // 8 x [b, s_i, v]
+            teacherLogits = _teacher.ChunkedOutput(th, 8); // 8 x [b, s_i, v]
             Lap("teacher logits");
         }
         if (Variant == "twoloss")
@@ -281,7 +283,7 @@ internal sealed class KdStepRunner : IDisposable
             _ = kd.Sum.item<float>();
             return ((1 - KdRatio) * cls.Sum + KdRatio * kd.Sum, cls.Count.item<long>());
         }
-        var sums = ClassAndKdSum.Compute(_classLoss, _kdLoss, KdRatio, studentLogits, teacherLogits, labels);
+        var sums = ClassAndKdSum.Compute(_classLoss, _kdLoss, KdRatio, studentLogits, teacherLogits, labels); // inference: the recipe's loss under inference_mode
         Lap("ce + kd loss");
         _ = sums.Class.Sum.item<float>(); // the recipe logs both terms
         _ = sums.Kd.Sum.item<float>();

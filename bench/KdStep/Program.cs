@@ -1,7 +1,7 @@
 // Knowledge-distillation training-step throughput: SharpTune vs an eager PyTorch reference on the same machine.
 // The SharpTune step is knowledge_distillation_single_device's LossStep + optimizer step built from the same library
 // pieces (TransformerDecoder.ForwardHidden, chunked output projection, CrossEntropyLoss + KdLoss sums over 8 output
-// chunks, GradientAccumulator, AdamW, NativeHeap.AfterStep); the reference is bench/reference/kd_step.py. Rounds
+// chunks, the gradient sync, AdamW, NativeHeap.AfterStep); the reference is bench/reference/kd_step.py. Rounds
 // alternate SharpTune and PyTorch so both see the same background load; each reports median tokens/s after warm-up.
 // Model FLOPs utilisation counts matmul FLOPs as PaLM (Chowdhery et al. 2022, appendix B): 6N + 12·L·d·s per
 // trained token and 2N + 4·L·d·s per teacher token, against a GEMM peak of the step's dtype measured in each round.
@@ -9,7 +9,9 @@
 // PyTorch reference is fp32 only, so it is skipped then.
 // Usage: dotnet run -c Release --project bench/KdStep -- [--quick] [--rounds 3] [--steps 3] [--warmup 1] [--dtype fp32|bf16]
 //        [--threads 0] [--python /usr/bin/python3] [--no-python] [--variant recipe,twoloss,nonorm,inference,fused|all] [--profile]
-//        [--thp] [--mmap-threshold BYTES|none] [--trim-threshold BYTES] [--trim-every N] [--collect-every N]
+//        [--thp] [--mmap-threshold BYTES|none] [--trim-threshold BYTES] [--trim-every N]
+//        [--rss-steps N]: no timing; N steps of the first variant, then the peak RSS of steps 81-100 and of the last 20
+//        steps and their ratio (flat memory: <= 1.05), with the .NET GC left to its own policy.
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -27,16 +29,20 @@ if (o.Dtype != ScalarType.Float32 && o.Python is not null)
 if (args.Contains("--thp")) setenv("THP_MEM_ALLOC_ENABLE", "1", 1); // before libtorch loads: c10 reads it once
 TorchRuntime.SetThreads(o.Threads);
 // Allocator settings (NativeHeapOptions; the recipes' defaults when not given): --mmap-threshold BYTES|none (none
-// leaves glibc as it is), --trim-threshold BYTES, --trim-every N, --collect-every N.
+// leaves glibc as it is), --trim-threshold BYTES, --trim-every N.
 string? Arg(string name) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
 var heap = new NativeHeapOptions();
 if (Arg("--mmap-threshold") is { } mt && mt != "none") heap = heap with { MmapThresholdBytes = int.Parse(mt, CultureInfo.InvariantCulture) };
 if (Arg("--trim-threshold") is { } tt) heap = heap with { TrimThresholdBytes = int.Parse(tt, CultureInfo.InvariantCulture) };
 if (Arg("--trim-every") is { } te) heap = heap with { TrimEveryNSteps = int.Parse(te, CultureInfo.InvariantCulture) };
-if (Arg("--collect-every") is { } ce) heap = heap with { CollectEveryNSteps = int.Parse(ce, CultureInfo.InvariantCulture) };
 Console.WriteLine(Arg("--mmap-threshold") == "none" ? "allocator left at glibc defaults" : NativeHeap.Configure(heap));
 Console.WriteLine($"KD step: teacher {o.Teacher}, student {o.Student}, vocab {o.Vocab}, seq {o.Seq}, batch {o.Batch}, {o.Step.DtypeName}, " +
                   $"{get_num_threads()} threads, {o.Rounds} rounds x {o.Steps} steps (+{o.Warmup} warm-up)");
+if (Arg("--rss-steps") is { } rssSteps)
+{
+    RssRun(int.Parse(rssSteps, CultureInfo.InvariantCulture));
+    return;
+}
 var flopsPerStep = Flops.KdStep(o);
 Console.WriteLine($"model FLOPs per step: {flopsPerStep / 1e9:F1} GFLOP (student fwd+bwd, teacher fwd, matmuls only)");
 
@@ -107,6 +113,36 @@ foreach (var r in runners.Where(r => r.Phases.Count > 0))
         Console.WriteLine($"  {phase,-28} {seconds,8:F2} s {seconds / total,7:P1}");
 }
 foreach (var r in runners) r.Dispose();
+
+// Steps the first variant N times; per window (81-100 and the last 20) the highest RSS the kernel saw (its peak counter
+// reset at the window's start where the kernel allows, else the highest RSS read after each step).
+void RssRun(int n)
+{
+    if (n < 120) throw new ArgumentException($"--rss-steps {n}: at least 120 (windows 81-100 and the last 20 steps)");
+    using var runner = new KdStepRunner(o, o.Variant.Split(',')[0]);
+    var windows = new[] { (First: 81, Last: 100), (First: n - 19, Last: n) };
+    var peak = new long[windows.Length];
+    var resetWorks = new bool[windows.Length];
+    var outsideBefore = TorchSharp.DisposeScopeManager.Statistics.CreatedOutsideScopeCount;
+    var gcBefore = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+    for (var step = 1; step <= n; step++)
+    {
+        for (var w = 0; w < windows.Length; w++)
+            if (step == windows[w].First) resetWorks[w] = ProcessMemory.TryResetPeak();
+        runner.Run(warmup: 0, steps: 1, probePeak: false);
+        var mem = ProcessMemory.Read();
+        for (var w = 0; w < windows.Length; w++)
+            if (step >= windows[w].First && step <= windows[w].Last)
+                peak[w] = Math.Max(peak[w], resetWorks[w] ? mem.PeakRssBytes : mem.RssBytes);
+        if (step % 100 == 0)
+            Console.WriteLine($"  step {step}: RSS {mem.RssBytes / 1048576.0:F0} MiB, tensors created outside a dispose scope so far " +
+                              $"{TorchSharp.DisposeScopeManager.Statistics.CreatedOutsideScopeCount - outsideBefore}, live tensors {TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount}");
+    }
+    Console.WriteLine($"GC collections during the run (gen0/1/2, none forced): {GC.CollectionCount(0) - gcBefore.Item1}/{GC.CollectionCount(1) - gcBefore.Item2}/{GC.CollectionCount(2) - gcBefore.Item3}");
+    for (var w = 0; w < windows.Length; w++)
+        Console.WriteLine($"peak RSS steps {windows[w].First}-{windows[w].Last}: {peak[w] / 1048576.0:F1} MiB ({(resetWorks[w] ? "kernel peak" : "max after each step")})");
+    Console.WriteLine($"ratio (last / 81-100): {(double)peak[1] / peak[0]:F3} (flat: <= 1.05)");
+}
 
 void Row(string name, double tps, string extra)
 {

@@ -115,8 +115,8 @@ TransformerDecoder Load(DecoderArgs a, string dir, LoraOptions? options)
 double Estimate(DecoderArgs s, TransformerDecoder student, DecoderArgs? t, int seq)
 {
     double bytes = dtype == ScalarType.BFloat16 ? 2 : 4;
-    var trainable = Optimizers.TrainableParameters(student).Sum(p => p.numel());
-    var weights = (Adapters.CountParameters(student) + (t is null ? 0 : ParamsOf(t))) * bytes;
+    var trainable = ModuleParameters.Trainable(student).Sum(p => p.numel());
+    var weights = (ModuleParameters.Count(student) + (t is null ? 0 : ParamsOf(t))) * bytes;
     var optimizer = trainable * bytes * 3; // gradient + two AdamW moments
     var hd = s.HeadDim ?? s.EmbedDim / s.NumHeads;
     // per layer and token: 2 norm inputs, q/k/v, attention output, o_proj input, gate, up, SwiGLU output, down input

@@ -29,36 +29,18 @@ namespace SharpTune.Recipes;
 /// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
 [Recipe("full_finetune_single_device", Description = "Full fine-tune of every weight of a decoder on one device")]
 [Recipe("full_finetune_distributed", Description = "Full fine-tune of every weight of a decoder, data-parallel over MPI ranks (mpirun -np N)")]
-[RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
+[RecipeOptions(typeof(FineTuneOptions))] // the plain settings; the components the recipe builds are declared here
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "a base (non-LoRA) builder")]
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "weights in, checkpoints out")]
-[RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
-[RecipeKey("random_init_std", typeof(double), Description = "standard deviation of those weights' matrices (HF initializer_range; default 0.02)")]
-[RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
-[RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved)")]
-[RecipeKey("shuffle", typeof(bool))]
-[RecipeKey("batch_size", typeof(int), Required = true, Description = "the GLOBAL batch: under mpirun each rank takes its slice")]
 [RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
 [RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
 [RecipeKey("loss", typeof(object), Required = true, Description = "CEWithChunkedOutputLoss, CrossEntropyLoss or LinearCrossEntropyLoss")]
-[RecipeKey("epochs", typeof(int), Required = true)]
-[RecipeKey("max_steps_per_epoch", typeof(int?))]
-[RecipeKey("max_steps", typeof(int?), Minimum = 1, Description = "stop after this many optimizer steps in all (the last checkpoint is then step_N)")]
 [RecipeKey("validation_dataset", typeof(ISampleDataset), Description = "held-out data scored during training (or use validation_split)")]
 [RecipeKey("validation_split", typeof(double?), Description = "hold out this fraction of the dataset's tail (e.g. 0.1) instead of validation_dataset")]
 [RecipeKey("run_val_every_n_steps", typeof(int?), Minimum = 1, Description = "held-out loss and perplexity every N optimizer steps (and after the last)")]
-[RecipeKey("gradient_accumulation_steps", typeof(int))]
-[RecipeKey("clip_grad_norm", typeof(double?))]
-[RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
-[RecipeKey("device", typeof(string), Description = "cpu | cuda | auto (cuda when available)")]
-[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16 | auto (bf16 where native and measured faster)")]
 [RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
-[RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute layer activations in backward")]
-[RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
-[RecipeKey("log_every_n_steps", typeof(int))]
-[RecipeKey("log_peak_memory_stats", typeof(bool))]
 public sealed class FullFinetuneSingleDevice : IRecipe
 {
     private readonly SharpTuneConfig _config;
@@ -80,6 +62,8 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private readonly bool _logPeakMemory;
     private readonly MetricLoggerOptions _loggerOptions;
     private readonly long? _configuredSeed;
+    private readonly string _deviceName;
+    private readonly string _dtypeName;
 
     private DistributedContext _dist = DistributedContext.CurrentOrLocal;
     private RunFolder? _runFolder;
@@ -93,7 +77,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private HeldOut? _heldOut;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
-    private DataParallelGradients? _accumulator;
+    private IGradientSync? _accumulator;
     private CrossEntropyLoss? _classLoss;
     private FusedLinearCrossEntropyLoss? _fusedLoss;
     private IMetricLogger? _metrics;
@@ -110,31 +94,26 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     {
         _config = config;
         _reporter = reporter;
-        _outputDir = config.Get<string>("output_dir");
-        _batchSize = config.Get<int>("batch_size");
-        _epochs = config.Get<int>("epochs");
-        _maxStepsPerEpoch = config.Get<int?>("max_steps_per_epoch", null);
-        _maxSteps = config.Get<int?>("max_steps", null);
-        _gradientAccumulationSteps = config.Get("gradient_accumulation_steps", 1);
-        _clipGradNorm = config.Get<double?>("clip_grad_norm", null);
-        _saveEveryNSteps = config.Get<int?>("save_every_n_steps", null);
-        _shuffle = config.Get("shuffle", true);
-        _resume = config.Get("resume_from_checkpoint", false);
-        _randomInit = config.Get("random_init_checkpoint", false);
-        _randomInitStd = config.Get("random_init_std", Models.RandomInit.HfStd);
-        Check(_randomInitStd > 0, "random_init_std", $"must be positive, got {_randomInitStd}");
-        _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
-        _logEveryNSteps = config.Get("log_every_n_steps", 1);
-        _logPeakMemory = config.Get("log_peak_memory_stats", true);
-        _loggerOptions = config.Get("metric_logger", new MetricLoggerOptions());
-        _configuredSeed = config.Get<long?>("seed", null);
-        Check(_batchSize >= 1, "batch_size", $"must be at least 1, got {_batchSize}");
-        Check(_epochs >= 1, "epochs", $"must be at least 1, got {_epochs}");
-        Check(_gradientAccumulationSteps >= 1, "gradient_accumulation_steps", $"must be at least 1, got {_gradientAccumulationSteps}");
-        Check(_maxStepsPerEpoch is null or >= 1, "max_steps_per_epoch", $"must be at least 1 or null, got {_maxStepsPerEpoch}");
-        Check(_maxSteps is null or >= 1, "max_steps", $"must be at least 1 or null, got {_maxSteps}");
-        Check(_saveEveryNSteps is null or >= 1, "save_every_n_steps", $"must be at least 1 or null, got {_saveEveryNSteps}");
-        Check(_logEveryNSteps >= 1, "log_every_n_steps", $"must be at least 1, got {_logEveryNSteps}");
+        var o = RecipeOptions.Bind<FineTuneOptions>(config); // every plain setting, read and checked once
+        _outputDir = o.OutputDir;
+        _batchSize = o.BatchSize;
+        _epochs = o.Epochs;
+        _maxStepsPerEpoch = o.MaxStepsPerEpoch;
+        _maxSteps = o.MaxSteps;
+        _gradientAccumulationSteps = o.GradientAccumulationSteps;
+        _clipGradNorm = o.ClipGradNorm;
+        _saveEveryNSteps = o.SaveEveryNSteps;
+        _shuffle = o.Shuffle;
+        _resume = o.ResumeFromCheckpoint;
+        _randomInit = o.RandomInitCheckpoint;
+        _randomInitStd = o.RandomInitStd;
+        _activationCheckpointing = o.EnableActivationCheckpointing;
+        _logEveryNSteps = o.LogEveryNSteps;
+        _logPeakMemory = o.LogPeakMemoryStats;
+        _loggerOptions = o.MetricLogger;
+        _configuredSeed = o.Seed;
+        _deviceName = o.Device;
+        _dtypeName = o.Dtype;
     }
 
     /// <inheritdoc/>
@@ -143,8 +122,8 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         TorchRuntime.EnsureLoaded();
         _reporter.Verbose(NativeHeap.Configure());
         RecipeRuntime.ConfigureThreads(_config, _reporter);
-        _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
-        var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
+        _device = RecipeRuntime.ResolveDevice(_deviceName);
+        var dtype = RecipeRuntime.ResolveDtype(_dtypeName, _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
         _dist = DistributedContext.CurrentOrLocal;
         _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
@@ -161,9 +140,9 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         _dataset = SetupData();
         (_dataset, _heldOut) = HeldOut.Setup(_config, _dataset, _tokenizer, _batchSize, _reporter);
 
-        var trainable = Optimizers.TrainableParameters(_model);
+        var trainable = ModuleParameters.Trainable(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
+        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
         _stepsPerEpoch = batches / _gradientAccumulationSteps;
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
@@ -171,13 +150,13 @@ public sealed class FullFinetuneSingleDevice : IRecipe
             throw new ConfigException(new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), "batch_size",
                 $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
         _totalSteps = Math.Min((long)_epochs * _stepsPerEpoch, _maxSteps ?? long.MaxValue);
-        _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
+        _scheduler = _config.IsSet("lr_scheduler")
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
         if (_resume) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
-        _reporter.Info($"model: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
+        _reporter.Info($"model: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
                        $"seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
                        (_totalSteps < (long)_epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
                        (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
@@ -220,9 +199,8 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                 }
                 step++;
                 _stepsRun++;
-                RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
-                stepTokens = _dist.AllReduceSum(stepTokens); // global tokens of the step
+                stepTokens = result.Tokens; // global tokens of the step (Finish summed them)
                 _totalTokens += stepTokens;
                 stepProcessed = _dist.AllReduceSum(stepProcessed);
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
@@ -278,6 +256,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
+        model.CheckpointActivations = _activationCheckpointing; // each layer recomputed in backward
         _dist.OnMain(() =>
         {
             if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit, _randomInitStd))
@@ -332,13 +311,13 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private (Tensor Sum, long Count) LossStep(Batch batch)
     {
         var model = _model!;
-        var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
+        var hidden = model.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d]
         LossSum sum;
         if (_fusedLoss is { } fused) sum = fused.Sum(hidden, model.TrainedOutputWeight(), batch.Labels); // a LoRA head included
         else
         {
             var chunks = _classLoss!.NumOutputChunks;
-            var logits = RecipeRuntime.Logits(model, hidden, chunks); // n x [b, s_i, v]
+            var logits = model.ChunkedOutput(hidden, chunks); // n x [b, s_i, v]
             sum = chunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
         }
         return (sum.Sum, sum.Count.item<long>());
@@ -409,10 +388,5 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         }
         if (_loggerOptions.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
         _metrics = new CompositeMetricLogger([.. loggers]);
-    }
-
-    private void Check(bool ok, string key, string message)
-    {
-        if (!ok) throw new ConfigException(_config.Find(key)?.Location ?? new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), key, message);
     }
 }

@@ -38,43 +38,22 @@ namespace SharpTune.Recipes;
 /// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
 [Recipe("knowledge_distillation_single_device", Description = "Distil a frozen teacher into a LoRA or fully trained student (1 device)")]
 [Recipe("knowledge_distillation_distributed", Description = "Distil a frozen teacher into a student, data-parallel over MPI ranks (mpirun -np N)")]
-[RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
+[RecipeOptions(typeof(KnowledgeDistillationOptions))] // the plain settings; the components the recipe builds are declared here
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
 [RecipeKey("teacher_model", typeof(TransformerDecoder), Description = "the teacher architecture (unless teacher.cache is set)")]
-[RecipeKey("teacher", typeof(TeacherSource), Description = "{cache: <dir>}: read the teacher's top-k log-probs from a teacher_logits cache instead of running a teacher")]
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
 [RecipeKey("teacher_tokenizer", typeof(ITokenizer), Description = "the teacher's own tokenizer (cross-tokenizer distillation: kd_loss UldLoss or GoldLoss)")]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
 [RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Description = "teacher weights (HF folder; unless teacher.cache is set)")]
-[RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
-[RecipeKey("random_init_std", typeof(double), Description = "standard deviation of those weights' matrices (HF initializer_range; default 0.02)")]
-[RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
-[RecipeKey("save_adapter_weights_only", typeof(bool), Description = "LoRA: save only the adapter, not merged weights")]
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
-[RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved)")]
-[RecipeKey("shuffle", typeof(bool))]
-[RecipeKey("batch_size", typeof(int), Required = true, Description = "the GLOBAL batch: under mpirun each rank takes its slice")]
 [RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
 [RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
 [RecipeKey("loss", typeof(object), Required = true, Description = "class loss: CEWithChunkedOutputLoss, CrossEntropyLoss, LinearCrossEntropyLoss")]
 [RecipeKey("kd_loss", typeof(object), Required = true, Description = "KD loss: a KdLoss component or FusedLinearKdLoss; UldLoss or GoldLoss with teacher_tokenizer")]
-[RecipeKey("kd_ratio", typeof(double), Description = "weight of the KD term; (1 - kd_ratio) weighs the class loss")]
-[RecipeKey("epochs", typeof(int), Required = true)]
-[RecipeKey("max_steps_per_epoch", typeof(int?))]
-[RecipeKey("max_steps", typeof(int?), Minimum = 1, Description = "stop after this many optimizer steps in all (the last checkpoint is then step_N)")]
 [RecipeKey("validation_dataset", typeof(ISampleDataset), Description = "held-out data scored during training (or use validation_split)")]
 [RecipeKey("validation_split", typeof(double?), Description = "hold out this fraction of the dataset's tail (e.g. 0.1) instead of validation_dataset")]
 [RecipeKey("run_val_every_n_steps", typeof(int?), Minimum = 1, Description = "held-out loss and perplexity every N optimizer steps (and after the last)")]
-[RecipeKey("gradient_accumulation_steps", typeof(int))]
-[RecipeKey("clip_grad_norm", typeof(double?))]
-[RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
-[RecipeKey("device", typeof(string), Description = "cpu | cuda | auto (cuda when available)")]
-[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16 | auto (bf16 where native and measured faster)")]
 [RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads (per rank under mpirun; fix it for bit-reproducible CPU runs)")]
-[RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute student layer activations in backward")]
-[RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
-[RecipeKey("log_every_n_steps", typeof(int))]
-[RecipeKey("log_peak_memory_stats", typeof(bool))]
 public sealed class KnowledgeDistillationSingleDevice : IRecipe
 {
     private readonly SharpTuneConfig _config;
@@ -98,6 +77,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private readonly bool _logPeakMemory;
     private readonly MetricLoggerOptions _loggerOptions;
     private readonly long? _configuredSeed;
+    private readonly string _deviceName;
+    private readonly string _dtypeName;
 
     private DistributedContext _dist = DistributedContext.CurrentOrLocal;
     private RunFolder? _runFolder;
@@ -114,14 +95,14 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private HeldOut? _heldOut;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
-    private DataParallelGradients? _accumulator;
+    private IGradientSync? _accumulator;
+    private LossStep? _step;
     private CrossEntropyLoss? _classLoss;
     private KdLoss? _kdLoss;
     private FusedLinearDistillationLoss? _fusedLoss;
     private object? _crossLoss; // UldLoss or GoldLossOptions: the teacher keeps its own tokenizer
     private ITokenizer? _teacherTokenizer;
     private CrossTokenizerKd? _crossKd;
-    private long _alignedTokens, _trainedTokens;
     private long _truncateTeacherTo;
     private string? _teacherTokenizerFile;
     private IMetricLogger? _metrics;
@@ -138,40 +119,34 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     {
         _config = config;
         _reporter = reporter;
-        _outputDir = config.Get<string>("output_dir");
-        _batchSize = config.Get<int>("batch_size");
-        _epochs = config.Get<int>("epochs");
-        _maxStepsPerEpoch = config.Get<int?>("max_steps_per_epoch", null);
-        _maxSteps = config.Get<int?>("max_steps", null);
-        _gradientAccumulationSteps = config.Get("gradient_accumulation_steps", 1);
-        _clipGradNorm = config.Get<double?>("clip_grad_norm", null);
-        _saveEveryNSteps = config.Get<int?>("save_every_n_steps", null);
-        _kdRatio = config.Get("kd_ratio", 0.5);
-        _shuffle = config.Get("shuffle", true);
-        _resume = config.Get("resume_from_checkpoint", false);
-        _randomInit = config.Get("random_init_checkpoint", false);
-        _randomInitStd = config.Get("random_init_std", Models.RandomInit.HfStd);
-        Check(_randomInitStd > 0, "random_init_std", $"must be positive, got {_randomInitStd}");
-        _adapterOnly = config.Get("save_adapter_weights_only", false);
-        _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
-        _logEveryNSteps = config.Get("log_every_n_steps", 1);
-        _logPeakMemory = config.Get("log_peak_memory_stats", true);
-        _loggerOptions = config.Get("metric_logger", new MetricLoggerOptions());
-        _configuredSeed = config.Get<long?>("seed", null);
-        _cacheDir = config.Has("teacher") && config.Find("teacher")!.Kind != ConfigNodeKind.Null ? config.Get<TeacherSource>("teacher").Cache : null;
-        var hasModel = config.Has("teacher_model") && config.Find("teacher_model")!.Kind != ConfigNodeKind.Null;
-        var hasCheckpointer = config.Has("teacher_checkpointer") && config.Find("teacher_checkpointer")!.Kind != ConfigNodeKind.Null;
+        var o = RecipeOptions.Bind<KnowledgeDistillationOptions>(config); // every plain setting, read and checked once
+        _outputDir = o.OutputDir;
+        _batchSize = o.BatchSize;
+        _epochs = o.Epochs;
+        _maxStepsPerEpoch = o.MaxStepsPerEpoch;
+        _maxSteps = o.MaxSteps;
+        _gradientAccumulationSteps = o.GradientAccumulationSteps;
+        _clipGradNorm = o.ClipGradNorm;
+        _saveEveryNSteps = o.SaveEveryNSteps;
+        _kdRatio = o.KdRatio;
+        _shuffle = o.Shuffle;
+        _resume = o.ResumeFromCheckpoint;
+        _randomInit = o.RandomInitCheckpoint;
+        _randomInitStd = o.RandomInitStd;
+        _adapterOnly = o.SaveAdapterWeightsOnly;
+        _activationCheckpointing = o.EnableActivationCheckpointing;
+        _logEveryNSteps = o.LogEveryNSteps;
+        _logPeakMemory = o.LogPeakMemoryStats;
+        _loggerOptions = o.MetricLogger;
+        _configuredSeed = o.Seed;
+        _deviceName = o.Device;
+        _dtypeName = o.Dtype;
+        _cacheDir = o.Teacher?.Cache;
+        var hasModel = config.IsSet("teacher_model");
+        var hasCheckpointer = config.IsSet("teacher_checkpointer");
         Check(_cacheDir is null ? hasModel && hasCheckpointer : !hasModel && !hasCheckpointer, _cacheDir is null ? "teacher_model" : "teacher",
             _cacheDir is null ? "set teacher_model and teacher_checkpointer, or teacher: {cache: <dir>}"
                 : "teacher.cache replaces teacher_model and teacher_checkpointer: remove them (or set them to null)");
-        Check(_batchSize >= 1, "batch_size", $"must be at least 1, got {_batchSize}");
-        Check(_epochs >= 1, "epochs", $"must be at least 1, got {_epochs}");
-        Check(_gradientAccumulationSteps >= 1, "gradient_accumulation_steps", $"must be at least 1, got {_gradientAccumulationSteps}");
-        Check(_maxStepsPerEpoch is null or >= 1, "max_steps_per_epoch", $"must be at least 1 or null, got {_maxStepsPerEpoch}");
-        Check(_maxSteps is null or >= 1, "max_steps", $"must be at least 1 or null, got {_maxSteps}");
-        Check(_saveEveryNSteps is null or >= 1, "save_every_n_steps", $"must be at least 1 or null, got {_saveEveryNSteps}");
-        Check(_logEveryNSteps >= 1, "log_every_n_steps", $"must be at least 1, got {_logEveryNSteps}");
-        Check(_kdRatio is >= 0 and <= 1, "kd_ratio", $"must be in [0, 1], got {_kdRatio}");
     }
 
     /// <inheritdoc/>
@@ -180,8 +155,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         TorchRuntime.EnsureLoaded();
         _reporter.Verbose(NativeHeap.Configure());
         RecipeRuntime.ConfigureThreads(_config, _reporter);
-        _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
-        var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
+        _device = RecipeRuntime.ResolveDevice(_deviceName);
+        var dtype = RecipeRuntime.ResolveDtype(_dtypeName, _device, _reporter);
         _seed = Determinism.Seed(_configuredSeed);
         _dist = DistributedContext.CurrentOrLocal;
         _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
@@ -207,9 +182,9 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         // After the cache check: a validation_split keeps the head of the dataset, whose indices are the cache's.
         (_dataset, _heldOut) = HeldOut.Setup(_config, _dataset, _tokenizer, _batchSize, _reporter);
 
-        var trainable = Optimizers.TrainableParameters(_model);
+        var trainable = ModuleParameters.Trainable(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
+        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
         _stepsPerEpoch = batches / _gradientAccumulationSteps;
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
@@ -217,14 +192,16 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             throw new ConfigException(new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), "batch_size",
                 $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
         _totalSteps = Math.Min((long)_epochs * _stepsPerEpoch, _maxSteps ?? long.MaxValue);
-        _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
+        _scheduler = _config.IsSet("lr_scheduler")
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
+        _step = new LossStep(_model, _teacher, _teacherCache, _classLoss, _kdLoss, _fusedLoss, _kdRatio, _truncateTeacherTo,
+            _tokenizer.VocabSize, _device, _crossKd, _dataset);
         if (_resume) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
-        _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
-                       (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen)") +
+        _reporter.Info($"student: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
+                       (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {ModuleParameters.Count(_teacher):N0} (frozen)") +
                        $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
                        (_totalSteps < (long)_epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
                        (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
@@ -252,7 +229,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 using (var scope = NewDisposeScope())
                 {
                     var batch = Collated(loader.Samples(epoch, b));
-                    var (sum, cls, kd, count) = LossStep(batch, loader.Indices(epoch, b));
+                    var (sum, cls, kd, count) = _step!.Run(batch, loader.Indices(epoch, b));
                     _accumulator!.Backward(sum, count);
                     classSum += cls;
                     kdSum += kd;
@@ -271,12 +248,10 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 }
                 step++;
                 _stepsRun++;
-                RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
-                var global = _dist.AllReduceSum(classSum, kdSum, stepTokens); // logged losses are global means
-                (classSum, kdSum, stepTokens) = (global[0], global[1], (long)Math.Round(global[2]));
+                var global = _dist.AllReduceSum(classSum, kdSum, stepProcessed); // logged losses are global means
+                (classSum, kdSum, stepTokens, stepProcessed) = (global[0], global[1], result.Tokens, (long)Math.Round(global[2])); // Finish summed the tokens
                 _totalTokens += stepTokens;
-                stepProcessed = _dist.AllReduceSum(stepProcessed);
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
                     Log(result, classSum / Math.Max(1, stepTokens), kdSum / Math.Max(1, stepTokens), new StepTiming(stepTokens, stepProcessed, watch.Elapsed.TotalSeconds));
                 if (_heldOut is { } heldOut && heldOut.IsDue(_stepsRun, totalSteps)) Validate(heldOut);
@@ -301,7 +276,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         }
         if (_heldOut?.Summary() is { } heldOutSummary) _reporter.Info(heldOutSummary);
         if (_crossKd is { } cross)
-            _reporter.Info($"cross-tokenizer KD: {_alignedTokens:N0} of {_trainedTokens:N0} trained student tokens lie in aligned spans" +
+            _reporter.Info($"cross-tokenizer KD: {_step!.AlignedTokens:N0} of {_step.TrainedTokens:N0} trained student tokens lie in aligned spans" +
                            (cross.FirstProblem is { } problem ? $"; first text left out: {problem}" : ""));
         _metrics?.Dispose();
         _metrics = null;
@@ -336,6 +311,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
+        model.CheckpointActivations = _activationCheckpointing; // each layer recomputed in backward
         _dist.OnMain(() =>
         {
             if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit, _randomInitStd))
@@ -457,7 +433,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         long sv = _model!.VocabSize, tv = _teacher!.VocabSize;
         if (tv != sv)
         {
-            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!); }
+            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!.VocabSize); }
             catch (ArgumentException e)
             {
                 throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model",
@@ -527,66 +503,95 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             : new Batch(batch.Tokens.to(_device), batch.Labels.to(_device), batch.Mask?.to(_device), batch.InputPos?.to(_device));
     }
 
-    // One micro-batch: the weighted SUM of class and KD losses over its valid tokens (normalised later, once per
-    // step), plus the detached class and KD sums and the token count for logging.
-    private (Tensor Sum, double ClassSum, double KdSum, long Count) LossStep(Batch batch, IReadOnlyList<int> sampleIndices)
+    /// <summary>
+    /// The recipe's loss step and what it reads, built once in <see cref="Setup"/> (and by bench/KdStep, which times
+    /// this very code): one micro-batch's weighted SUM of class and KD losses over its valid tokens (normalised later,
+    /// once per step), plus the detached class and KD sums and the token count for logging.
+    /// </summary>
+    public sealed class LossStep(
+        TransformerDecoder model, TransformerDecoder? teacher, TeacherCache? teacherCache, CrossEntropyLoss? classLoss, KdLoss? kdLoss,
+        FusedLinearDistillationLoss? fusedLoss, double kdRatio, long truncateTeacherTo, int tokenizerVocab, Device device,
+        CrossTokenizerKd? crossKd = null, ISampleDataset? dataset = null)
     {
-        var model = _model!;
-        var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
-        if (_teacherCache is { } cache)
+        private readonly CrossTokenizerKd? _crossKd = crossKd;
+        private readonly ISampleDataset? _dataset = dataset;
+        private readonly TransformerDecoder _model = model;
+        private readonly TransformerDecoder? _teacher = teacher;
+        private readonly TeacherCache? _teacherCache = teacherCache;
+        private readonly CrossEntropyLoss? _classLoss = classLoss;
+        private readonly KdLoss? _kdLoss = kdLoss;
+        private readonly FusedLinearDistillationLoss? _fusedLoss = fusedLoss;
+        private readonly double _kdRatio = kdRatio;
+        private readonly long _truncateTeacherTo = truncateTeacherTo; // 0: the teacher's vocabulary is the student's
+        private readonly int _tokenizerVocab = tokenizerVocab;
+        private readonly Device _device = device;
+
+        /// <summary>Runs the step on <paramref name="batch"/>; <paramref name="sampleIndices"/> (its dataset indices) are read only with a teacher cache.</summary>
+        public (Tensor Sum, double ClassSum, double KdSum, long Count) Run(Batch batch, IReadOnlyList<int> sampleIndices)
         {
-            var logits = RecipeRuntime.Logits(model, hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
-            var sparse = cache.ReadBatch(sampleIndices, (int)batch.Tokens.shape[1]);      // [b, s, k] ids and log-probs
-            sparse = new SparseTeacher(sparse.Indices.to(_device), sparse.LogProbs.to(_device));
-            var whole = logits.Count == 1 ? logits[0] : torch.cat(logits, 1);            // [b, s, v]
-            var clsSum = _classLoss.NumOutputChunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
-            var kdSum = _kdLoss!.Sum(whole, sparse, batch.Labels);
-            return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum.Sum, clsSum.Sum.item<float>(), kdSum.Sum.item<float>(), clsSum.Count.item<long>());
-        }
-        var teacher = _teacher!;
-        if (_crossKd is { } cross) return CrossTokenizerLossStep(cross, hidden, batch, sampleIndices);
-        if (_fusedLoss is { } fused)
-        {
-            TeacherOutput teacherOut;
+            var model = _model;
+            var hidden = model.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d]
+            if (_teacherCache is { } cache)
+            {
+                var logits = model.ChunkedOutput(hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
+                var sparse = cache.ReadBatch(sampleIndices, (int)batch.Tokens.shape[1]);      // [b, s, k] ids and log-probs
+                sparse = new SparseTeacher(sparse.Indices.to(_device), sparse.LogProbs.to(_device));
+                var whole = logits.Count == 1 ? logits[0] : torch.cat(logits, 1);            // [b, s, v]
+                var clsSum = _classLoss.NumOutputChunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
+                var kdSum = _kdLoss!.Sum(whole, sparse, batch.Labels);
+                return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum.Sum, clsSum.Sum.item<float>(), kdSum.Sum.item<float>(), clsSum.Count.item<long>());
+            }
+            var teacher = _teacher!;
+            if (_crossKd is { } cross) return CrossStep(cross, hidden, batch, sampleIndices);
+            if (_fusedLoss is { } fused)
+            {
+                TeacherOutput teacherOut;
+                using (no_grad())
+                {
+                    var th = teacher.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
+                    var tw = teacher.OutputWeight; // [v_t, d_t]
+                    if (_truncateTeacherTo > 0) tw = VocabAlignment.TruncateTeacher(tw, _truncateTeacherTo, _tokenizerVocab, dim: 0); // [v, d_t]
+                    teacherOut = TeacherOutput.FromLinear(th, tw);
+                }
+                var r = fused.Forward(hidden, model.TrainedOutputWeight(), teacherOut, batch.Labels, normalize: false); // a LoRA head included
+                return (r.Loss, r.ClassLoss.item<float>(), r.KdLoss.item<float>(), r.ValidCount.item<long>());
+            }
+            var chunks = _classLoss!.NumOutputChunks;
+            var studentLogits = model.ChunkedOutput(hidden, chunks); // n x [b, s_i, v]
+            List<Tensor> teacherLogits;
             using (no_grad())
             {
                 var th = teacher.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
-                var tw = teacher.OutputWeight; // [v_t, d_t]
-                if (_truncateTeacherTo > 0) tw = VocabAlignment.TruncateTeacher(tw, _truncateTeacherTo, _tokenizer!, dim: 0); // [v, d_t]
-                teacherOut = TeacherOutput.FromLinear(th, tw);
+                teacherLogits = teacher.ChunkedOutput(th, chunks); // n x [b, s_i, v_t]
+                if (_truncateTeacherTo > 0)
+                    teacherLogits = teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizerVocab)).ToList(); // n x [b, s_i, v]
             }
-            var r = fused.Forward(hidden, model.TrainedOutputWeight(), teacherOut, batch.Labels, normalize: false); // a LoRA head included
-            return (r.Loss, r.ClassLoss.item<float>(), r.KdLoss.item<float>(), r.ValidCount.item<long>());
+            // (1 - r) * CE + r * KD; one student softmax for both terms where the divergence allows (ClassAndKdSum).
+            var sums = ClassAndKdSum.Compute(_classLoss, _kdLoss!, _kdRatio, studentLogits, teacherLogits, batch.Labels);
+            return (sums.Weighted, sums.Class.Sum.item<float>(), sums.Kd.Sum.item<float>(), sums.Class.Count.item<long>());
         }
-        var chunks = _classLoss!.NumOutputChunks;
-        var studentLogits = RecipeRuntime.Logits(model, hidden, chunks); // n x [b, s_i, v]
-        List<Tensor> teacherLogits;
-        using (no_grad())
-        {
-            var th = teacher.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
-            teacherLogits = RecipeRuntime.Logits(teacher, th, chunks); // n x [b, s_i, v_t]
-            if (_truncateTeacherTo > 0)
-                teacherLogits = teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!)).ToList(); // n x [b, s_i, v]
-        }
-        // (1 - r) * CE + r * KD; one student softmax for both terms where the divergence allows (ClassAndKdSum).
-        var sums = ClassAndKdSum.Compute(_classLoss, _kdLoss!, _kdRatio, studentLogits, teacherLogits, batch.Labels);
-        return (sums.Weighted, sums.Class.Sum.item<float>(), sums.Kd.Sum.item<float>(), sums.Class.Count.item<long>());
-    }
 
-    // The cross-tokenizer micro-batch: the class loss on the student's tokens, the KD loss over spans aligned with the
-    // teacher's own tokens of the same text (the samples are read again by index: the batch holds only padded tensors).
-    private (Tensor Sum, double ClassSum, double KdSum, long Count) CrossTokenizerLossStep(CrossTokenizerKd cross, Tensor hidden, Batch batch,
-        IReadOnlyList<int> sampleIndices)
-    {
-        var aligned = cross.Prepare([.. sampleIndices.Select(i => _dataset![i])], _device);
-        var logits = RecipeRuntime.Logits(_model!, hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
-        Tensor teacherLogits;
-        using (no_grad())
-            teacherLogits = RecipeRuntime.Logits(_teacher!, _teacher!.ForwardHidden(aligned.TeacherTokens, null, null), 0)[0]; // [b, s_t, v_t]
-        var clsSum = _classLoss.NumOutputChunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
-        var kdSum = cross.Sum(logits.Count == 1 ? logits[0] : torch.cat(logits, 1), teacherLogits, aligned);
-        (_alignedTokens, _trainedTokens) = (_alignedTokens + aligned.AlignedTokens, _trainedTokens + aligned.TrainedTokens);
-        return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum, clsSum.Sum.item<float>(), kdSum.item<float>(), clsSum.Count.item<long>());
+        /// <summary>Cross-tokenizer runs: trained student tokens that lay in spans aligned with the teacher's, and all trained tokens.</summary>
+        public long AlignedTokens { get; private set; }
+
+        /// <inheritdoc cref="AlignedTokens"/>
+        public long TrainedTokens { get; private set; }
+
+        // The cross-tokenizer micro-batch: the class loss on the student's tokens, the KD loss over spans aligned with the
+        // teacher's own tokens of the same text (the samples are read again by index: the batch holds only padded tensors).
+        private (Tensor Sum, double ClassSum, double KdSum, long Count) CrossStep(CrossTokenizerKd cross, Tensor hidden, Batch batch,
+            IReadOnlyList<int> sampleIndices)
+        {
+            var aligned = cross.Prepare([.. sampleIndices.Select(i => _dataset![i])], _device);
+            var logits = _model.ChunkedOutput(hidden, _classLoss!.NumOutputChunks); // n x [b, s_i, v]
+            Tensor teacherLogits;
+            using (no_grad())
+                teacherLogits = _teacher!.ChunkedOutput(_teacher.ForwardHidden(aligned.TeacherTokens, null, null), 0)[0]; // [b, s_t, v_t]
+            var clsSum = _classLoss.NumOutputChunks <= 0 ? _classLoss.Sum(logits[0], batch.Labels) : _classLoss.Sum(logits, batch.Labels);
+            var kdSum = cross.Sum(logits.Count == 1 ? logits[0] : torch.cat(logits, 1), teacherLogits, aligned);
+            (AlignedTokens, TrainedTokens) = (AlignedTokens + aligned.AlignedTokens, TrainedTokens + aligned.TrainedTokens);
+            return ((1 - _kdRatio) * clsSum.Sum + _kdRatio * kdSum, clsSum.Sum.item<float>(), kdSum.item<float>(), clsSum.Count.item<long>());
+        }
     }
 
     private void Log(AccumulatedStep result, double classLoss, double kdLoss, StepTiming timing)
@@ -662,6 +667,26 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     {
         if (!ok) throw new ConfigException(_config.Find(key)?.Location ?? new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), key, message);
     }
+}
+
+/// <summary>The plain settings of <see cref="KnowledgeDistillationSingleDevice"/>: the shared ones and its own.</summary>
+public sealed record KnowledgeDistillationOptions : FineTuneOptions
+{
+    /// <summary>Weight of the KD term.</summary>
+    [RecipeKey(Description = "weight of the KD term; (1 - kd_ratio) weighs the class loss")]
+    public double KdRatio { get; init; } = 0.5;
+
+    /// <summary>LoRA: save only the adapter.</summary>
+    [RecipeKey(Description = "LoRA: save only the adapter, not merged weights")]
+    public bool SaveAdapterWeightsOnly { get; init; }
+
+    /// <summary>An offline teacher (a teacher_logits cache) instead of teacher_model.</summary>
+    [RecipeKey(Description = "{cache: <dir>}: read the teacher's top-k log-probs from a teacher_logits cache instead of running a teacher")]
+    public TeacherSource? Teacher { get; init; }
+
+    /// <inheritdoc/>
+    public override IEnumerable<(string Key, string Message)> Problems() =>
+        base.Problems().Concat(KdRatio is < 0 or > 1 ? [("kd_ratio", $"must be in [0, 1], got {KdRatio}")] : []);
 }
 
 /// <summary>The <c>teacher:</c> map of the KD config.</summary>

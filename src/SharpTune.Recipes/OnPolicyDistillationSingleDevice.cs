@@ -124,7 +124,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private ISampleDataset? _dataset;
     private OptimizerHelper? _optimizer;
     private LrScheduler? _scheduler;
-    private DataParallelGradients? _accumulator;
+    private IGradientSync? _accumulator;
     private KdLoss? _jsd;
     private long _truncateTeacherTo;
     private IMetricLogger? _metrics;
@@ -212,22 +212,22 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         _dataset = _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
         PromptCompletion.Split(_dataset[0], 0); // a dataset without prompts fails here, not at the first step
 
-        var trainable = Optimizers.TrainableParameters(_model);
+        var trainable = ModuleParameters.Trainable(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = new DataParallelGradients(_dist, trainable, _clipGradNorm);
+        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
         var batches = _dataset.Count / _batchSize;
         _stepsPerEpoch = batches / _gradientAccumulationSteps;
         if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
         Check(_stepsPerEpoch > 0, "batch_size",
             $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
-        _scheduler = _config.Has("lr_scheduler") && _config.Find("lr_scheduler")!.Kind != ConfigNodeKind.Null
+        _scheduler = _config.IsSet("lr_scheduler")
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, (long)_epochs * _stepsPerEpoch)
             : null;
         if (_resume) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
-        _reporter.Info($"student: {Optimizers.TrainableParameters(_model).Sum(p => p.numel()):N0} trainable of {Modules.Peft.Adapters.CountParameters(_model):N0} parameters; " +
-                       $"teacher: {Modules.Peft.Adapters.CountParameters(_teacher):N0} (frozen); " +
+        _reporter.Info($"student: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
+                       $"teacher: {ModuleParameters.Count(_teacher):N0} (frozen); " +
                        (_policyGradient ? "reverse-KL policy gradient" : $"GKD beta {_beta}, lmbda {_lmbda}{(_seqKd ? ", seq_kd" : "")}") +
                        $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
                        (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
@@ -274,7 +274,6 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
                 stats.LearningSeconds += learn.Elapsed.TotalSeconds;
                 step++;
                 _stepsRun++;
-                RecipeRuntime.CollectGarbage(_stepsRun);
                 NativeHeap.AfterStep();
                 stats.SumOverRanks(_dist);
                 _totalTokens += stats.CompletionTokens;
@@ -321,6 +320,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
+        model.CheckpointActivations = _activationCheckpointing; // each layer recomputed in backward
         _dist.OnMain(() =>
         {
             if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
@@ -348,7 +348,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         long sv = _model!.VocabSize, tv = teacher.VocabSize;
         if (tv != sv)
         {
-            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!); }
+            try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!.VocabSize); }
             catch (ArgumentException e)
             {
                 throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model", $"teacher vocabulary {tv} vs student vocabulary {sv}: {e.Message}");
@@ -411,15 +411,15 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private (Tensor Sum, long Count) LossStep(Batch batch, bool studentSamples, StepStats stats)
     {
         var model = _model!;
-        var hidden = RecipeRuntime.ForwardHidden(model, batch.Tokens, batch.Mask, batch.InputPos, _activationCheckpointing); // [b, s, d]
-        var studentLogits = RecipeRuntime.Logits(model, hidden, _chunks); // n x [b, s_i, v]
+        var hidden = model.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d]
+        var studentLogits = model.ChunkedOutput(hidden, _chunks); // n x [b, s_i, v]
         List<Tensor> teacherLogits;
         using (no_grad())
         {
             var th = _teacher!.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
-            teacherLogits = RecipeRuntime.Logits(_teacher, th, _chunks); // n x [b, s_i, v_t]
+            teacherLogits = _teacher.ChunkedOutput(th, _chunks); // n x [b, s_i, v_t]
             if (_truncateTeacherTo > 0)
-                teacherLogits = [.. teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!))]; // n x [b, s_i, v]
+                teacherLogits = [.. teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!.VocabSize))]; // n x [b, s_i, v]
         }
         var labelChunks = batch.Labels.tensor_split(studentLogits.Count, dim: 1); // as the logits: n x [b, s_i]
         var count = batch.Labels.ne(Sample.IgnoreIndex).sum().item<long>();

@@ -1,6 +1,6 @@
 // A tiny next-token task shared by the MPI worker and the tests: variable-length samples (so ranks hold different
 // numbers of valid tokens), a two-layer model without dropout, and the one-process reference training loop built only
-// from the single-device pieces (DataLoader over full batches, GradientAccumulator).
+// from the single-device DataLoader over full batches and a plain, written-out gradient normalisation and clipping.
 using SharpTune.Data;
 using SharpTune.Training;
 using TorchSharp;
@@ -77,26 +77,30 @@ public static class TinyTask
     /// <summary>Optimizer steps per epoch.</summary>
     public static int StepsPerEpoch(TinyTrainingSettings s, int batchesPerEpoch) => batchesPerEpoch / s.GradientAccumulation;
 
-    /// <summary>One process, full global batches, the single-device accumulator. Returns the per-step losses, gradient
+    /// <summary>One process, full global batches, gradients normalised and clipped in plain code. Returns the per-step losses, gradient
     /// norms (before clipping) and largest element-wise weight updates: the magnitudes a tolerance is derived from.</summary>
     public static ReferenceRun TrainReference(TinyTrainingSettings s, Sequential model)
     {
         var loader = Loader(s);
         using var optimizer = Optimizer(s, model.parameters());
-        var accumulator = new GradientAccumulator(model.parameters(), s.MaxGradNorm);
         var run = new ReferenceRun([], [], []);
         for (var epoch = 0; epoch < s.Epochs; epoch++)
         {
             var micro = 0;
+            var (lossSum, stepTokens) = (0.0, 0L);
             foreach (var batch in loader.Batches(epoch).Take(StepsPerEpoch(s, loader.BatchesPerEpoch) * s.GradientAccumulation))
             {
                 using var scope = NewDisposeScope();
                 var (sum, tokens) = Loss(model, batch);
-                accumulator.Backward(sum, tokens);
+                sum.backward();
+                lossSum += sum.to_type(ScalarType.Float64).item<double>();
+                stepTokens += tokens;
                 if (++micro % s.GradientAccumulation != 0) continue;
-                var step = accumulator.Finish();
-                run.Losses.Add(step.Loss);
-                run.GradNorms.Add(step.GradNorm);
+                // The gradient of the mean per-token loss of the step, its 2-norm (float64) and clip_grad_norm_'s scaling.
+                var norm = NormaliseAndClip(model.parameters(), stepTokens, s.MaxGradNorm);
+                run.Losses.Add(lossSum / stepTokens);
+                run.GradNorms.Add(norm);
+                (lossSum, stepTokens) = (0, 0);
                 var before = Flatten(model);
                 optimizer.step();
                 optimizer.zero_grad();
@@ -104,6 +108,47 @@ public static class TinyTask
             }
         }
         return run;
+    }
+
+    /// <summary>
+    /// Trains <paramref name="model"/> through <paramref name="sync"/> (local or data-parallel) over the batches
+    /// <paramref name="batches"/> gives per epoch; returns each optimizer step's loss and gradient norm.
+    /// </summary>
+    public static (List<double> Losses, List<double> Norms) Train(TinyTrainingSettings s, Sequential model, IGradientSync sync,
+        Func<int, IEnumerable<Batch>> batches, int batchesPerEpoch)
+    {
+        using var optimizer = Optimizer(s, model.parameters());
+        var (losses, norms) = (new List<double>(), new List<double>());
+        for (var epoch = 0; epoch < s.Epochs; epoch++)
+        {
+            var micro = 0;
+            foreach (var batch in batches(epoch).Take(StepsPerEpoch(s, batchesPerEpoch) * s.GradientAccumulation))
+            {
+                using var scope = NewDisposeScope();
+                var (sum, tokens) = Loss(model, batch);
+                sync.Backward(sum, tokens);
+                if (++micro % s.GradientAccumulation != 0) continue;
+                var step = sync.Finish();
+                losses.Add(step.Loss);
+                norms.Add(step.GradNorm);
+                optimizer.step();
+                optimizer.zero_grad();
+            }
+        }
+        return (losses, norms);
+    }
+
+    // Divides every gradient by the step's valid tokens, then scales them by max / (norm + 1e-6) when that is below 1
+    // (torch.nn.utils.clip_grad_norm_); returns the norm before clipping, summed in float64.
+    private static double NormaliseAndClip(IEnumerable<Parameter> parameters, long tokens, double? maxNorm)
+    {
+        using var guard = no_grad();
+        var grads = parameters.Select(p => p.grad).OfType<Tensor>().ToList();
+        foreach (var g in grads) g.div_(tokens);
+        var norm = Math.Sqrt(grads.Sum(g => g.to_type(ScalarType.Float64).square().sum().item<double>()));
+        if (maxNorm is { } max && max / (norm + 1e-6) < 1)
+            foreach (var g in grads) g.mul_(max / (norm + 1e-6));
+        return norm;
     }
 
     /// <summary>Valid tokens of one optimizer step at most: samples are at most 12 tokens long.</summary>

@@ -21,17 +21,29 @@ public sealed class RecipeAttribute(string name) : Attribute
 }
 
 /// <summary>
-/// Declares a top-level config key the recipe reads. When a recipe declares at least one key, <c>validate</c> and
-/// <c>run</c> flag undeclared top-level keys (with a suggestion), missing required keys and wrongly typed values.
+/// Declares a top-level config key the recipe reads: on the recipe class (a component the recipe builds, naming key
+/// and type), or on a property of the recipe's options record (<see cref="RecipeOptionsAttribute"/>; key and type
+/// are the property's). When a recipe declares at least one key, <c>validate</c> and <c>run</c> flag undeclared
+/// top-level keys (with a suggestion), missing required keys and wrongly typed values.
 /// </summary>
-[AttributeUsage(AttributeTargets.Class, AllowMultiple = true, Inherited = false)]
-public sealed class RecipeKeyAttribute(string name, Type type) : Attribute
+[AttributeUsage(AttributeTargets.Class | AttributeTargets.Property, AllowMultiple = true, Inherited = false)]
+public sealed class RecipeKeyAttribute : Attribute
 {
-    /// <summary>The snake_case key.</summary>
-    public string Name { get; } = name;
+    /// <summary>A key named on the recipe class.</summary>
+    public RecipeKeyAttribute(string name, Type type)
+    {
+        Name = name;
+        Type = type;
+    }
+
+    /// <summary>A key on an options property: its snake_case name and type are the property's.</summary>
+    public RecipeKeyAttribute() { }
+
+    /// <summary>The snake_case key (null on an options property until <see cref="For"/> fills it).</summary>
+    public string? Name { get; private init; }
 
     /// <summary>The type the value binds to (for a component node: the type it must build; object: anything).</summary>
-    public Type Type { get; } = type;
+    public Type? Type { get; private init; }
 
     /// <summary>True when the key must be present and not null.</summary>
     public bool Required { get; init; }
@@ -43,7 +55,18 @@ public sealed class RecipeKeyAttribute(string name, Type type) : Attribute
     public long Minimum { get; init; } = long.MinValue;
 
     /// <summary>The key as the config validator sees it.</summary>
-    public ConfigKeySpec ToSpec() => new(Name, Type, Required, Description, Minimum == long.MinValue ? null : Minimum);
+    public ConfigKeySpec ToSpec() => new(Name ?? throw new InvalidOperationException("an options property's key: use For(property)"),
+        Type!, Required, Description, Minimum == long.MinValue ? null : Minimum);
+
+    /// <summary>This attribute of <paramref name="property"/> with the property's key and type filled in.</summary>
+    public RecipeKeyAttribute For(System.Reflection.PropertyInfo property) => new()
+    {
+        Name = Name ?? Names.ToSnakeCase(property.Name),
+        Type = Type ?? property.PropertyType,
+        Required = Required,
+        Description = Description,
+        Minimum = Minimum,
+    };
 }
 
 /// <summary>The recipe lifecycle. Implementations are sealed classes with a constructor

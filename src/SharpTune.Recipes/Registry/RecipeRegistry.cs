@@ -62,13 +62,35 @@ public sealed class RecipeRegistry
                     errors.Add($"recipe name '{attr.Name}' is used by both {other.Type.FullName} and {type.FullName}");
                 else
                 {
-                    var keys = type.GetCustomAttributes<RecipeKeyAttribute>().Select(k => k.ToSpec()).ToList();
-                    recipes[attr.Name] = new RecipeInfo(attr.Name, type, attr.Description, keys.Count == 0 ? null : keys);
+                    try
+                    {
+                        var keys = DeclaredKeys(type);
+                        recipes[attr.Name] = new RecipeInfo(attr.Name, type, attr.Description, keys.Count == 0 ? null : keys);
+                    }
+                    catch (InvalidOperationException e)
+                    {
+                        errors.Add($"recipe '{attr.Name}': {e.Message}");
+                    }
                 }
             }
         }
         if (errors.Count > 0) throw new InvalidOperationException(string.Join(Environment.NewLine, errors));
         return new RecipeRegistry(recipes, ComponentRegistry.Scan(assemblies));
+    }
+
+    /// <summary>
+    /// The top-level keys <paramref name="recipeType"/> declares: [RecipeKey] on the class (the components it builds)
+    /// and on the properties of its [RecipeOptions] record (its plain settings).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A key is declared twice.</exception>
+    public static IReadOnlyList<ConfigKeySpec> DeclaredKeys(Type recipeType)
+    {
+        var keys = recipeType.GetCustomAttributes<RecipeKeyAttribute>().Select(k => k.ToSpec()).ToList();
+        if (recipeType.GetCustomAttribute<RecipeOptionsAttribute>() is { } options)
+            keys.AddRange(RecipeOptions.Keys(options.Type).Select(k => k.Key.ToSpec()));
+        if (keys.GroupBy(k => k.Name).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new InvalidOperationException($"{recipeType.FullName} declares the key '{twice.Key}' twice (on the class and in its options record?)");
+        return keys;
     }
 
     /// <summary>Finds a recipe by name.</summary>

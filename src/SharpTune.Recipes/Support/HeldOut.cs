@@ -122,7 +122,7 @@ public sealed class HeldOut
                 var batch = samples[0].SeqLens is not null ? Collate.Packed(samples) : Collate.PadSft(samples, padId);
                 var tokens = batch.Tokens.to(device);
                 var hidden = model.ForwardHidden(tokens, batch.Mask?.to(device), batch.InputPos?.to(device)); // [b, s, d]
-                var logits = RecipeRuntime.Logits(model, hidden, 0)[0];                                          // [b, s, v]
+                var logits = model.ApplyOutput(hidden);                                          // [b, s, v]
                 var s = loss.Sum(logits.to(ScalarType.Float32), batch.Labels.to(device));
                 sum += s.Sum.item<float>();
                 count += s.Count.item<long>();

@@ -1,6 +1,6 @@
 // Setup helpers the training recipes share: device and dtype selection (with the CPU bf16 warning and a clear CUDA
 // error), building config components with the recipe's device/dtype when the factory accepts them, LR schedulers
-// with the recipe-supplied num_training_steps, and the student forward with optional activation checkpointing.
+// with the recipe-supplied num_training_steps.
 // Kept to plain functions so each recipe still reads top to bottom (torchtune's recipes call training.* the same way).
 // References: torchtune training/precision.py (get_dtype, bf16 check), training/_device.py (get_device),
 // torchtune recipes/*_single_device.py (_setup_lr_scheduler passes num_training_steps and last_epoch).
@@ -37,38 +37,11 @@ public static class RecipeRuntime
     public static string CudaUnavailable(string device, LibTorchNatives? natives) => LibTorchNatives.CudaUnavailable(device, natives);
 
     /// <summary>
-    /// <c>fp32</c>/<c>float32</c>, <c>bf16</c>/<c>bfloat16</c> or <c>auto</c> (bf16 on a GPU; on a CPU bf16 only where
-    /// it is native and a matmul probe measures it faster, see <see cref="Precision.ProbeCpu"/>). bf16 on a CPU without
-    /// native bf16 instructions is allowed with a warning: libtorch emulates it, ~56x slower than fp32 matmul.
+    /// The training dtype from the config value (<see cref="Precision.Resolve"/>): <c>auto</c> is decided by the CPU
+    /// flags alone under mpirun (ranks must agree), by a measured probe otherwise; slow bf16 is reported as a warning.
     /// </summary>
-    public static ScalarType ResolveDtype(string dtype, Device device, IRecipeReporter reporter)
-    {
-        if (dtype.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
-        {
-            if (device.type != DeviceType.CPU) return ScalarType.BFloat16;
-            if (SharpTune.Distributed.Mpi.LauncherEnvironment() is not null)
-            {
-                // Ranks must agree on the dtype, and timings differ between ranks: decide from the CPU flags alone.
-                var native = Precision.CpuHasNativeBf16();
-                reporter.Info($"dtype auto -> {(native ? "bf16" : "fp32")}: {(native ? "native bf16" : "no native bf16")} (under mpirun the CPU flags decide, not a timing)");
-                return native ? ScalarType.BFloat16 : ScalarType.Float32;
-            }
-            var probe = Precision.ProbeCpu();
-            reporter.Info(probe.ToString());
-            return probe.Choice;
-        }
-        var t = dtype.Trim().ToLowerInvariant() switch
-        {
-            "fp32" or "float32" or "float" => ScalarType.Float32,
-            "bf16" or "bfloat16" => ScalarType.BFloat16,
-            "fp16" or "float16" or "half" => throw new ArgumentException("dtype fp16 is not supported (no loss scaling); use fp32 or bf16", nameof(dtype)),
-            _ => throw new ArgumentException($"dtype must be fp32, bf16 or auto, got '{dtype}'", nameof(dtype)),
-        };
-        if (t == ScalarType.BFloat16 && device.type == DeviceType.CPU && !CpuHasNativeBf16())
-            reporter.Warning("dtype bf16 on a CPU without native bf16 (no avx512_bf16/amx_bf16): libtorch emulates it and matmuls run " +
-                             "tens of times slower than fp32 (~56x measured here). Continuing; set dtype=fp32 for speed.");
-        return t;
-    }
+    public static ScalarType ResolveDtype(string dtype, Device device, IRecipeReporter reporter) =>
+        Precision.Resolve(dtype, device, reporter.Info, reporter.Warning, flagsOnly: SharpTune.Distributed.Mpi.LauncherEnvironment() is not null);
 
     /// <summary>
     /// The intra-op thread count, said once at startup: the config's <c>threads</c>; under mpirun what the job chose
@@ -92,20 +65,6 @@ public static class RecipeRuntime
                       (busy is { } b ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $" ({b:F1} busy with other processes at startup)") : "") +
                       "; set threads: N in the config (or threads=N on the command line) to choose");
         return chosen;
-    }
-
-    /// <summary>True when /proc/cpuinfo lists avx512_bf16 or amx_bf16 (false when it cannot be read).</summary>
-    public static bool CpuHasNativeBf16()
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/cpuinfo"))
-                if (line.StartsWith("flags", StringComparison.Ordinal))
-                    return line.Contains(" avx512_bf16", StringComparison.Ordinal) || line.Contains(" amx_bf16", StringComparison.Ordinal);
-        }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return false;
     }
 
     /// <summary>
@@ -143,37 +102,6 @@ public static class RecipeRuntime
     }
 
     /// <summary>
-    /// Final normed hidden states [b, s, d] of <paramref name="model"/>, as <see cref="TransformerDecoder.ForwardHidden"/>,
-    /// but with each layer wrapped in activation checkpointing when <paramref name="checkpointLayers"/> (its
-    /// activations are recomputed in backward instead of kept).
-    /// </summary>
-    public static Tensor ForwardHidden(TransformerDecoder model, Tensor tokens, Tensor? mask, Tensor? inputPos, bool checkpointLayers)
-    {
-        if (!checkpointLayers) return model.ForwardHidden(tokens, mask, inputPos);
-        // No inner dispose scope here: each layer's backward re-runs its forward, so cos/sin and the saved layer
-        // inputs must live as long as the caller's (training-step) scope, not just this call.
-        var b = tokens.shape[0];
-        var s = tokens.shape[1];
-        if (s > model.MaxSeqLen) throw new ArgumentException($"sequence length {s} exceeds max_seq_len {model.MaxSeqLen}");
-        var pos = inputPos ?? arange(0, s, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0).expand(b, s); // [b, s]
-        var h = model.Model.EmbedTokens.call(tokens); // [b, s] -> [b, s, d]
-        var (cos, sin) = model.Rope.CosSin(pos, h.dtype); // [b, 1, s, h_d]
-        foreach (var layer in model.Model.Layers)
-        {
-            var l = layer;
-            h = ActivationCheckpointing.Run(x => l.Forward(x, cos, sin, mask), h, l.parameters()); // [b, s, d]
-        }
-        return model.Model.Norm.call(h);
-    }
-
-    /// <summary>The output projection applied to <paramref name="hidden"/> [b, s, d], as <paramref name="chunks"/>
-    /// pieces along s (tensor_split) or whole when <paramref name="chunks"/> is 0.</summary>
-    public static List<Tensor> Logits(TransformerDecoder model, Tensor hidden, int chunks) =>
-        chunks <= 0
-            ? [model.ApplyOutput(hidden)] // [b, s, v]
-            : hidden.tensor_split(chunks, dim: 1).Select(model.ApplyOutput).ToList(); // n x [b, s_i, v]
-
-    /// <summary>
     /// Drops the lines of a JSONL metric log whose <c>step</c> is past <paramref name="lastStep"/> (rewritten
     /// atomically): a resumed run logs those steps again, and the curves should not show them twice.
     /// </summary>
@@ -191,19 +119,5 @@ public static class RecipeRuntime
             catch (System.Text.Json.JsonException) { return false; } // a line cut short by the kill
         });
         Checkpointing.AtomicFile.WriteAllText(path, string.Concat(kept.Select(l => l + "\n")));
-    }
-
-    /// <summary>
-    /// Every <paramref name="everyNSteps"/> optimizer steps, runs a full .NET collection and the finalizers. Measured
-    /// on the tiny run: without it RSS climbs ~12 MiB per 100 steps until the GC's own budget triggers (+110 MiB by
-    /// step 800), because garbage the recipe cannot dispose deterministically (managed buffers, TorchSharp wrappers
-    /// created inside libraries) waits for a collection; with it RSS stays flat. The cost is a few ms per call.
-    /// </summary>
-    public static void CollectGarbage(long step, int everyNSteps = 100)
-    {
-        if (everyNSteps <= 0 || step % everyNSteps != 0) return;
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
     }
 }

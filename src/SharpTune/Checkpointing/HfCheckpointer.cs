@@ -8,6 +8,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using SharpTune.Config;
+using SharpTune.Modules;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -202,7 +203,7 @@ public sealed class HfCheckpointer
         bool convertDtype = false)
     {
         using var weights = SafetensorsCheckpoint.Open(folder);
-        return StateDictLoader.Load(destination, weights, strict, convertDtype);
+        return CheckpointLoading.Load(destination, weights, strict, convertDtype);
     }
 
     /// <summary>

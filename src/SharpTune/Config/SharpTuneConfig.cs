@@ -102,6 +102,9 @@ public sealed class SharpTuneConfig
         return node;
     }
 
+    /// <summary>True when <paramref name="path"/> is present and not null (a null value means "not set", as in torchtune).</summary>
+    public bool IsSet(string path) => Find(path) is { Kind: not ConfigNodeKind.Null };
+
     /// <summary>The value at <paramref name="path"/> converted to <typeparamref name="T"/>.</summary>
     /// <exception cref="ConfigException">The key is missing, or its value does not fit the type (names key and file:line).</exception>
     public T Get<T>(string path)

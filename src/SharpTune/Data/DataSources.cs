@@ -281,7 +281,8 @@ public static class DataSources
     private static object? ToPlain(object? v) => v switch
     {
         null => null,
-        string or bool or int or long or float or double or decimal or short or byte => v,
+        string or bool or int or long or float or double or decimal or short or byte or sbyte or ushort or uint or ulong => v,
+        byte[] bytes => Convert.ToBase64String(bytes), // binary columns, as JSON carries them
         IDictionary<string, object?> d => d.ToDictionary(kv => kv.Key, kv => ToPlain(kv.Value)),
         System.Collections.IDictionary d => d.Keys.Cast<object>().ToDictionary(k => k.ToString()!, k => ToPlain(d[k])),
         System.Collections.IEnumerable e => e.Cast<object?>().Select(ToPlain).ToList(),
@@ -300,6 +301,10 @@ public static class DataSources
             start = i + 1;
         }
     }
+
+    /// <summary>Why <paramref name="row"/> could not be read (invalid JSON or UTF-8, a CSV row of the wrong width), or null.</summary>
+    public static string? InvalidReason(DataRow row) =>
+        row.Values.ValueKind == JsonValueKind.Object && row.Values.TryGetProperty(InvalidKey, out var reason) ? reason.GetString() : null;
 
     /// <summary>A marker row value for rows that failed to parse; transforms report it as a bad row.</summary>
     internal static JsonElement Invalid(string reason) =>

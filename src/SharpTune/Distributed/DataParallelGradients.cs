@@ -1,5 +1,5 @@
-// Gradient accumulation for data-parallel training: the distributed counterpart of Training/GradientAccumulator with
-// the same contract (backward on SUMMED micro-batch losses, one normalisation per optimizer step). At the end of a step
+// Gradient accumulation for data-parallel training: the mpirun plug-in behind Training/IGradientSync, with the same
+// contract as LocalGradientSync (backward on SUMMED micro-batch losses, one normalisation per optimizer step). At the end of a step
 // the gradients of the trainable parameters are copied into ONE flat float32 host buffer, summed over ranks in place
 // with a single all-reduce, divided by the GLOBAL number of valid tokens (itself all-reduced), clipped on the global
 // 2-norm, and copied back. The result is the gradient of the mean per-token loss over the whole global batch, so N
@@ -10,6 +10,7 @@
 // GPU gradients are staged through the host buffer (Debian's Open MPI is built without CUDA support).
 // References: torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), clamped to 1);
 // torch DistributedDataParallel (gradient buckets all-reduced, then averaged).
+using SharpTune.Modules;
 using SharpTune.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -23,21 +24,18 @@ namespace SharpTune.Distributed;
 /// </summary>
 /// <remarks>
 /// Use: for each micro-batch of this rank's shard call <see cref="Backward"/>; then <see cref="Finish"/> on every rank
-/// (collective), then optimizer.step() and zero_grad(). With one process it behaves as <see cref="GradientAccumulator"/>.
+/// (collective), then optimizer.step() and zero_grad(). With one process it behaves as <see cref="LocalGradientSync"/>
+/// (which recipes use then: it needs no host copy).
 /// </remarks>
-public sealed class DataParallelGradients : IDisposable
+public sealed class DataParallelGradients : IGradientSync
 {
-    private const long NormRow = 4096; // elements per fp32 partial norm
-
     private readonly DistributedContext _context;
     private readonly IReadOnlyList<Parameter> _parameters;
     private readonly Tensor _buffer;  // [total + P]: gradients, then one flag per parameter
     private readonly Tensor[] _views; // per parameter: a 1-D view of its slice
     private readonly Tensor _flags;   // [P]
     private readonly long _total;
-    private double _lossSum;
-    private long _tokens;
-    private int _microBatches;
+    private readonly StepTotals _totals = new();
 
     /// <param name="context">The process group (a one-process context works too).</param>
     /// <param name="parameters">The trained parameters, in the same order on every rank (deduplicated here).</param>
@@ -46,7 +44,7 @@ public sealed class DataParallelGradients : IDisposable
     {
         ArgumentNullException.ThrowIfNull(context);
         _context = context;
-        _parameters = Optimizers.Deduplicate(parameters);
+        _parameters = ModuleParameters.Deduplicate(parameters);
         if (_parameters.Count == 0) throw new ArgumentException("no parameters to synchronise (is every parameter frozen?)", nameof(parameters));
         if (maxGradNorm is <= 0) throw new ArgumentOutOfRangeException(nameof(maxGradNorm), maxGradNorm, "clip_grad_norm must be > 0");
         MaxGradNorm = maxGradNorm;
@@ -70,25 +68,15 @@ public sealed class DataParallelGradients : IDisposable
     public long BufferElements => _buffer.numel();
 
     /// <summary>Micro-batches accumulated on this rank since the last <see cref="Finish"/>.</summary>
-    public int MicroBatches => _microBatches;
+    public int MicroBatches => _totals.MicroBatches;
 
     /// <summary>Valid tokens accumulated on this rank since the last <see cref="Finish"/>.</summary>
-    public long LocalTokens => _tokens;
+    public long LocalTokens => _totals.Tokens;
 
     /// <summary>Backpropagates one micro-batch's summed loss on this rank and counts its tokens.</summary>
     /// <param name="summedLoss">Scalar: the sum of per-token losses over the micro-batch's valid tokens.</param>
     /// <param name="validTokens">How many tokens that sum covers.</param>
-    public void Backward(Tensor summedLoss, long validTokens)
-    {
-        ArgumentNullException.ThrowIfNull(summedLoss);
-        if (summedLoss.numel() != 1)
-            throw new ArgumentException($"the summed loss must be a scalar, got shape [{string.Join(", ", summedLoss.shape)}]", nameof(summedLoss));
-        ArgumentOutOfRangeException.ThrowIfNegative(validTokens);
-        summedLoss.backward();
-        _lossSum += summedLoss.detach().to_type(ScalarType.Float64).item<double>();
-        _tokens += validTokens;
-        _microBatches++;
-    }
+    public void Backward(Tensor summedLoss, long validTokens) => _totals.Backward(summedLoss, validTokens);
 
     /// <summary>
     /// Collective: sums gradients, losses and token counts over all ranks, divides the gradients by the global token
@@ -98,14 +86,10 @@ public sealed class DataParallelGradients : IDisposable
     public AccumulatedStep Finish(bool computeNorm = true)
     {
         // Every rank must enter the collectives, even one with nothing accumulated; the check is on global figures.
-        var sums = _context.AllReduceSum(_lossSum, _tokens, _microBatches);
+        var local = _totals.Take();
+        var sums = _context.AllReduceSum(local.LossSum, local.Tokens, local.MicroBatches);
         var (lossSum, tokens, microBatches) = (sums[0], (long)Math.Round(sums[1]), (long)Math.Round(sums[2]));
-        _lossSum = 0;
-        _tokens = 0;
-        _microBatches = 0;
-        if (microBatches == 0) throw new InvalidOperationException("Finish() called before any Backward() on every rank");
-        if (tokens == 0)
-            throw new InvalidOperationException($"the step's {microBatches} micro-batch(es) over {_context.WorldSize} rank(s) hold no valid tokens (all labels ignored)");
+        StepTotals.Check(microBatches, tokens, $" over {_context.WorldSize} rank(s)");
 
         using var scope = NewDisposeScope();
         using var guard = no_grad();
@@ -121,7 +105,7 @@ public sealed class DataParallelGradients : IDisposable
         var grads = _buffer.narrow(0, 0, _total); // [total]
         grads.mul_(1.0 / tokens);
         var norm = double.NaN;
-        if (MaxGradNorm is not null || computeNorm) norm = Norm(grads);
+        if (MaxGradNorm is not null || computeNorm) norm = GradientNorm.Of([grads]);
         if (MaxGradNorm is { } max) grads.mul_(Math.Min(1.0, max / (norm + 1e-6)));
 
         var present = _flags.data<float>().ToArray();
@@ -141,25 +125,5 @@ public sealed class DataParallelGradients : IDisposable
         foreach (var v in _views) v.Dispose();
         _flags.Dispose();
         _buffer.Dispose();
-    }
-
-    // The 2-norm from fp32 norms of 4,096-element rows (one libtorch reduction over the buffer viewed [rows, 4096]),
-    // their squares summed in float64; the tail past the last whole row in float64. Relative error ~1e-9 against an
-    // all-float64 sum, in 7 ms instead of 233 ms for 34M elements: the float64 copy of the buffer this replaced took
-    // 0.2-0.25 s of a KD benchmark step.
-    private static double Norm(Tensor flat)
-    {
-        using var scope = NewDisposeScope();
-        var n = flat.numel();
-        var rows = n / NormRow;
-        var total = 0.0;
-        if (rows > 0)
-        {
-            var whole = flat.narrow(0, 0, rows * NormRow).view(rows, NormRow);                      // [rows, 4096]
-            total += linalg.vector_norm(whole, 2, new long[] { 1 }).to_type(ScalarType.Float64).square().sum().item<double>();
-        }
-        if (n > rows * NormRow)
-            total += flat.narrow(0, rows * NormRow, n - rows * NormRow).to_type(ScalarType.Float64).square().sum().item<double>();
-        return Math.Sqrt(total);
     }
 }

@@ -278,12 +278,12 @@ public sealed class DistributedContext : IDisposable
         Barrier();
     }
 
-    /// <summary>The reporter itself on rank 0, a silent one elsewhere: only rank 0 reports progress and messages.</summary>
-    public IProgressReporter MainOnly(IProgressReporter reporter)
-    {
-        ArgumentNullException.ThrowIfNull(reporter);
-        return IsMain ? reporter : NullProgressReporter.Instance;
-    }
+    /// <summary>
+    /// The gradient sync for this process group: <see cref="LocalGradientSync"/> (in place, no host copy) with one
+    /// process, <see cref="DataParallelGradients"/> (one all-reduce through a flat buffer) with several.
+    /// </summary>
+    public IGradientSync GradientSync(IEnumerable<TorchSharp.Modules.Parameter> parameters, double? maxGradNorm) =>
+        WorldSize == 1 ? new LocalGradientSync(parameters, maxGradNorm) : new DataParallelGradients(this, parameters, maxGradNorm);
 
     /// <summary>The range of a global batch of <paramref name="globalCount"/> items this rank processes.</summary>
     public (int Start, int Count) ShardRange(int globalCount) => Sharding.Range(globalCount, Rank, WorldSize);

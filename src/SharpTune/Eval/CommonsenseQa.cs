@@ -31,7 +31,7 @@ public static class CommonsenseQa
         return $"Question: {question.Trim()}\nA. {texts[0]}\nB. {texts[1]}\nC. {texts[2]}\nD. {texts[3]}\nE. {texts[4]}\nAnswer:";
     }
 
-    private static MultipleChoiceDoc Parse(DataRow row)
+    private static MultipleChoiceDoc Parse(EvalRow row)
     {
         const string task = "commonsense_qa";
         var questionNode = row.Require(task, "question");

@@ -20,7 +20,7 @@ public static class GenericMultipleChoice
         ProcessResults = MultipleChoiceTask.AccAndAccNorm,
     };
 
-    private static MultipleChoiceDoc Parse(DataRow row)
+    private static MultipleChoiceDoc Parse(EvalRow row)
     {
         const string task = "multiple_choice";
         var query = row.RequireString(task, "query");

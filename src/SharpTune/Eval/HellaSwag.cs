@@ -37,7 +37,7 @@ public static partial class HellaSwag
     public static string Capitalize(string s) =>
         s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant();
 
-    private static MultipleChoiceDoc Parse(DataRow row)
+    private static MultipleChoiceDoc Parse(EvalRow row)
     {
         const string task = "hellaswag";
         var query = Query(row.RequireString(task, "activity_label"), row.RequireString(task, "ctx_a"),

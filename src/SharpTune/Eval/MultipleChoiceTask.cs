@@ -24,7 +24,7 @@ public sealed class MultipleChoiceTask
     public required IReadOnlyList<string> MetricNames { get; init; }
 
     /// <summary>Turns one data row into a document (process_docs + doc_to_text/choice/target).</summary>
-    public required Func<DataRow, MultipleChoiceDoc> ParseDoc { get; init; }
+    public required Func<EvalRow, MultipleChoiceDoc> ParseDoc { get; init; }
 
     /// <summary>Per-document metrics from the choices' log-likelihoods (process_results).</summary>
     public required Func<MultipleChoiceDoc, IReadOnlyList<double>, IReadOnlyDictionary<string, double>> ProcessResults { get; init; }

@@ -47,7 +47,7 @@ public static class TruthfulQa
         ProcessResults = (doc, lls) => new Dictionary<string, double> { ["acc"] = Metrics.TruthfulQaMc2(lls, doc.Labels!) },
     };
 
-    private static MultipleChoiceDoc Parse(DataRow row, string task, string targetsField)
+    private static MultipleChoiceDoc Parse(EvalRow row, string task, string targetsField)
     {
         var question = row.RequireString(task, "question");
         var targets = row.Require(task, targetsField);

@@ -2,7 +2,6 @@
 // efficiency (Qwen2.5 7B/14B: 152,064 rows; 3B/1.5B/0.5B: 151,936; the tokenizer emits 151,665 ids), so a teacher can
 // have more logits than its student while sharing every real token. Those extra logits are dropped after checking
 // that no real token lives there; anything else is a real mismatch and an error (torchtune issues #2119, #2416).
-using SharpTune.Tokenizers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -33,14 +32,14 @@ public static class VocabAlignment
     }
 
     /// <summary>As <see cref="SharedVocab(long, long, Func{long, bool})"/>, where a real token is any id the shared
-    /// tokenizer can emit (id &lt; <see cref="ITokenizer.VocabSize"/>).</summary>
-    public static long SharedVocab(long studentVocab, long teacherVocab, ITokenizer tokenizer)
+    /// tokenizer can emit (id &lt; <paramref name="tokenizerVocab"/>, the tokenizer's vocabulary size).</summary>
+    public static long SharedVocab(long studentVocab, long teacherVocab, long tokenizerVocab)
     {
-        if (tokenizer.VocabSize > studentVocab)
+        if (tokenizerVocab > studentVocab)
             throw new ArgumentException(
-                $"vocabulary mismatch: the tokenizer emits {tokenizer.VocabSize} ids but the student has only " +
+                $"vocabulary mismatch: the tokenizer emits {tokenizerVocab} ids but the student has only " +
                 $"{studentVocab} logits (teacher {teacherVocab})");
-        return SharedVocab(studentVocab, teacherVocab, id => id < tokenizer.VocabSize);
+        return SharedVocab(studentVocab, teacherVocab, id => id < tokenizerVocab);
     }
 
     /// <summary>Teacher logits [..., v_t] (or an output weight [v_t, d_t]: pass <paramref name="dim"/> 0) cut to the
@@ -53,11 +52,12 @@ public static class VocabAlignment
         return shared == size ? teacher : teacher.narrow(dim, 0, shared);
     }
 
-    /// <summary><see cref="TruncateTeacher(Tensor, long, Func{long, bool}, int)"/> with the tokenizer's ids as the real tokens.</summary>
-    public static Tensor TruncateTeacher(Tensor teacher, long studentVocab, ITokenizer tokenizer, int dim = -1)
+    /// <summary><see cref="TruncateTeacher(Tensor, long, Func{long, bool}, int)"/> with the ids below the shared
+    /// tokenizer's vocabulary size <paramref name="tokenizerVocab"/> as the real tokens.</summary>
+    public static Tensor TruncateTeacher(Tensor teacher, long studentVocab, long tokenizerVocab, int dim = -1)
     {
         var size = teacher.shape[dim < 0 ? teacher.dim() + dim : dim];
-        var shared = SharedVocab(studentVocab, size, tokenizer);
+        var shared = SharedVocab(studentVocab, size, tokenizerVocab);
         return shared == size ? teacher : teacher.narrow(dim, 0, shared);
     }
 }

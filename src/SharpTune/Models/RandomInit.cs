@@ -64,7 +64,7 @@ public static class RandomInit
         using var model = HfModels.FromConfig(config, dtype: dtype);
         HfStyle(model, seed, sigma);
         HfCheckpointer.SaveFolder(outputDir, model.state_dict(), json, sourceFolder: null);
-        return new InitReport(Path.GetFullPath(outputDir), Adapters.CountParameters(model), sigma, dtype);
+        return new InitReport(Path.GetFullPath(outputDir), ModuleParameters.Count(model), sigma, dtype);
     }
 }
 

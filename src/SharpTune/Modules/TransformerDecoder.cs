@@ -1,7 +1,9 @@
 // A Llama-family decoder-only transformer laid out like HF's LlamaForCausalLM / Qwen2ForCausalLM, so that
 // state_dict() keys equal HF keys (model.embed_tokens.weight, model.layers.N..., model.norm.weight, lm_head.weight
 // when untied). Output modes follow torchtune's TransformerDecoder: full logits, logits in N chunks along the
-// sequence (for chunked losses), or final hidden states only (for fused output-projection losses).
+// sequence (for chunked losses), or final hidden states only (for fused output-projection losses). The decoder owns
+// these forward variants and activation checkpointing (CheckpointActivations), so recipes, evaluation and generation
+// all run the same forward.
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
@@ -47,7 +49,6 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
     [ComponentName(Name = "lm_head")] private readonly nn.Module<Tensor, Tensor>? _lmHead;
     private readonly RotaryEmbedding _rope;
     private long _cachePos;
-    private int _numOutputChunks = 1;
 
     /// <summary>
     /// Composes the decoder. Pass <paramref name="lmHead"/> null to tie the output to the token embedding (the one
@@ -102,12 +103,11 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
     /// </summary>
     public Tensor TrainedOutputWeight() => _lmHead is Peft.LoraLinear l ? l.EffectiveWeight() : OutputWeight;
 
-    /// <summary>Number of chunks <see cref="ForwardChunks"/> splits the sequence into (torchtune's num_output_chunks).</summary>
-    public int NumOutputChunks
-    {
-        get => _numOutputChunks;
-        set => _numOutputChunks = value > 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "must be positive");
-    }
+    /// <summary>
+    /// Recompute each layer's activations in backward instead of keeping them (<see cref="ActivationCheckpointing"/>),
+    /// in training mode with gradients enabled; evaluation, no_grad and cached decoding run the plain forward.
+    /// </summary>
+    public bool CheckpointActivations { get; set; }
 
     /// <summary>True after <see cref="SetupCaches(int, int)"/>.</summary>
     public bool CachesEnabled => _model.Layers.Count > 0 && _model.Layers[0].SelfAttn.Cache is not null;
@@ -168,21 +168,14 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         return ApplyOutput(h).MoveToOuterDisposeScope();
     }
 
-    /// <summary>As <see cref="Forward"/>, with the logits split into <see cref="NumOutputChunks"/> pieces along s
-    /// (tensor_split semantics: the first s % n chunks are one longer).</summary>
-    public List<Tensor> ForwardChunks(Tensor tokens, Tensor? mask = null, Tensor? inputPos = null)
-    {
-        using var scope = NewDisposeScope();
-        var h = ForwardHidden(tokens, mask, inputPos);
-        var chunks = h.tensor_split(_numOutputChunks, dim: 1); // [b, s, d] -> n x [b, s_i, d]
-        var logits = chunks.Select(c => ApplyOutput(c).MoveToOuterDisposeScope()).ToList(); // n x [b, s_i, v]
-        return logits;
-    }
-
-    /// <summary>Final normed hidden states [b, s, d], before the output projection.</summary>
+    /// <summary>Final normed hidden states [b, s, d], before the output projection (each layer checkpointed when
+    /// <see cref="CheckpointActivations"/> applies).</summary>
     public Tensor ForwardHidden(Tensor tokens, Tensor? mask = null, Tensor? inputPos = null)
     {
-        using var scope = NewDisposeScope();
+        var checkpoint = CheckpointActivations && training && is_grad_enabled() && !CachesEnabled;
+        // Checkpointed layers re-run their forward in backward, so cos/sin and the saved layer inputs must live as long
+        // as the caller's (training-step) scope: no inner scope then.
+        using var scope = checkpoint ? null : NewDisposeScope();
         if (tokens.dim() != 2) throw new ArgumentException($"tokens must be [b, s], got [{string.Join(", ", tokens.shape)}]");
         var b = tokens.shape[0];
         var s = tokens.shape[1];
@@ -192,9 +185,13 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         if (pos.shape[0] != b || pos.shape[1] != s) throw new ArgumentException($"inputPos must be [b={b}, s={s}], got [{string.Join(", ", pos.shape)}]");
         var h = _model.EmbedTokens.call(tokens); // [b, s] -> [b, s, d]
         var (cos, sin) = _rope.CosSin(pos, h.dtype); // [b, 1, s, h_d]
-        foreach (var layer in _model.Layers) h = layer.Forward(h, cos, sin, mask);
+        foreach (var layer in _model.Layers)
+            h = checkpoint
+                ? ActivationCheckpointing.Run(x => layer.Forward(x, cos, sin, mask), h, layer.parameters()) // [b, s, d]
+                : layer.Forward(h, cos, sin, mask);                                                        // [b, s, d]
         if (cached) _cachePos += s;
-        return _model.Norm.call(h).MoveToOuterDisposeScope();
+        var normed = _model.Norm.call(h);
+        return scope is null ? normed : normed.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -202,7 +199,7 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
     /// mismatch is reported in one error. Adapter weights (lora_A, lora_B, DoRA magnitude) may be missing so a base
     /// checkpoint loads into a LoRA model; missing DoRA magnitudes are then initialised from the loaded weights.
     /// </summary>
-    public LoadResult LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict")
+    public LoadReport LoadStateDict(IDictionary<string, Tensor> stateDict, bool strict = true, string sourceName = "state dict")
     {
         var result = StateDictLoader.Load(this, stateDict, strict, Peft.Adapters.IsAdapterKey, sourceName);
         // A DoRA magnitude absent from the source must describe the weights just loaded, not the random init.
@@ -228,6 +225,16 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         long[] shape = [.. hidden.shape[..^1], flat.shape[^1]];
         return flat.view(shape).MoveToOuterDisposeScope();                // [.., v]
     }
+
+    /// <summary>
+    /// The output projection of <paramref name="hidden"/> [b, s, d] in <paramref name="chunks"/> pieces along s
+    /// (tensor_split semantics: the first s % n are one longer; torchtune's chunked_output), or whole when
+    /// <paramref name="chunks"/> is 0: n x [b, s_i, v].
+    /// </summary>
+    public List<Tensor> ChunkedOutput(Tensor hidden, int chunks) =>
+        chunks <= 0
+            ? [ApplyOutput(hidden)]                                           // [b, s, v]
+            : hidden.tensor_split(chunks, dim: 1).Select(ApplyOutput).ToList(); // n x [b, s_i, v]
 
     private Tensor ApplyOutput2D(Tensor hidden) =>
         _lmHead is null ? nn.functional.linear(hidden, _model.EmbedTokens.weight) : _lmHead.call(hidden);

@@ -7,10 +7,11 @@
 // 1.4 -> 3.5 GB in 50 steps).
 // The fix needs nothing installed: at startup fix the mmap threshold at glibc's maximum (32 MiB; fixing it turns
 // off the dynamic climb), raise the automatic trim threshold so free() does not hand the heap top back mid-step,
-// cap the arenas, run a .NET GC after every optimizer step (finalizers of undisposed TorchSharp objects free their
-// native memory; a few ms), and malloc_trim(0) every 16 steps. Between trims the step reuses resident heap memory.
-// (With a GC only every 16 steps, tensors held by finalizers piled up: behind a TorchSharp custom autograd function,
-// since replaced, RSS grew 0.4-0.7 GiB per KD benchmark step and steps slowed from 5 to 9 s until the collection.)
+// cap the arenas, and malloc_trim(0) every 16 steps. Between trims the step reuses resident heap memory.
+// The .NET GC is left to its own policy: a training step creates every tensor inside a dispose scope (bench/KdStep
+// --rss-steps counts the tensors created outside one: none per step), so no native memory waits for a finalizer.
+// (An earlier policy forced a GC every step because tensors held by finalizers piled up behind a TorchSharp custom
+// autograd function, since replaced: RSS grew 0.4-0.7 GiB per KD benchmark step until the collection.)
 // Both cheaper-looking extremes were measured and rejected (bench/KdStep --profile, bench/Memory): a 256 KiB mmap
 // threshold with a trim every step kept RSS flat but made every tensor a fresh mmap, so every step page-faulted its
 // whole working set again (KD benchmark step 339 vs 444 tokens/s, medians of 3 alternating runs; elementwise ops
@@ -60,14 +61,6 @@ public sealed record NativeHeapOptions
     /// hands the free heap back, and the next step faults its working set in again (about 1.4 s on the KD benchmark
     /// step), so trimming every step costs far more than it keeps.</summary>
     public int TrimEveryNSteps { get; init; } = 16;
-
-    /// <summary>
-    /// Run a .NET garbage collection and the finalizers every this many steps (0 never). TorchSharp objects that are
-    /// not disposed by a scope (implicit Scalars in optimizer arithmetic, index objects) hold native memory until
-    /// their finalizer runs, and a training loop allocates so little managed memory that the GC may not run for
-    /// thousands of steps; their native memory then shows up as steady RSS growth.
-    /// </summary>
-    public int CollectEveryNSteps { get; init; } = 1;
 }
 
 /// <summary>Allocator settings and periodic trimming that keep training RSS flat. Recipes call
@@ -96,7 +89,7 @@ public static class NativeHeap
     public static string Configure(NativeHeapOptions? options = null)
     {
         options ??= new NativeHeapOptions();
-        if (options.MmapThresholdBytes <= 0 || options.TrimThresholdBytes < 0 || options.ArenaMax < 0 || options.TrimEveryNSteps < 0 || options.CollectEveryNSteps < 0)
+        if (options.MmapThresholdBytes <= 0 || options.TrimThresholdBytes < 0 || options.ArenaMax < 0 || options.TrimEveryNSteps < 0)
             throw new ArgumentOutOfRangeException(nameof(options), options, "allocator settings must be positive (arena_max and trim_every_n_steps may be 0)");
         if (Environment.GetEnvironmentVariable("SHARPTUNE_MALLOC_TUNING") == "0")
             return "allocator tuning disabled by SHARPTUNE_MALLOC_TUNING=0";
@@ -104,27 +97,22 @@ public static class NativeHeap
         _steps = 0;
         IsConfigured = true;
         if (Allocator != NativeAllocator.Glibc)
-            return $"allocator is {Allocator}; leaving it as it is (garbage collection every {options.CollectEveryNSteps} step(s))";
+            return $"allocator is {Allocator}; leaving it as it is";
         var ok = mallopt(MMmapThreshold, options.MmapThresholdBytes) == 1
                  & mallopt(MTrimThreshold, options.TrimThresholdBytes) == 1
                  & (options.ArenaMax == 0 || mallopt(MArenaMax, options.ArenaMax) == 1);
         if (!ok) return "glibc rejected an allocator setting (mallopt returned 0); memory may grow over long runs";
         _options = options;
         return $"glibc malloc: mmap threshold {options.MmapThresholdBytes / 1024} KiB, trim threshold {options.TrimThresholdBytes / 1024} KiB, " +
-               $"arena max {(options.ArenaMax == 0 ? "default" : options.ArenaMax)}, trim every {options.TrimEveryNSteps} step(s), " +
-               $"GC every {options.CollectEveryNSteps} step(s)";
+               $"arena max {(options.ArenaMax == 0 ? "default" : options.ArenaMax)}, trim every {options.TrimEveryNSteps} step(s)";
     }
 
-    /// <summary>Call after each optimizer step (outside its dispose scope): collects garbage and trims the heap as configured.</summary>
+    /// <summary>The step-end memory policy, called after each optimizer step (outside its dispose scope): trims the
+    /// heap as configured. It forces no .NET collection.</summary>
     public static void AfterStep()
     {
         if (!IsConfigured) return;
         _steps++;
-        if (_options.CollectEveryNSteps > 0 && _steps % _options.CollectEveryNSteps == 0)
-        {
-            GC.Collect(1, GCCollectionMode.Forced, blocking: true);
-            GC.WaitForPendingFinalizers();
-        }
         if (_options.TrimEveryNSteps > 0 && _steps % _options.TrimEveryNSteps == 0) Trim();
     }
 

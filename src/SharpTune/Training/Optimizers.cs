@@ -5,6 +5,7 @@
 // References: Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (arXiv:1711.05101);
 // torch.optim.AdamW / torch.optim.SGD documentation; torchtune recipes (`optimizer: _component_: torch.optim.AdamW`).
 using SharpTune.Config;
+using SharpTune.Modules;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -14,39 +15,6 @@ namespace SharpTune.Training;
 /// <summary>Builds optimizers over trainable parameters; every factory is a config component.</summary>
 public static class Optimizers
 {
-    /// <summary>
-    /// Returns each parameter once, in first-seen order. Two entries are the same parameter when they view the same
-    /// memory: same storage data pointer, offset, shape and strides. The native handle is not enough: assigning
-    /// <c>lm_head.weight = embed_tokens.weight</c> in TorchSharp leaves two Parameter objects with different handles
-    /// over one storage, and <c>parameters()</c> lists both.
-    /// </summary>
-    public static IReadOnlyList<Parameter> Deduplicate(IEnumerable<Parameter> parameters)
-    {
-        ArgumentNullException.ThrowIfNull(parameters);
-        var seen = new HashSet<string>();
-        var unique = new List<Parameter>();
-        foreach (var p in parameters)
-            if (seen.Add(IdentityKey(p))) unique.Add(p);
-        return unique;
-    }
-
-    private static string IdentityKey(Parameter p)
-    {
-        // The data pointer already includes the storage offset; it works for every dtype (Tensor.storage<T>() does
-        // not support bf16, which made bf16 runs throw here).
-        var data = SharpTune.Modules.Peft.Adapters.DataAddress(p);
-        if (data == 0) return $"handle:{p.Handle}";
-        return $"{p.device}:{p.dtype}:{data}:{string.Join(',', p.shape)}:{string.Join(',', p.stride())}";
-    }
-
-    /// <summary>The parameters of <paramref name="module"/> that require gradients, each listed once.</summary>
-    public static IReadOnlyList<Parameter> TrainableParameters(nn.Module module)
-    {
-        ArgumentNullException.ThrowIfNull(module);
-        // One deduplication rule for the whole library: the model layer's (same storage address, shape, strides).
-        return SharpTune.Modules.Peft.Adapters.TrainableParameters(module);
-    }
-
     /// <summary>
     /// AdamW: <c>p ← p·(1 − lr·wd)</c>, then the Adam update with bias-corrected moments
     /// (<c>m̂ = m/(1−β₁ᵗ)</c>, <c>v̂ = v/(1−β₂ᵗ)</c>, <c>p ← p − lr·m̂/(√v̂ + eps)</c>).
@@ -123,7 +91,7 @@ public static class Optimizers
 
     private static IReadOnlyList<Parameter> NonEmpty(IEnumerable<Parameter> parameters)
     {
-        var list = Deduplicate(parameters);
+        var list = ModuleParameters.Deduplicate(parameters);
         if (list.Count == 0)
             throw new ArgumentException("the optimizer got no parameters to train (is every parameter frozen?)", nameof(parameters));
         return list;

@@ -1,13 +1,14 @@
 // Training dtype selection. fp32 and bf16 are supported (fp16 is refused, as torchtune does: it needs loss scaling).
 // On a CPU without native bf16 instructions (x86 flags avx512_bf16 or amx_bf16) libtorch emulates bf16 matmuls
-// through fp32 conversions and they run far slower than fp32 (issue 6 measured ~56x on the development machine;
-// bench/Precision measures it here), so we warn through the progress reporter and continue as asked.
+// through fp32 conversions and they run far slower than fp32 (~56x measured on the development machine;
+// bench/Precision measures it here), so we warn through the caller's reporter and continue as asked.
 // `dtype: auto` decides per machine, measured: bf16 only where the CPU has native bf16 AND a matmul probe runs bf16
 // faster than fp32 by a margin (a CPU with the flags can still be slower in bf16, e.g. a libtorch without the
 // kernels); fp32 otherwise. On a GPU auto is bf16, torchtune's default there.
 // References: torchtune training/precision.py (get_dtype, verify_bf16_support); Linux /proc/cpuinfo flags.
 using System.Diagnostics;
 using TorchSharp;
+using DeviceType = TorchSharp.DeviceType;
 
 namespace SharpTune.Training;
 
@@ -15,29 +16,46 @@ namespace SharpTune.Training;
 public static class Precision
 {
     /// <summary>
-    /// Maps <paramref name="dtype"/> (<c>fp32</c>/<c>float32</c>, <c>bf16</c>/<c>bfloat16</c>) to a scalar type.
-    /// Warns through <paramref name="reporter"/> when bf16 is asked for on a CPU without native bf16.
+    /// Maps <paramref name="dtype"/> (<c>fp32</c>/<c>float32</c>, <c>bf16</c>/<c>bfloat16</c>, <c>auto</c>) to the
+    /// training scalar type on <paramref name="device"/>. <c>auto</c> is bf16 on a GPU; on a CPU it is
+    /// <see cref="ProbeCpu"/>'s measured choice, or with <paramref name="flagsOnly"/> the CPU flags alone (ranks under
+    /// mpirun must agree, and timings differ between them). bf16 on a CPU without native bf16 is allowed with a warning.
     /// </summary>
     /// <param name="dtype">The config value.</param>
-    /// <param name="device">The training device (<c>cpu</c> or <c>cuda[:n]</c>).</param>
-    /// <param name="reporter">Receives the warning, if any.</param>
-    public static torch.ScalarType Resolve(string dtype, string device, IProgressReporter reporter)
+    /// <param name="device">The training device.</param>
+    /// <param name="info">Receives what auto chose and why.</param>
+    /// <param name="warn">Receives the slow-bf16 warning, if any.</param>
+    /// <param name="flagsOnly">Decide auto from the CPU flags, without a timing.</param>
+    public static torch.ScalarType Resolve(string dtype, torch.Device device, Action<string> info, Action<string> warn, bool flagsOnly = false)
     {
         ArgumentNullException.ThrowIfNull(dtype);
         ArgumentNullException.ThrowIfNull(device);
-        ArgumentNullException.ThrowIfNull(reporter);
+        var cpu = device.type == DeviceType.CPU;
+        if (dtype.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
+        {
+            if (!cpu) return torch.ScalarType.BFloat16;
+            if (flagsOnly)
+            {
+                var native = CpuHasNativeBf16();
+                info($"dtype auto -> {(native ? "bf16" : "fp32")}: {(native ? "native bf16" : "no native bf16")} (under mpirun the CPU flags decide, not a timing)");
+                return native ? torch.ScalarType.BFloat16 : torch.ScalarType.Float32;
+            }
+            var probe = ProbeCpu();
+            info(probe.ToString());
+            return probe.Choice;
+        }
         var type = dtype.Trim().ToLowerInvariant() switch
         {
             "fp32" or "float32" or "float" => torch.ScalarType.Float32,
             "bf16" or "bfloat16" => torch.ScalarType.BFloat16,
             "fp16" or "float16" or "half" => throw new NotSupportedException(
                 $"dtype '{dtype}' is not supported: fp16 training needs loss scaling; use bf16 or fp32"),
-            _ => throw new ArgumentException($"dtype: expected one of fp32, bf16; got '{dtype}'", nameof(dtype)),
+            _ => throw new ArgumentException($"dtype: expected one of fp32, bf16, auto; got '{dtype}'", nameof(dtype)),
         };
-        if (type == torch.ScalarType.BFloat16 && device.StartsWith("cpu", StringComparison.OrdinalIgnoreCase) && !CpuHasNativeBf16())
-            reporter.Warn("dtype bf16 on a CPU without native bf16 support (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): " +
-                          "libtorch emulates bf16 matmuls and they run many times slower than fp32 " +
-                          "(see bench/Precision). Continuing in bf16 as requested; use dtype fp32 for speed.");
+        if (type == torch.ScalarType.BFloat16 && cpu && !CpuHasNativeBf16())
+            warn("dtype bf16 on a CPU without native bf16 support (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): " +
+                 "libtorch emulates bf16 matmuls and they run tens of times slower than fp32 " +
+                 "(see bench/Precision). Continuing in bf16 as requested; use dtype fp32 for speed.");
         return type;
     }
 

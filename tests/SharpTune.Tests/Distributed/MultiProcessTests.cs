@@ -1,5 +1,5 @@
 // Multi-process tests: 2 ranks under mpirun against a one-process reference we compute here with the single-device
-// pieces (GradientAccumulator on full global batches), and the failure paths (a throwing rank, a killed rank).
+// pieces (a plain normalise-and-clip on full global batches), and the failure paths (a throwing rank, a killed rank).
 using System.Diagnostics;
 using SharpTune.MpiWorker;
 using SharpTune.Training;

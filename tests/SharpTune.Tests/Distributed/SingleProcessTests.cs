@@ -1,6 +1,6 @@
 // Tests of the distributed machinery that need no MPI: the chunking of counts, the split of global batches, the
 // thread default, and the one-process behaviour of the context and the flat-buffer gradient path (which must equal the
-// single-device GradientAccumulator).
+// plain one-process reference in TinyTask).
 using SharpTune.Distributed;
 using SharpTune.MpiWorker;
 using SharpTune.Training;
@@ -173,8 +173,6 @@ public sealed class SingleProcessTests
         Assert.Equal((0, 1, false, true), (ctx.Rank, ctx.WorldSize, ctx.UsesMpi, ctx.IsMain));
         Assert.False(Mpi.IsLoaded);
         Assert.Equal(new[] { 2.5, 3.0 }, ctx.AllReduceSum(2.5, 3.0));
-        var reporter = new RecordingReporter();
-        Assert.Same(reporter, ctx.MainOnly(reporter));
         var ran = false;
         ctx.OnMain(() => ran = true);
         Assert.True(ran);
@@ -213,7 +211,7 @@ public sealed class SingleProcessTests
     [InlineData("sgd", 0.4)]
     [InlineData("adamw", null)]
     [InlineData("adamw", 1e-3)]
-    public void DataParallelGradients_OneProcess_EqualsGradientAccumulator(string optimizer, double? clip)
+    public void DataParallelGradients_OneProcess_EqualsPlainReference(string optimizer, double? clip)
     {
         var s = new TinyTrainingSettings { Optimizer = optimizer, MaxGradNorm = clip };
         Determinism.Seed(s.Seed);
@@ -225,26 +223,8 @@ public sealed class SingleProcessTests
         Determinism.Seed(s.Seed);
         using var model = TinyTask.Model();
         var loader = new ShardedDataLoader(TinyTask.Loader(s), ctx.Rank, ctx.WorldSize);
-        using var opt = TinyTask.Optimizer(s, model.parameters());
         using var grads = new DataParallelGradients(ctx, model.parameters(), s.MaxGradNorm);
-        var losses = new List<double>();
-        var norms = new List<double>();
-        for (var epoch = 0; epoch < s.Epochs; epoch++)
-        {
-            var micro = 0;
-            foreach (var batch in loader.Batches(epoch).Take(TinyTask.StepsPerEpoch(s, loader.BatchesPerEpoch) * s.GradientAccumulation))
-            {
-                using var scope = NewDisposeScope();
-                var (sum, tokens) = TinyTask.Loss(model, batch);
-                grads.Backward(sum, tokens);
-                if (++micro % s.GradientAccumulation != 0) continue;
-                var step = grads.Finish();
-                losses.Add(step.Loss);
-                norms.Add(step.GradNorm);
-                opt.step();
-                opt.zero_grad();
-            }
-        }
+        var (losses, norms) = TinyTask.Train(s, model, grads, epoch => loader.Batches(epoch), loader.BatchesPerEpoch);
 
         SameTinyRun.Assert(expectedRun, expected, TinyTask.Flatten(model), losses, s, $"{optimizer}, clip {clip}");
         if (clip is { } c) Assert.Contains(norms, n => n > c); // the clip actually bit at least once
@@ -304,14 +284,5 @@ public sealed class SingleProcessTests
         var e = Assert.Throws<InvalidOperationException>(() => grads.Finish());
 
         Assert.Contains("no valid tokens", e.Message);
-    }
-
-    private sealed class RecordingReporter : IProgressReporter
-    {
-        public void Started(long totalSteps, int totalEpochs, long stepsAlreadyRun) { }
-        public void Progress(TrainingProgress progress) { }
-        public void Info(string message) { }
-        public void Warn(string message) { }
-        public void Completed() { }
     }
 }

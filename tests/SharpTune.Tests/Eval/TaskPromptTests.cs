@@ -7,7 +7,7 @@ namespace SharpTune.Tests.Eval;
 
 public sealed class TaskPromptTests
 {
-    private static DataRow Row(string json) => new((JsonObject)JsonNode.Parse(json)!, "hand-made.jsonl", 1);
+    private static EvalRow Row(string json) => new((JsonObject)JsonNode.Parse(json)!, "hand-made.jsonl", 1);
 
     [Fact]
     public void HellaSwag_DocWithTagsAndCase_HarnessQueryAndChoices()

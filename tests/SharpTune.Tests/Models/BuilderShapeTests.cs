@@ -20,7 +20,7 @@ public sealed class BuilderShapeTests
     {
         using var m = Llama3Models.Llama3_1_8B(Meta);
         Assert.True(m.OutputWeight.is_meta);
-        Assert.Equal(8_030_261_248L, Adapters.CountParameters(m));
+        Assert.Equal(8_030_261_248L, ModuleParameters.Count(m));
         Assert.Contains("lm_head.weight", m.state_dict().Keys);
     }
 
@@ -28,7 +28,7 @@ public sealed class BuilderShapeTests
     public void Llama3_2_1B_OnMeta_Has1235814400Parameters()
     {
         using var m = Llama3Models.Llama3_2_1B(Meta);
-        Assert.Equal(1_235_814_400L, Adapters.CountParameters(m));
+        Assert.Equal(1_235_814_400L, ModuleParameters.Count(m));
         Assert.DoesNotContain("lm_head.weight", m.state_dict().Keys);
     }
 
@@ -38,8 +38,8 @@ public sealed class BuilderShapeTests
         // torchtune's llama3_2/8B_to_1B_KD_lora_single_device: q_proj, v_proj, output_proj + MLP, rank 64, alpha 128
         using var m = Llama3Models.LoraLlama3_2_1B(["q_proj", "v_proj", "output_proj"], applyLoraToMlp: true,
             applyLoraToOutput: false, loraRank: 64, loraAlpha: 128, device: Meta);
-        Assert.Equal(42_467_328L, Adapters.CountTrainable(m));
-        Assert.Equal(1_235_814_400L + 42_467_328L, Adapters.CountParameters(m));
+        Assert.Equal(42_467_328L, ModuleParameters.CountTrainable(m));
+        Assert.Equal(1_235_814_400L + 42_467_328L, ModuleParameters.Count(m));
     }
 
     [Fact]
@@ -48,7 +48,7 @@ public sealed class BuilderShapeTests
         // torchtune's qwen2/1.5_to_0.5B_KD_lora_single_device: rank 32, alpha 64, same modules
         using var m = Qwen2Models.LoraQwen2_0_5B(["q_proj", "v_proj", "output_proj"], applyLoraToMlp: true,
             loraRank: 32, loraAlpha: 64, device: Meta);
-        Assert.Equal(16_809_984L, Adapters.CountTrainable(m));
+        Assert.Equal(16_809_984L, ModuleParameters.CountTrainable(m));
     }
 
     [Fact]
@@ -59,7 +59,7 @@ public sealed class BuilderShapeTests
         Assert.Contains("model.layers.27.self_attn.k_proj.bias", keys);
         Assert.DoesNotContain("model.layers.0.self_attn.o_proj.bias", keys);
         // Qwen2-1.5B: 1,543,714,304 parameters (tied embeddings), the count of the published safetensors.
-        Assert.Equal(1_543_714_304L, Adapters.CountParameters(m));
+        Assert.Equal(1_543_714_304L, ModuleParameters.Count(m));
     }
 
     [Theory]
@@ -84,7 +84,7 @@ public sealed class BuilderShapeTests
             "qwen2_5_14b" => Qwen2Models.Qwen2_5_14B(Meta),
             _ => throw new ArgumentException(name),
         };
-        Assert.Equal(expected, Adapters.CountParameters(m));
+        Assert.Equal(expected, ModuleParameters.Count(m));
     }
 
     [Fact]

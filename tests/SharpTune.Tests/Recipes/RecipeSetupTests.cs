@@ -56,13 +56,13 @@ public sealed class RecipeSetupTests
     {
         using var tmp = new TempDir();
         string[] common = [$"checkpointer.checkpoint_dir={tmp.Path}/init", "max_steps_per_epoch=3", "shuffle=false"];
-        var before = SharpTune.Training.ActivationCheckpointing.RecomputationsOnThisThread;
+        var before = SharpTune.Modules.ActivationCheckpointing.RecomputationsOnThisThread;
         RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device", [$"output_dir={tmp.Path}/plain", .. common]);
-        Assert.Equal(before, SharpTune.Training.ActivationCheckpointing.RecomputationsOnThisThread); // nothing recomputed without the flag
+        Assert.Equal(before, SharpTune.Modules.ActivationCheckpointing.RecomputationsOnThisThread); // nothing recomputed without the flag
         RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device",
             [$"output_dir={tmp.Path}/ac", "enable_activation_checkpointing=true", .. common]);
         // the flag took effect: each of the 2 layers was recomputed in each of the 3 steps' backward
-        Assert.True(SharpTune.Training.ActivationCheckpointing.RecomputationsOnThisThread - before >= 2 * 3, "activation checkpointing recomputed nothing");
+        Assert.True(SharpTune.Modules.ActivationCheckpointing.RecomputationsOnThisThread - before >= 2 * 3, "activation checkpointing recomputed nothing");
         using var a = SharpTune.Checkpointing.HfCheckpointer.Load(Path.Combine(tmp.Path, "plain", "epoch_0"));
         using var b = SharpTune.Checkpointing.HfCheckpointer.Load(Path.Combine(tmp.Path, "ac", "epoch_0"));
         foreach (var (key, value) in a.StateDict)
@@ -79,8 +79,8 @@ public sealed class RecipeSetupTests
         var reporter = RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device",
             $"output_dir={tmp.Path}/bf16", $"checkpointer.checkpoint_dir={tmp.Path}/init", "max_steps_per_epoch=1", "dtype=bf16");
         // Native bf16 read from the kernel's CPU flags, not from the code under test
-        var flags = File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal)) ?? "" : "";
-        var native = flags.Split(' ').Any(f => f is "avx512_bf16" or "amx_bf16");
+        var flags = File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal) || l.StartsWith("Features", StringComparison.Ordinal)) ?? "" : "";
+        var native = flags.Split(' ', '\t').Any(f => f is "avx512_bf16" or "amx_bf16" or "bf16"); // x86 flags, Arm features
         Assert.Equal(!native, reporter.Warnings.Any(w => w.Contains("bf16", StringComparison.Ordinal)));
         var config = File.ReadAllText(Path.Combine(tmp.Path, "bf16", "epoch_0", "config.json"));
         Assert.Contains("\"torch_dtype\": \"bfloat16\"", config);
@@ -133,7 +133,7 @@ public sealed class RecipeSetupTests
         var probe = SharpTune.Training.Precision.ProbeCpu();
         Assert.Equal(probe.Choice, dtype);
         Assert.Contains(probe.ToString(), reporter.Infos);
-        if (!RecipeRuntime.CpuHasNativeBf16()) Assert.Equal(ScalarType.Float32, dtype);
+        if (!SharpTune.Training.Precision.CpuHasNativeBf16()) Assert.Equal(ScalarType.Float32, dtype);
         Assert.Empty(reporter.Warnings);
     }
 

@@ -120,14 +120,6 @@ public sealed class MetricLoggersTests : IDisposable
         Assert.True(m.PeakRssBytes >= m.RssBytes);
     }
 
-    [Fact]
-    public void TrainingProgress_HalfDone_EtaEqualsElapsed()
-    {
-        var p = new TrainingProgress(0, 1, 50, 100, 1.0, 10, TimeSpan.FromSeconds(30));
-        Assert.Equal(TimeSpan.FromSeconds(30), p.Eta());
-        Assert.Null((p with { Step = 0 }).Eta());
-    }
-
     /// <summary>An independent TFRecord reader: checks both masked CRCs of every record.</summary>
     private static List<Tensorboard.Event> ReadEvents(string file)
     {

@@ -1,3 +1,4 @@
+using SharpTune.Modules;
 using SharpTune.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -44,15 +45,15 @@ public sealed class OptimizersTests
         using var m = new TiedLm();
         var all = m.parameters().ToList();
         Assert.Equal(2, all.Count); // TorchSharp lists the shared weight once per owning module
-        Assert.Single(Optimizers.Deduplicate(all));
-        Assert.Single(Optimizers.TrainableParameters(m));
+        Assert.Single(ModuleParameters.Deduplicate(all));
+        Assert.Single(ModuleParameters.Trainable(m));
     }
 
     [Fact]
     public void Deduplicate_TiedWithinOneModule_ListedOnce()
     {
         using var m = new Tied();
-        Assert.Single(Optimizers.Deduplicate(m.parameters()));
+        Assert.Single(ModuleParameters.Deduplicate(m.parameters()));
     }
 
     [Fact]

@@ -20,28 +20,28 @@ public sealed class PrecisionTests
     [Fact]
     public void Resolve_Bf16OnCpuWithoutNativeSupport_WarnsAndContinues()
     {
-        var reporter = new RecordingProgressReporter();
-        var type = Precision.Resolve("bf16", "cpu", reporter);
+        var warnings = new List<string>();
+        var type = Precision.Resolve("bf16", torch.CPU, _ => { }, warnings.Add);
         Assert.Equal(torch.ScalarType.BFloat16, type);
-        if (Precision.CpuHasNativeBf16()) Assert.Empty(reporter.Warnings);
-        else Assert.Contains("slower than fp32", Assert.Single(reporter.Warnings));
+        if (Precision.CpuHasNativeBf16()) Assert.Empty(warnings);
+        else Assert.Contains("slower than fp32", Assert.Single(warnings));
     }
 
     [Fact]
     public void Resolve_Fp32_NoWarning()
     {
-        var reporter = new RecordingProgressReporter();
-        Assert.Equal(torch.ScalarType.Float32, Precision.Resolve("fp32", "cpu", reporter));
-        Assert.Empty(reporter.Warnings);
+        var warnings = new List<string>();
+        Assert.Equal(torch.ScalarType.Float32, Precision.Resolve("fp32", torch.CPU, _ => { }, warnings.Add));
+        Assert.Empty(warnings);
     }
 
     [Fact]
     public void Resolve_Fp16_RefusedWithReason() =>
-        Assert.Contains("loss scaling", Assert.Throws<NotSupportedException>(() => Precision.Resolve("fp16", "cpu", NullProgressReporter.Instance)).Message);
+        Assert.Contains("loss scaling", Assert.Throws<NotSupportedException>(() => Precision.Resolve("fp16", torch.CPU, _ => { }, _ => { })).Message);
 
     [Fact]
     public void Resolve_Unknown_NamesKeyAndValue() =>
-        Assert.Contains("'int8'", Assert.Throws<ArgumentException>(() => Precision.Resolve("int8", "cpu", NullProgressReporter.Instance)).Message);
+        Assert.Contains("'int8'", Assert.Throws<ArgumentException>(() => Precision.Resolve("int8", torch.CPU, _ => { }, _ => { })).Message);
 
     [Theory]
     [InlineData(false, 100, 400, "fp32")] // emulated bf16 never, whatever a probe says

@@ -56,7 +56,7 @@ internal sealed class TinyRun : IDisposable
             var loss = (pred - Y.index_select(0, idx)).square().mean();
             Optimizer.zero_grad();
             loss.backward();
-            GradientAccumulator.ClipGradNorm(Model.parameters(), 1.0);
+            nn.utils.clip_grad_norm_(Model.parameters(), 1.0);
             Optimizer.step();
             Scheduler.Step();
         }

@@ -14,46 +14,6 @@ public static class Adapters
     /// <summary>True when <paramref name="key"/> names an adapter tensor (lora_A, lora_B or DoRA magnitude).</summary>
     public static bool IsAdapterKey(string key) => AdapterKeySuffixes.Any(key.EndsWith);
 
-    /// <summary>
-    /// Every parameter of <paramref name="module"/> once, in registration order. TorchSharp's parameters() yields a
-    /// Parameter registered under two names twice; an optimizer given both would step it twice.
-    /// </summary>
-    public static IReadOnlyList<(string Name, Parameter Parameter)> UniqueNamedParameters(nn.Module module)
-    {
-        var seen = new HashSet<(long, string, string, ScalarType)>();
-        var result = new List<(string, Parameter)>();
-        foreach (var (name, p) in module.named_parameters())
-            if (seen.Add(Identity(p))) result.Add((name, p));
-        return result;
-    }
-
-    /// <summary>
-    /// Identity of a parameter's storage view. TorchSharp hands out a new wrapper (and native handle) per access, so
-    /// handles cannot identify a shared tensor; the data pointer, shape and strides can. Meta tensors have no data,
-    /// so there the handle is used (our models register a tied weight only once anyway).
-    /// </summary>
-    [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
-    private static extern IntPtr THSTensor_data(IntPtr tensor); // TorchSharp's own native export behind data<T>()
-
-    /// <summary>Address of the first element of <paramref name="t"/> (CPU/CUDA tensors; 0 for meta).</summary>
-    public static long DataAddress(Tensor t) => t.is_meta ? 0 : (long)THSTensor_data(t.Handle);
-
-    private static (long, string, string, ScalarType) Identity(Tensor p)
-    {
-        var ptr = p.is_meta ? 0 : (long)THSTensor_data(p.Handle);
-        return (ptr != 0 ? ptr : -(long)p.Handle, string.Join(",", p.shape), string.Join(",", p.stride()), p.dtype);
-    }
-
-    /// <summary>The parameters with requires_grad, deduplicated: what the optimizer should receive.</summary>
-    public static IReadOnlyList<Parameter> TrainableParameters(nn.Module module) =>
-        UniqueNamedParameters(module).Where(p => p.Parameter.requires_grad).Select(p => p.Parameter).ToList();
-
-    /// <summary>Number of elements in the deduplicated trainable parameters.</summary>
-    public static long CountTrainable(nn.Module module) => TrainableParameters(module).Sum(p => p.numel());
-
-    /// <summary>Number of elements in all deduplicated parameters.</summary>
-    public static long CountParameters(nn.Module module) => UniqueNamedParameters(module).Sum(p => p.Parameter.numel());
-
     /// <summary>All LoRA layers with their module paths (e.g. <c>model.layers.0.self_attn.q_proj</c>).</summary>
     public static IReadOnlyList<(string Name, LoraLinear Layer)> LoraLayers(nn.Module module) =>
         module.named_modules().Where(m => m.module is LoraLinear).Select(m => (m.name, (LoraLinear)m.module)).ToList();

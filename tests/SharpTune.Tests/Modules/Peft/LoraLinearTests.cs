@@ -126,8 +126,8 @@ public sealed class LoraLinearTests
     {
         using var lora = Llama2Models.LoraTiny(["q_proj", "k_proj"], loraRank: 4);
         // d = 32, q: 32 -> 32, k: 32 -> 16, rank 4: per layer 4*(32+32) + 4*(32+16) = 448; 2 layers
-        Assert.Equal(896, Adapters.CountTrainable(lora));
-        Assert.All(Adapters.UniqueNamedParameters(lora), p => Assert.Equal(Adapters.IsAdapterKey(p.Name), p.Parameter.requires_grad));
+        Assert.Equal(896, ModuleParameters.CountTrainable(lora));
+        Assert.All(ModuleParameters.UniqueNamed(lora), p => Assert.Equal(Adapters.IsAdapterKey(p.Name), p.Parameter.requires_grad));
     }
 
     [Fact]

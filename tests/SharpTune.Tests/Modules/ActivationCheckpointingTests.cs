@@ -1,9 +1,10 @@
-using SharpTune.Training;
+using SharpTune.Modules;
+using SharpTune.Tests.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace SharpTune.Tests.Training;
+namespace SharpTune.Tests.Modules;
 
 [Collection(GlobalTorchStateCollection.Name)]
 public sealed class ActivationCheckpointingTests
@@ -34,7 +35,7 @@ public sealed class ActivationCheckpointingTests
         var layers = Enumerable.Range(0, 3).Select(i =>
         {
             nn.Module<Tensor, Tensor> b = new Block(8);
-            return ($"{i}", checkpoint ? new CheckpointedLayer(b) : b);
+            return ($"{i}", checkpoint ? new Checkpointed(b) : b);
         }).ToArray();
         return nn.Sequential(layers);
     }
@@ -81,22 +82,17 @@ public sealed class ActivationCheckpointingTests
         Assert.False(x.grad!.allclose(expected, rtol: 1e-6, atol: 1e-7));
     }
 
-    [Fact]
-    public void CheckpointedLayer_StateDict_KeepsLayerKeys()
+    /// <summary>A block run through <see cref="ActivationCheckpointing.Run(nn.Module{Tensor, Tensor}, Tensor, bool)"/>.</summary>
+    private sealed class Checkpointed : nn.Module<Tensor, Tensor>
     {
-        using var plain = Stack(checkpoint: false);
-        using var ckpt = Stack(checkpoint: true);
-        Assert.Equal(plain.state_dict().Keys.OrderBy(k => k), ckpt.state_dict().Keys.OrderBy(k => k));
-        Assert.Contains("0.up.weight", ckpt.state_dict().Keys);
-    }
+        private readonly nn.Module<Tensor, Tensor> inner;
 
-    [Fact]
-    public void CheckpointedLayer_Eval_RunsPlainForwardWithoutGraph()
-    {
-        using var ckpt = Stack(checkpoint: true);
-        ckpt.eval();
-        using var _ = no_grad();
-        var y = ckpt.call(ones(1, 8));
-        Assert.False(y.requires_grad);
+        public Checkpointed(nn.Module<Tensor, Tensor> inner) : base(nameof(Checkpointed))
+        {
+            this.inner = inner;
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor x) => ActivationCheckpointing.Run(inner, x);
     }
 }

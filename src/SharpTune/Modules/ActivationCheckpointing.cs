@@ -7,12 +7,13 @@
 // calls torch.autograd.grad on it for the input and the layer's parameters -- the reentrant variant of
 // torch.utils.checkpoint (use_reentrant=True).
 // References: Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"; torch/utils/checkpoint.py
-// (CheckpointFunction, preserve_rng_state); torchtune training/_activation_checkpointing.py.
+// (CheckpointFunction, preserve_rng_state); torchtune training/_activation_checkpointing.py. TransformerDecoder applies
+// it per layer when CheckpointActivations is set.
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace SharpTune.Training;
+namespace SharpTune.Modules;
 
 /// <summary>Runs layers with activation checkpointing.</summary>
 public static class ActivationCheckpointing
@@ -39,7 +40,7 @@ public static class ActivationCheckpointing
     {
         ArgumentNullException.ThrowIfNull(forward);
         ArgumentNullException.ThrowIfNull(input);
-        var trainable = Optimizers.Deduplicate(parameters).Where(p => p.requires_grad).ToList();
+        var trainable = ModuleParameters.Deduplicate(parameters).Where(p => p.requires_grad).ToList();
         if (!is_grad_enabled() || (!input.requires_grad && trainable.Count == 0)) return forward(input);
         var vars = new object[3 + trainable.Count];
         vars[0] = forward;
@@ -121,43 +122,5 @@ public static class ActivationCheckpointing
                 }
             }
         }
-    }
-}
-
-/// <summary>
-/// Wraps a layer so its forward is activation-checkpointed in training. The wrapper exposes the layer's own
-/// parameters, buffers and children under the same names, so <c>state_dict()</c> keys do not change (no
-/// <c>_checkpoint_wrapped_module</c> prefix as in torch). Wrap after moving the model to its device and dtype.
-/// </summary>
-public sealed class CheckpointedLayer : nn.Module<Tensor, Tensor>
-{
-    private readonly nn.Module<Tensor, Tensor> _inner;
-
-    /// <param name="inner">The layer to checkpoint.</param>
-    /// <param name="preserveRngState">Replay dropout masks exactly in the recomputation.</param>
-    public CheckpointedLayer(nn.Module<Tensor, Tensor> inner, bool preserveRngState = true) : base(inner.GetName())
-    {
-        _inner = inner;
-        PreserveRngState = preserveRngState;
-        foreach (var (name, p) in inner.named_parameters(recurse: false)) register_parameter(name, p);
-        foreach (var (name, b) in inner.named_buffers(recurse: false)) register_buffer(name, b);
-        foreach (var (name, m) in inner.named_children()) register_module(name, m);
-    }
-
-    /// <summary>The wrapped layer.</summary>
-    public nn.Module<Tensor, Tensor> Inner => _inner;
-
-    /// <summary>Whether dropout masks are replayed in the recomputation.</summary>
-    public bool PreserveRngState { get; }
-
-    /// <inheritdoc />
-    public override Tensor forward(Tensor input) =>
-        training ? ActivationCheckpointing.Run(_inner, input, PreserveRngState) : _inner.call(input);
-
-    /// <inheritdoc />
-    public override void train(bool train = true)
-    {
-        base.train(train);
-        _inner.train(train);
     }
 }
