@@ -6,9 +6,9 @@
 // coded in id order. Most of a top-k lies near its lowest entry, so most d_i are small.
 // Nothing is folded into the tail unless the format asks: `MaxLogRatio` folds entries that far below the top-1, and
 // `MaxBytesPerToken` folds the lowest-ranked entries that do not fit the per-position budget; either way the tail field
-// (1 - the exact stored mass) then holds their probability.
+// (1 - the stored mass) then holds their probability.
 // Error bound (see docs/offline-teacher.md): every stored probability p' satisfies |p' - p| <= p (e^(step/2 + 2e-5) - 1)
-// for p a normal float32 (eps = 2e-5 covers float32 rounding of log-probs above -87); ids decode exactly.
+// for p the teacher's (the float32 log-prob given), a normal float32 (eps = 2e-5 covers float32 rounding of log-probs above -87); ids decode exactly.
 // References: Golomb 1966, Rice 1979 (gap codes); Witten, Moffat & Bell, "Managing Gigabytes", ch. 3 (sorted id lists
 // as gaps); Arcee DistillKit (top-k log-prob storage).
 namespace SharpTune.Distillation;
@@ -30,9 +30,9 @@ public sealed record TopKFormat(int K = 128, int Vocab = 128_256, double LogProb
     public int CountBits => Math.Max(1, (int)Math.Ceiling(Math.Log2(K + 1.0)));
 
     /// <summary>
-    /// Bound on |p' / p - 1| for every stored probability: half a quantisation step in log space plus 2e-5 for float32
-    /// rounding of log-probs (a probability that is a normal float32 has |log p| &lt; 87.4, which float32 rounds to
-    /// within 5.2e-6; the base and the decoded value are each rounded once, the input log-prob once by the teacher).
+    /// Bound on |p' / p - 1| for every stored probability p' of a given teacher probability p: half a quantisation step
+    /// in log space plus 2e-5 for float32 rounding of log-probs (a probability that is a normal float32 has
+    /// |log p| &lt; 87.4, which float32 rounds to within 5.2e-6; the base and the decoded value are each rounded once).
     /// </summary>
     public double RelativeErrorBound => Math.Exp(LogProbStep / 2 + 2e-5) - 1;
 

@@ -1,7 +1,9 @@
 // The position encoding of the teacher cache against libtorch's topk and the stated bounds: the decoded ids are exactly
-// the teacher's top-k ids, every stored probability is within a relative e^(step/2 + 2e-5) - 1 of the exact softmax,
-// the tail field is 1 - (exact stored mass), and with a byte budget the folded entries are the lowest-ranked ones and
-// their mass goes to the tail.
+// the teacher's top-k ids, every stored probability is within a relative e^(step/2 + 2e-5) - 1 of the teacher's
+// (the float32 log-probs the cache is given), the tail field is 1 - (stored mass), and with a byte budget the folded
+// entries are the lowest-ranked ones and their mass goes to the tail. The reference is the teacher's float32 output,
+// not a float64 softmax: libtorch's float32 log_softmax over 128,256 ids is itself off by up to ~3e-5 in log space
+// (a shift shared by the row, from summing the normaliser in float32), which is the teacher's rounding, not the codec's.
 using SharpTune.Distillation;
 using SharpTune.Native;
 using TorchSharp;
@@ -13,13 +15,11 @@ public sealed class TopKCodecTests
 {
     public TopKCodecTests() => TorchRuntime.EnsureLoaded();
 
-    // libtorch's top-k of log_softmax(logits) in float32 (what the writer stores) and the float64 log-softmax as the
-    // exact reference, row-major.
-    private static (long[] Ids, float[] LogProbs, double[] Exact) TopK(Tensor logits, int k)
+    // libtorch's top-k of log_softmax(logits) in float32 (what the writer is given and stores), row-major.
+    private static (long[] Ids, float[] LogProbs) TopK(Tensor logits, int k)
     {
-        using var exact = logits.to(ScalarType.Float64).log_softmax(-1);   // [n, v]
         var (lp, idx) = logits.log_softmax(-1).topk(k);                    // [n, k] each, descending
-        return (idx.data<long>().ToArray(), lp.data<float>().ToArray(), exact.data<double>().ToArray());
+        return (idx.data<long>().ToArray(), lp.data<float>().ToArray());
     }
 
     private static (long[] Ids, float[] LogProbs, int Count, float Tail, long Bits) RoundTrip(TopKFormat format, ReadOnlySpan<long> ids, ReadOnlySpan<float> lps)
@@ -35,18 +35,20 @@ public sealed class TopKCodecTests
     }
 
     // Checks one decoded position against the reference: the ids are the first `expectedCount` of libtorch's ranking
-    // (as a set, since entries within one quantisation step may swap), each probability within the bound, the tail
-    // equal to 1 - exact stored mass to 16-bit precision. Returns the worst relative error.
-    private static double AssertMatchesTopK(TopKFormat format, long[] refIds, double[] exactRow, int expectedCount,
+    // (as a set, since entries within one quantisation step may swap), each probability within the bound of the
+    // teacher's (refLps, aligned with refIds), the tail equal to 1 - stored mass to 16-bit precision. Returns the
+    // worst relative error.
+    private static double AssertMatchesTopK(TopKFormat format, long[] refIds, float[] refLps, int expectedCount,
         (long[] Ids, float[] LogProbs, int Count, float Tail, long Bits) decoded, string where)
     {
         Assert.Equal(expectedCount, decoded.Count);
         Assert.Equal(refIds.Take(expectedCount).Order(), decoded.Ids.Take(decoded.Count).Order());
+        var teacher = refIds.Zip(refLps).ToDictionary(x => x.First, x => (double)x.Second);
         var bound = format.RelativeErrorBound;
         double worst = 0, storedMass = 0;
         for (var i = 0; i < decoded.Count; i++)
         {
-            var p = Math.Exp(exactRow[decoded.Ids[i]]);
+            var p = Math.Exp(teacher[decoded.Ids[i]]);
             var rel = Math.Abs(Math.Exp(decoded.LogProbs[i]) - p) / p;
             Assert.True(rel <= bound, $"{where} entry {i}: relative error {rel:G4} > bound {bound:G4}");
             worst = Math.Max(worst, rel);
@@ -54,7 +56,8 @@ public sealed class TopKCodecTests
             if (i > 0) Assert.True(decoded.LogProbs[i] <= decoded.LogProbs[i - 1], $"{where}: entries not in descending order");
         }
         for (var i = decoded.Count; i < format.K; i++) Assert.Equal(float.NegativeInfinity, decoded.LogProbs[i]);
-        // 1/131070 from the 16-bit field, 1e-6 for the float32 log-probs the writer sums
+        // 1/131070 from the 16-bit field; 1e-6 for float64 sums of at most 128 terms in a different order and the
+        // decoded tail's float32 (both below 1e-7)
         Assert.InRange(decoded.Tail - (1 - storedMass), -1.0 / 131_070 - 1e-6, 1.0 / 131_070 + 1e-6);
         return worst;
     }
@@ -68,14 +71,14 @@ public sealed class TopKCodecTests
         // Given random teacher distributions from flat (scale 0.5) to very peaked (scale 8), default format (no folding)
         var format = new TopKFormat(K: 64, Vocab: 1000);
         using var logits = torch.randn(200, 1000, generator: new Generator(7)) * scale;
-        var (ids, lps, exact) = TopK(logits, format.K);
+        var (ids, lps) = TopK(logits, format.K);
         double worst = 0;
         for (var row = 0; row < 200; row++)
         {
             // When one position is encoded and decoded
             var decoded = RoundTrip(format, ids.AsSpan(row * 64, 64), lps.AsSpan(row * 64, 64));
-            // Then every top-k id is there, each probability within the bound of the exact one
-            worst = Math.Max(worst, AssertMatchesTopK(format, ids[(row * 64)..(row * 64 + 64)], exact[(row * 1000)..(row * 1000 + 1000)], 64, decoded, $"row {row}"));
+            // Then every top-k id is there, each probability within the bound of the teacher's
+            worst = Math.Max(worst, AssertMatchesTopK(format, ids[(row * 64)..(row * 64 + 64)], lps[(row * 64)..(row * 64 + 64)], 64, decoded, $"row {row}"));
         }
         Assert.True(worst > format.RelativeErrorBound / 10, $"worst error {worst:G3} is suspiciously far below the bound: is quantisation active?");
     }
@@ -88,13 +91,13 @@ public sealed class TopKCodecTests
         // Given real-sized teacher rows: 4 positions of 128,256 random logits, and libtorch's top-128 of each
         var format = new TopKFormat(K: 128, Vocab: 128_256);
         using var logits = torch.randn(4, 128_256, generator: new Generator(11)) * scale;
-        var (ids, lps, exact) = TopK(logits, 128);
+        var (ids, lps) = TopK(logits, 128);
         for (var row = 0; row < 4; row++)
         {
             // When each is encoded with the default format and decoded
             var decoded = RoundTrip(format, ids.AsSpan(row * 128, 128), lps.AsSpan(row * 128, 128));
             // Then all 128 entries are kept: exactly libtorch's ids, probabilities within the stated bound
-            AssertMatchesTopK(format, ids[(row * 128)..(row * 128 + 128)], exact[(row * 128_256)..((row + 1) * 128_256)], 128, decoded, $"row {row}");
+            AssertMatchesTopK(format, ids[(row * 128)..(row * 128 + 128)], lps[(row * 128)..(row * 128 + 128)], 128, decoded, $"row {row}");
         }
     }
 
@@ -104,11 +107,11 @@ public sealed class TopKCodecTests
         // Given 128,256-wide rows and a 150-byte budget (all 128 entries need ~250-300 bytes)
         var format = new TopKFormat(K: 128, Vocab: 128_256, MaxBytesPerToken: 150);
         using var logits = torch.randn(4, 128_256, generator: new Generator(3)) * 2;
-        var (ids, lps, exact) = TopK(logits, 128);
+        var (ids, lps) = TopK(logits, 128);
         for (var row = 0; row < 4; row++)
         {
             var refIds = ids[(row * 128)..(row * 128 + 128)];
-            var exactRow = exact[(row * 128_256)..((row + 1) * 128_256)];
+            var refLps = lps[(row * 128)..(row * 128 + 128)];
             // When a position is encoded within the budget
             var writer = new BitWriter();
             var (stored, folded) = TopKCodec.Encode(writer, format, refIds, lps.AsSpan(row * 128, 128), new TopKCodec.Scratch(128));
@@ -120,10 +123,10 @@ public sealed class TopKCodecTests
             var outLp = new float[128];
             var (count, tail) = TopKCodec.Decode(ref reader, format, outIds, outLp);
             // Then the kept entries are libtorch's highest-ranked ones, within the bound
-            AssertMatchesTopK(format, refIds, exactRow, stored, (outIds, outLp, count, tail, writer.BitLength), $"row {row}");
+            AssertMatchesTopK(format, refIds, refLps, stored, (outIds, outLp, count, tail, writer.BitLength), $"row {row}");
             // ... and the folded entries' probability is in the tail: tail = (mass outside the top-128) + (folded mass)
-            var outside = 1 - refIds.Sum(id => Math.Exp(exactRow[id]));
-            var foldedMass = refIds.Skip(stored).Sum(id => Math.Exp(exactRow[id]));
+            var outside = 1 - refLps.Sum(lp => Math.Exp(lp));
+            var foldedMass = refLps.Skip(stored).Sum(lp => Math.Exp(lp));
             Assert.True(foldedMass > 1e-4, $"row {row}: folded mass {foldedMass:G3} too small to test");
             Assert.InRange(tail - (outside + foldedMass), -1.0 / 131_070 - 1e-6, 1.0 / 131_070 + 1e-6);
             // ... so decoded mass + tail is 1 within the probability bound
