@@ -19,7 +19,8 @@
 // [targets, 256] through the table's (prefix -> piece, next byte) entries (Distillation/CrossTokenizer/BytePrefixTable).
 // The divergence is any of DivergenceMath's, between the student's logits over its 256 byte ids (renormalised there)
 // and the marginal; bytes the teacher gives no mass after s are left out of the sums like a masked vocabulary (for
-// forward KL that is exact; for reverse-type divergences it ignores the student's mass on them).
+// forward KL that is exact; for reverse-type divergences it ignores the student's mass on them). A target whose prefix
+// the teacher gives no mass at all (every continuation underflows) contributes 0, decided on the device (no host copy).
 using SharpTune.Config;
 using SharpTune.Distillation.CrossTokenizer;
 using SharpTune.Tokenizers;
@@ -128,9 +129,10 @@ public sealed class ByteMarginalKdLoss
         return parts.Count == 0 ? torch.zeros(0, Bytes, dtype: dtype, device: teacherLogits.device) : torch.cat(parts, 0);
     }
 
-    /// <summary>The divergence at each target whose prefix the teacher gives any mass [m] (T^2-scaled, differentiable in
-    /// the student logits), and how many targets were skipped for having none.</summary>
-    public (Tensor Values, int Skipped) PerTarget(Tensor studentLogits, Tensor teacherLogits, IReadOnlyList<ByteTarget> targets)
+    /// <summary>The divergence at each target [n] (T^2-scaled, differentiable in the student logits), and which targets
+    /// were usable [n] (bool): a target whose prefix the teacher gives no mass at all has value 0. Nothing is copied to
+    /// the host.</summary>
+    public (Tensor Values, Tensor Usable) PerTarget(Tensor studentLogits, Tensor teacherLogits, IReadOnlyList<ByteTarget> targets)
     {
         CheckTeacher(teacherLogits, targets);
         var vs = _studentByteIds.Max() + 1;
@@ -143,30 +145,28 @@ public sealed class ByteMarginalKdLoss
         var temp = Options.Divergence.Temperature;
         var byteIds = torch.tensor(_studentByteIds, device: studentLogits.device);
         var values = new List<Tensor>();
-        var skipped = 0;
+        var usable = new List<Tensor>();
         for (var c = 0; c < targets.Count; c += Options.ChunkSize)
         {
             var len = Math.Min(Options.ChunkSize, targets.Count - c);
-            Tensor logp;
-            long[] usable;
+            Tensor logp, none;
             using (torch.no_grad())
             {
                 logp = Marginal(teacherLogits, targets, c, len, dtype);                  // [c, 256]
-                var ok = logp.isnan().any(-1).logical_not().cpu().data<bool>().ToArray();
-                usable = [.. Enumerable.Range(0, len).Where(i => ok[i]).Select(i => (long)i)];
-                skipped += len - usable.Length;
-                if (usable.Length < len) logp = logp.index_select(0, torch.tensor(usable, device: logp.device));
+                none = logp.isnan().any(-1);                                             // [c]: no mass on the prefix
+                logp = logp.masked_fill(none.unsqueeze(1), 0);                           // any finite row; its value is dropped
             }
-            if (usable.Length == 0) continue;
-            var rows = usable.Select(i => (long)targets[c + (int)i].StudentRow).ToArray();
+            var rows = new long[len];
+            for (var i = 0; i < len; i++) rows[i] = targets[c + i].StudentRow;
             var s = studentLogits.index_select(0, torch.tensor(rows, device: studentLogits.device))
-                .index_select(1, byteIds).to(dtype);                                   // [m, 256]
+                .index_select(1, byteIds).to(dtype);                                   // [c, 256]
             // PerToken divides both sides by T: T * log p comes back as log p (already at temperature T).
-            values.Add(DivergenceMath.PerToken(s, temp == 1 ? logp : logp * temp, Options.Divergence));
+            values.Add(DivergenceMath.PerToken(s, temp == 1 ? logp : logp * temp, Options.Divergence).masked_fill(none, 0));
+            usable.Add(none.logical_not());
         }
-        var all = values.Count == 0 ? torch.zeros(0, dtype: dtype, device: studentLogits.device)
-            : values.Count == 1 ? values[0] : torch.cat(values, 0);
-        return (all, skipped);
+        if (values.Count == 0)
+            return (torch.zeros(0, dtype: dtype, device: studentLogits.device), torch.zeros(0, dtype: ScalarType.Bool, device: studentLogits.device));
+        return values.Count == 1 ? (values[0], usable[0]) : (torch.cat(values, 0), torch.cat(usable, 0));
     }
 
     // Targets [from, from + len): log p [len, 256] at temperature T (NaN rows: no mass on the prefix's continuations).

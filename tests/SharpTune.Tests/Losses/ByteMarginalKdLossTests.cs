@@ -70,11 +70,11 @@ public sealed class ByteMarginalKdLossTests
         foreach (var o in AllDivergences(temperature: 2.0))
         {
             var loss = new ByteMarginalKdLoss(table, s_byteIds, new ByteMarginalKdLossOptions { Divergence = o, ChunkSize = 3 });
-            var (values, skipped) = loss.PerTarget(s, t, targets);
+            var (values, usable) = loss.PerTarget(s, t, targets);
 
             // Then each value is the divergence between the two models' distributions over the byte ids (3..258),
             // each renormalised there: the marginal of a single-byte vocabulary is its distribution over bytes
-            Assert.Equal(0, skipped);
+            Assert.True(usable.all().item<bool>());
             var expected = targets.Select(x => Reference(Row(s, x.StudentRow)[3..], Row(t, x.TeacherRow)[3..], o)).ToArray();
             Close(tensor(expected), values, 1e-10, $"{o.Kind}");
         }
@@ -93,17 +93,20 @@ public sealed class ByteMarginalKdLossTests
     }
 
     [Fact]
-    public void PerTarget_PrefixWithNoTeacherMass_SkippedAndCounted()
+    public void PerTarget_PrefixWithNoTeacherMass_ZeroAndMarkedUnusable()
     {
         // Given teacher logits that put all mass on the special token (the other pieces underflow to probability 0)
         var table = BytePrefixTable.Build(s_teacher);
         var loss = new ByteMarginalKdLoss(table, s_byteIds, new ByteMarginalKdLossOptions());
         var t = tensor(new double[] { 0, -1e4, -1e4, -1e4, -1e4, -1e4, 0, 0, 0, 0, 0, 0 }).reshape(2, 6);
-        var s = zeros(2, 259, dtype: ScalarType.Float64);
-        var (values, skipped) = loss.PerTarget(s, t, [new(0, 0, 0), new(1, 1, 0)]);
-        Assert.Equal(1, skipped);
-        Assert.Equal(1, values.shape[0]);
-        Assert.True(double.IsFinite(values.item<double>()));
+        var s = RandLogits(Seeded(4), 2, 259, dtype: ScalarType.Float64).requires_grad_();
+        var (values, usable) = loss.PerTarget(s, t, [new(0, 0, 0), new(1, 1, 0)]);
+        Assert.Equal([false, true], usable.data<bool>().ToArray());
+        Assert.Equal(0.0, values[0].item<double>());
+        Assert.True(values[1].item<double>() > 0);
+        values.sum().backward();
+        Assert.Equal(0.0, s.grad![0].abs().sum().item<double>()); // and no gradient, no NaN
+        Assert.False(s.grad!.isnan().any().item<bool>());
     }
 
     [Fact]
