@@ -9,7 +9,7 @@
 // broadcast, each rank runs student and teacher on its slice of every global batch, the gradients are summed in one
 // flat buffer and divided by the GLOBAL valid-token count (DataParallelGradients), clipped on the global norm, logged
 // losses are global means, and only rank 0 writes (docs/distributed.md).
-// With `teacher_tokenizer` and kd_loss UldLoss or GoldLoss the teacher keeps its own tokenizer: it reads the text of
+// With `teacher_tokenizer` and kd_loss UldLoss, GoldLoss or ByteMarginalKdLoss the teacher keeps its own tokenizer: it reads the text of
 // each student sequence tokenized its own way, and the loss compares the two models over aligned spans of text
 // (Distillation/CrossTokenizer/CrossTokenizerKd.cs, docs/cross_tokenizer.md); the class loss stays on the student's tokens.
 // Lifecycle and keys follow torchtune recipes/knowledge_distillation_single_device.py and
@@ -42,14 +42,14 @@ namespace SharpTune.Recipes;
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
 [RecipeKey("teacher_model", typeof(TransformerDecoder), Description = "the teacher architecture (unless teacher.cache is set)")]
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
-[RecipeKey("teacher_tokenizer", typeof(ITokenizer), Description = "the teacher's own tokenizer (cross-tokenizer distillation: kd_loss UldLoss or GoldLoss)")]
+[RecipeKey("teacher_tokenizer", typeof(ITokenizer), Description = "the teacher's own tokenizer (cross-tokenizer distillation: kd_loss UldLoss, GoldLoss or ByteMarginalKdLoss)")]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
 [RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Description = "teacher weights (HF folder; unless teacher.cache is set)")]
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true)]
 [RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
 [RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
 [RecipeKey("loss", typeof(object), Required = true, Description = "class loss: CEWithChunkedOutputLoss, CrossEntropyLoss, LinearCrossEntropyLoss")]
-[RecipeKey("kd_loss", typeof(object), Required = true, Description = "KD loss: a KdLoss component or FusedLinearKdLoss; UldLoss or GoldLoss with teacher_tokenizer")]
+[RecipeKey("kd_loss", typeof(object), Required = true, Description = "KD loss: a KdLoss component or FusedLinearKdLoss; UldLoss, GoldLoss or ByteMarginalKdLoss with teacher_tokenizer")]
 [RecipeKey("validation_dataset", typeof(ISampleDataset), Description = "held-out data scored during training (or use validation_split)")]
 [RecipeKey("validation_split", typeof(double?), Description = "hold out this fraction of the dataset's tail (e.g. 0.1) instead of validation_dataset")]
 [RecipeKey("run_val_every_n_steps", typeof(int?), Minimum = 1, Description = "held-out loss and perplexity every N optimizer steps (and after the last)")]
@@ -100,7 +100,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private CrossEntropyLoss? _classLoss;
     private KdLoss? _kdLoss;
     private FusedLinearDistillationLoss? _fusedLoss;
-    private object? _crossLoss; // UldLoss or GoldLossOptions: the teacher keeps its own tokenizer
+    private object? _crossLoss; // UldLoss, GoldLossOptions or ByteMarginalKdLossOptions: the teacher keeps its own tokenizer
     private ITokenizer? _teacherTokenizer;
     private CrossTokenizerKd? _crossKd;
     private long _truncateTeacherTo;
@@ -396,7 +396,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                     throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
                         $"num_output_chunks {_kdLoss.NumOutputChunks} differs from loss.num_output_chunks {_classLoss.NumOutputChunks}; both split the same logits");
                 break;
-            case UldLoss or GoldLossOptions:
+            case UldLoss or GoldLossOptions or ByteMarginalKdLossOptions:
                 _crossLoss = kd;
                 _classLoss = cls as CrossEntropyLoss ?? throw new ConfigException(_config.Find("loss")!.Location, "loss",
                     $"with kd_loss {kd.GetType().Name} the class loss must be CEWithChunkedOutputLoss or CrossEntropyLoss, got {cls.GetType().Name}");
@@ -414,8 +414,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             TokenizerComparison.Difference(_teacherTokenizer, _tokenizer!, "teacher_tokenizer", "tokenizer") is { } difference)
             throw new ConfigException(_config.Find("teacher_tokenizer")!.Location, "teacher_tokenizer",
                 $"the teacher's tokenizer is not the student's ({difference}), and kd_loss {kd.GetType().Name} compares the two " +
-                "distributions id by id; to distil across tokenizers set kd_loss to sharptune.modules.loss.UldLoss or " +
-                "sharptune.modules.loss.GoldLoss (docs/cross_tokenizer.md)");
+                "distributions id by id; to distil across tokenizers set kd_loss to sharptune.modules.loss.UldLoss, " +
+                "sharptune.modules.loss.GoldLoss or, for a byte-level student, sharptune.modules.loss.ByteMarginalKdLoss (docs/cross_tokenizer.md)");
     }
 
     // Teacher and student must share the token space: the same tokenizer (compared id by id with the teacher folder's

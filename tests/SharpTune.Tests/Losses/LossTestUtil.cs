@@ -34,6 +34,25 @@ internal static class LossTestUtil
     public static void Close(double expected, Tensor actual, double tol, string what) =>
         Close(torch.tensor(expected), actual.to(ScalarType.Float64).reshape(Array.Empty<long>()), tol, what);
 
+    // Central differences in float64 (eps 1e-6: truncation ~1e-12, rounding ~1e-10) against autograd.
+    public static void CheckGradient(Tensor s0, Func<Tensor, Tensor> loss)
+    {
+        var s = s0.detach().requires_grad_(true);
+        loss(s).backward();
+        const double eps = 1e-6;
+        var numeric = torch.zeros_like(s0);
+        using (torch.no_grad())
+            for (var i = 0; i < s0.shape[0]; i++)
+                for (var j = 0; j < s0.shape[1]; j++)
+                {
+                    var plus = s0.clone(); plus[i, j] = plus[i, j] + eps;
+                    var minus = s0.clone(); minus[i, j] = minus[i, j] - eps;
+                    numeric[i, j] = (loss(plus) - loss(minus)) / (2 * eps);
+                }
+        Assert.True(numeric.abs().max().item<double>() > 1e-3, "the gradient must not be trivially zero");
+        Close(numeric, s.grad!, 1e-6, "autograd vs finite differences");
+    }
+
     public static IEnumerable<DivergenceOptions> AllDivergences(double temperature = 1.0)
     {
         foreach (var kind in Enum.GetValues<DivergenceKind>())

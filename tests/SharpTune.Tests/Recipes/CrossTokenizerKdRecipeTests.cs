@@ -1,5 +1,5 @@
 // The KD recipe with a teacher that keeps its own tokenizer (tiny/kd_cross_tokenizer_single_device: a char-level
-// teacher, a byte-level student): it trains end to end with GOLD and ULD; one tokenizer on both sides through the
+// teacher, a byte-level student): it trains end to end with GOLD, ULD and the byte-marginal loss; one tokenizer on both sides through the
 // cross-tokenizer path gives the same losses as the same-vocabulary path; a foreign teacher tokenizer without a
 // cross-tokenizer loss is refused; a stopped run resumes to the uninterrupted run's weights; and with the real
 // stories260K teacher (512-piece SentencePiece) a byte-level student distils from real text.
@@ -14,10 +14,12 @@ public sealed class CrossTokenizerKdRecipeTests(Stories260KFolder stories) : ICl
     private const string Recipe = "knowledge_distillation_single_device";
     private const string Config = "tiny/kd_cross_tokenizer_single_device";
     private static readonly string[] Uld = ["kd_loss._component_=sharptune.modules.loss.UldLoss", "~kd_loss.divergence", "~kd_loss.uld_top_k"];
+    private static readonly string[] ByteMarginal = ["kd_loss._component_=sharptune.modules.loss.ByteMarginalKdLoss", "~kd_loss.uld_top_k"];
 
     [Theory]
     [InlineData("gold")]
     [InlineData("uld")]
+    [InlineData("byte_marginal")]
     public void Kd_ByteStudentCharTeacher_TrainsAndLowersTheKdLoss(string loss)
     {
         using var tmp = new TempDir();
@@ -26,14 +28,19 @@ public sealed class CrossTokenizerKdRecipeTests(Stories260KFolder stories) : ICl
         var reporter = RecipeRunner.Run(Recipe, Config,
         [
             $"output_dir={tmp.Path}/kd", $"checkpointer.checkpoint_dir={tmp.Path}/student_init", $"teacher_checkpointer.checkpoint_dir={teacher}",
-            "dataset.num_samples=160", "max_steps_per_epoch=40", .. loss == "uld" ? Uld : [],
+            "dataset.num_samples=160", "max_steps_per_epoch=40", .. loss switch { "uld" => Uld, "byte_marginal" => ByteMarginal, _ => [] },
         ]);
 
-        Assert.Contains(reporter.Infos, i => i.StartsWith("cross-tokenizer distillation: " + (loss == "uld" ? "ULD" : "GOLD"), StringComparison.Ordinal));
-        // every trained byte of the ASCII task lies in a span (each character is one teacher token and one byte)
+        var name = loss switch { "uld" => "ULD", "byte_marginal" => "byte-marginal ForwardKl", _ => "GOLD" };
+        Assert.Contains(reporter.Infos, i => i.StartsWith("cross-tokenizer distillation: " + name, StringComparison.Ordinal));
+        // every trained byte of the ASCII task lies in a span (each character is one teacher token and one byte); the
+        // byte-marginal loss trains every one of them except the rows that predict the EOS (one per sample: the 160
+        // samples are read once, in the config's one epoch)
         var coverage = Assert.Single(reporter.Infos, i => i.StartsWith("cross-tokenizer KD:", StringComparison.Ordinal));
         var counts = System.Text.RegularExpressions.Regex.Match(coverage, @"([\d,]+) of ([\d,]+) trained");
-        Assert.Equal(counts.Groups[2].Value, counts.Groups[1].Value);
+        var (aligned, trained) = (int.Parse(counts.Groups[1].Value.Replace(",", ""), System.Globalization.CultureInfo.InvariantCulture),
+            int.Parse(counts.Groups[2].Value.Replace(",", ""), System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(trained - (loss == "byte_marginal" ? 160 : 0), aligned);
         Assert.True(File.Exists(Path.Combine(tmp.Path, "kd", "epoch_0", "model.safetensors")));
         var log = RecipeRunner.Log(Path.Combine(tmp.Path, "kd"));
         Assert.Equal(40, log.Count);

@@ -138,4 +138,83 @@ public sealed class CrossTokenizerKdTests
         sum.backward();
         Assert.NotNull(student.grad);
     }
+
+    [Fact]
+    public void Sum_ByteMarginalWithOneByteTokenizerOnBothSides_EqualsForwardKlOverBytesOnTheTrainedByteRows()
+    {
+        // Given the SFT-style samples of the ULD case and the byte-marginal loss at T = 1.5, one byte tokenizer on both sides
+        Sample Make(string prompt, string answer)
+        {
+            var p = Bytes.Encode(prompt, addBos: true, addEos: false);
+            var a = Bytes.Encode(answer, addBos: false, addEos: true);
+            int[] tokens = [.. p, .. a];
+            return new Sample(tokens, Sample.ShiftedLabels(tokens, [.. tokens.Select((_, i) => i < p.Count)]));
+        }
+        var samples = new[] { Make("Q: 2+2?", " 4"), Make("Hi", " there, friend") };
+        var options = ByteMarginalKdLossOptions.Create(temperature: 1.5, chunkSize: 4);
+        var kd = new CrossTokenizerKd(Bytes, Bytes, options, null, teacherMaxSeqLen: 64);
+        var batch = kd.Prepare(samples, CPU);
+        var s = samples.Max(x => x.Tokens.Length);
+        manual_seed(7);
+        var student = randn(2, s, 264, dtype: ScalarType.Float64).requires_grad_(); // padded beyond 259 ids: cut off
+        var teacher = randn(2, batch.TeacherTokens.shape[1], 261, dtype: ScalarType.Float64);
+
+        var sum = kd.Sum(student, teacher, batch);
+
+        // Then every trained row whose label is a byte (not the EOS) is a target, and the sum is forward KL between the
+        // two distributions over the byte ids 3..258 (a single-byte teacher's marginal is its distribution over bytes)
+        var expected = 0.0;
+        var rows = 0;
+        for (var i = 0; i < 2; i++)
+            for (var r = 0; r < samples[i].Labels.Length; r++)
+            {
+                if (samples[i].Labels[r] is Sample.IgnoreIndex or 2) continue;
+                rows++;
+                expected += Tests.Losses.LossTestUtil.Reference(
+                    student[i, r].narrow(0, 3, 256).detach().data<double>().ToArray(), teacher[i, r].narrow(0, 3, 256).data<double>().ToArray(),
+                    options.Divergence);
+            }
+        Assert.Equal(rows, batch.AlignedTokens);
+        Assert.Equal(rows + 2, batch.TrainedTokens); // the two EOS labels
+        Assert.Equal(expected, sum.item<double>(), 1e-10);
+        sum.backward();
+        Assert.NotNull(student.grad);
+    }
+
+    [Fact]
+    public void Constructor_ByteMarginalWithStudentThatIsNotByteLevel_Refused()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new CrossTokenizerKd(new CharTokenizer(), Bytes, ByteMarginalKdLossOptions.Create(), null, 64));
+        Assert.Contains("needs a student whose tokens are single bytes", e.Message);
+    }
+
+    [SharedDataFact(TokenizerFiles.Tok512Model)]
+    public void Prepare_ByteMarginalTok512Teacher_TargetsPointAtThePieceAndPrefixOfEachByte()
+    {
+        // Given a byte student and the real 512-piece SentencePiece teacher on a sentence with a BOS
+        var sp = TokenizerFiles.Tok512;
+        const string text = "Once upon a time, a little bear went to the café.";
+        var student = Bytes.Encode(text, addBos: true, addEos: true);
+        var sample = new Sample([.. student.SkipLast(1)], [.. student.Skip(1)]);
+        var kd = new CrossTokenizerKd(Bytes, sp, ByteMarginalKdLossOptions.Create(), null, teacherMaxSeqLen: 256);
+        var batch = kd.Prepare([sample], CPU);
+
+        // Then every byte of the text is a target (the BOS row predicts the first piece, "▁Once", whose dummy-prefix
+        // space the text lacks), EOS is not, and each target's prefix is the bytes of its piece before the byte
+        var teacherIds = sp.Encode(text, addBos: true, addEos: true);
+        var targets = batch.Rows[0].ByteTargets!;
+        Assert.Equal(Encoding.UTF8.GetByteCount(text), targets.Length);
+        Assert.Equal(targets.Length, batch.AlignedTokens);
+        var table = kd.ByteMarginal!.Table;
+        var pieceStart = 0;
+        for (var k = 0; k < targets.Length; k++)
+        {
+            var piece = teacherIds[targets[k].TeacherRow + 1];
+            var bytes = table.BytesOf(piece).ToArray();
+            if (k == 0 || targets[k].TeacherRow != targets[k - 1].TeacherRow) pieceStart = k;
+            var shift = k < bytes.Length && bytes[0] == (byte)' ' && targets[k].TeacherRow == 0 ? 1 : 0; // "▁Once"
+            Assert.Equal(table.NodeOf(piece, k - pieceStart + shift), targets[k].Node);
+            Assert.Equal((byte)(student[k + 1] - 3), bytes[k - pieceStart + shift]);
+        }
+    }
 }
