@@ -1,6 +1,6 @@
 // Recipe `evaluate`: scores a checkpoint on zero-shot multiple-choice tasks (hellaswag, truthfulqa_mc1/mc2,
 // commonsense_qa, and the generic multiple_choice) with lm-evaluation-harness semantics, plus rolling-window perplexity
-// of text files; prints the harness-style table and writes results.json (SharpTune's report, read by
+// of text files, and the teacher's NLL of the model's sampled completions of held-out prompts (teacher_nll); prints the harness-style table and writes results.json (SharpTune's report, read by
 // `sharptune eval --compare`) and results_harness.json (the harness's own results.json shape) to output_dir.
 // The model comes from an HF checkpoint folder (architecture from its config.json), or from a `model` component loaded
 // by a `checkpointer` component, as torchtune's eleuther_eval config does. Task data comes from local files in the
@@ -26,7 +26,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Description = "component loading the weights (its checkpoint_dir is used)")]
 [RecipeKey("model", typeof(TransformerDecoder), Description = "model component; null builds the architecture from config.json")]
 [RecipeKey("tokenizer", typeof(object), Description = "tokenizer path or component; null loads it from the checkpoint folder")]
-[RecipeKey("tasks", typeof(List<string>), Required = true, Description = "hellaswag, truthfulqa_mc1, truthfulqa_mc2, commonsense_qa, multiple_choice, perplexity")]
+[RecipeKey("tasks", typeof(List<string>), Required = true, Description = "hellaswag, truthfulqa_mc1, truthfulqa_mc2, commonsense_qa, multiple_choice, perplexity, teacher_nll")]
 [RecipeKey("data_files", typeof(object), Description = "per task: a local file/folder or Hub dataset id, or {source, data_files, split}")]
 [RecipeKey("split", typeof(string), Description = "split picked from a folder or Hub dataset (default validation, as the harness)")]
 [RecipeKey("limit", typeof(int?), Description = "at most this many documents per task (the first ones)")]
@@ -38,11 +38,15 @@ namespace SharpTune.Recipes;
 [RecipeKey("passage_bytes", typeof(int?), Minimum = 1, Description = "perplexity: score each file as passages of at least this many bytes cut at blank lines, written to perplexity_passages.jsonl (the units of bootstrap intervals); null: one document per file")]
 [RecipeKey("sample_prompt", typeof(string), Description = "also write sample.txt: the greedy continuation of this text")]
 [RecipeKey("sample_max_new_tokens", typeof(int), Minimum = 1, Description = "tokens generated for sample.txt (default 64)")]
+[RecipeKey("teacher_nll", typeof(TeacherNllOptions), Description = "task teacher_nll: {teacher_checkpoint_dir, num_prompts, prompt_tokens, completion_tokens, temperature, top_p, top_k, seed, batch_size, add_bos}; prompts from data_files.teacher_nll, one line per prompt in teacher_nll.jsonl")]
 [RecipeKey("model_name", typeof(string), Description = "label of this run in reports and comparisons (default: the checkpoint folder name)")]
 public sealed class Evaluate : IRecipe
 {
     /// <summary>The pseudo-task that computes perplexity of text files.</summary>
     public const string PerplexityTask = "perplexity";
+
+    /// <summary>The pseudo-task that samples completions of held-out prompts and scores them with a teacher.</summary>
+    public const string TeacherNllTask = "teacher_nll";
 
     private readonly SharpTuneConfig _config;
     private readonly IRecipeReporter _reporter;
@@ -58,7 +62,9 @@ public sealed class Evaluate : IRecipe
     private readonly int? _passageBytes;
     private readonly string? _samplePrompt;
     private readonly int _sampleTokens;
+    private readonly TeacherNllOptions? _teacherNll;
     private TransformerDecoder? _model;
+    private TransformerDecoder? _teacher;
     private ITokenizer? _tokenizer;
     private string _modelName = "";
     private readonly List<(string Task, IReadOnlyList<string> Files, List<MultipleChoiceDoc>? Docs)> _data = [];
@@ -83,9 +89,16 @@ public sealed class Evaluate : IRecipe
         var where = config.Find("tasks")!.Location;
         if (_tasks.Count == 0) throw new ConfigException(where, "tasks", "give at least one task");
         foreach (var t in _tasks)
-            if (t != PerplexityTask && !EvalTasks.All.ContainsKey(t))
+            if (t is not (PerplexityTask or TeacherNllTask) && !EvalTasks.All.ContainsKey(t))
                 throw new ConfigException(where, "tasks",
-                    $"unknown task '{t}'{Names.Suggest(t, EvalTasks.All.Keys.Append(PerplexityTask))} (known: {string.Join(", ", EvalTasks.All.Keys)}, {PerplexityTask})");
+                    $"unknown task '{t}'{Names.Suggest(t, EvalTasks.All.Keys.Append(PerplexityTask).Append(TeacherNllTask))} (known: {string.Join(", ", EvalTasks.All.Keys)}, {PerplexityTask}, {TeacherNllTask})");
+        if (_tasks.Contains(TeacherNllTask))
+        {
+            _teacherNll = config.Get<TeacherNllOptions>(TeacherNllTask);
+            if (_teacherNll.Problem() is { } problem)
+                throw new ConfigException(config.Find($"{TeacherNllTask}.{problem.Key}")?.Location ?? config.Find(TeacherNllTask)!.Location,
+                    $"{TeacherNllTask}.{problem.Key}", problem.Message);
+        }
         if (_tasks.Distinct().Count() != _tasks.Count) throw new ConfigException(where, "tasks", "a task is listed twice");
         if (_batchSize < 1) throw new ConfigException(config.Find("batch_size")!.Location, "batch_size", $"must be at least 1, got {_batchSize}");
         if (_limit is < 1) throw new ConfigException(config.Find("limit")!.Location, "limit", $"must be at least 1 or null, got {_limit}");
@@ -101,13 +114,14 @@ public sealed class Evaluate : IRecipe
         foreach (var task in _tasks)
         {
             var files = SetupData(task);
-            var docs = task == PerplexityTask ? null : LoadDocs(EvalTasks.Get(task), files);
+            var docs = task is PerplexityTask or TeacherNllTask ? null : LoadDocs(EvalTasks.Get(task), files);
             _data.Add((task, files, docs));
         }
         var checkpointDir = SetupModel();
         _tokenizer = SetupTokenizer(checkpointDir);
         if (_tokenizer.VocabSize > _model!.VocabSize)
             _reporter.Warning($"the tokenizer has {_tokenizer.VocabSize} ids but the model's vocabulary is {_model.VocabSize}");
+        if (_teacherNll is not null) _teacher = SetupTeacher(_teacherNll);
         _modelName = _config.Get<string?>("model_name", null) ?? Path.GetFileName(Path.GetFullPath(checkpointDir).TrimEnd(Path.DirectorySeparatorChar));
         _reporter.Info($"model {_modelName}: {_model.Args.NumLayers} layers, d={_model.Args.EmbedDim}, vocab {_model.VocabSize}, max_seq_len {_model.MaxSeqLen}, {_dtype}");
     }
@@ -127,6 +141,7 @@ public sealed class Evaluate : IRecipe
             cancellationToken.ThrowIfCancellationRequested();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             if (task == PerplexityTask) results.AddRange(RunPerplexity(lm, tokenizer, files, cancellationToken));
+            else if (task == TeacherNllTask) results.AddRange(RunTeacherNll(model, tokenizer, files));
             else
             {
                 var definition = EvalTasks.Get(task);
@@ -154,6 +169,8 @@ public sealed class Evaluate : IRecipe
     {
         _model?.Dispose();
         _model = null;
+        _teacher?.Dispose();
+        _teacher = null;
     }
 
     // The model: a `model` component or the architecture of config.json; weights through the checkpointer or the folder.
@@ -207,7 +224,7 @@ public sealed class Evaluate : IRecipe
                     throw new ConfigException(entry.Value.Location, $"{key}.{entry.Key}", "unknown key (expected source, data_files, split)");
         }
         else throw new ConfigException(node.Location, key, $"expected a path, a dataset id or {{source, data_files, split}}, got {node.Describe()}");
-        if (task == PerplexityTask && File.Exists(source)) return [source];
+        if (task is PerplexityTask or TeacherNllTask && File.Exists(source)) return [source];
         return DataSources.ResolveFiles(source, files, split);
     }
 
@@ -260,6 +277,56 @@ public sealed class Evaluate : IRecipe
             new EvalResult(PerplexityTask, "bits_per_byte", total.BitsPerByte, null, files.Count),
             new EvalResult(PerplexityTask, "token_perplexity", total.TokenPerplexity, null, files.Count),
             new EvalResult(PerplexityTask, "loss", total.LossPerToken, null, files.Count), // nats per token, as training logs it
+        ];
+    }
+
+    // The teacher of teacher_nll: the architecture of its config.json, weights loaded strictly, of the student's vocabulary.
+    private TransformerDecoder SetupTeacher(TeacherNllOptions options)
+    {
+        var dir = options.TeacherCheckpointDir;
+        var where = _config.Find($"{TeacherNllTask}.teacher_checkpoint_dir")!.Location;
+        if (!Directory.Exists(dir)) throw new ConfigException(where, $"{TeacherNllTask}.teacher_checkpoint_dir", $"folder not found: {dir}");
+        var teacher = HfModels.FromConfig(HfModelConfig.Parse(Path.Combine(dir, "config.json")), dtype: _dtype);
+        HfCheckpointer.LoadInto(teacher, dir, strict: true, convertDtype: true);
+        if (teacher.VocabSize != _model!.VocabSize)
+            throw new ConfigException(where, $"{TeacherNllTask}.teacher_checkpoint_dir",
+                $"the teacher in {dir} has vocabulary {teacher.VocabSize} but the model {_model.VocabSize}: teacher_nll needs one token space");
+        var length = options.PromptTokens + options.CompletionTokens;
+        foreach (var (who, m) in new[] { ("teacher", teacher), ("model", _model) })
+            if (m.MaxSeqLen < length)
+                throw new ConfigException(where, $"{TeacherNllTask}.prompt_tokens",
+                    $"prompt_tokens + completion_tokens = {length} exceeds the {who}'s max_seq_len {m.MaxSeqLen}");
+        _reporter.Info($"teacher_nll: teacher {dir}: {teacher.Args.NumLayers} layers, d={teacher.Args.EmbedDim}");
+        return teacher;
+    }
+
+    // The teacher's NLL of the model's sampled completions of held-out prompts: the prompts are the first prompt_tokens
+    // of evenly spaced windows of prompt_tokens + completion_tokens tokens over the files' token stream; one line per
+    // prompt in teacher_nll.jsonl (the units of bootstrap intervals).
+    private IEnumerable<EvalResult> RunTeacherNll(TransformerDecoder model, ITokenizer tokenizer, IReadOnlyList<string> files)
+    {
+        var o = _teacherNll!;
+        foreach (var f in files)
+            if (!File.Exists(f)) throw new FileNotFoundException($"text file not found: {f}", f);
+        var windows = new TextStreamDataset(tokenizer, files.Select(f => File.ReadAllText(f, Encoding.UTF8)), o.PromptTokens + o.CompletionTokens,
+            addBos: o.AddBos, addEos: true, promptTokens: o.PromptTokens);
+        var prompts = TeacherNll.Prompts(windows, o.NumPrompts);
+        var ids = prompts.Select(p => p.Prompt).ToList();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var completions = TeacherNll.Sample(model, ids, o.Sampling(tokenizer.StopTokens.ToHashSet()), o.BatchSize, o.Seed);
+        var sampled = clock.Elapsed.TotalSeconds;
+        var scored = TeacherNll.Score(_teacher!, ids, completions, o.BatchSize);
+        var units = prompts.Select((p, i) => new CompletionScore(p.Window, scored[i].Tokens, scored[i].Nll)).ToList();
+        Directory.CreateDirectory(_outputDir);
+        AtomicFile.WriteAllText(Path.Combine(_outputDir, CompletionScore.FileName), CompletionScore.ToJsonl(units));
+        var tokens = units.Sum(u => (long)u.Tokens);
+        var perToken = units.Sum(u => u.Nll) / tokens;
+        _reporter.Info($"teacher_nll: {units.Count} prompts of {windows.Count} windows in {string.Join(", ", files)}; {tokens} sampled tokens " +
+                       $"(temperature {o.Temperature}, seed {o.Seed}) in {sampled:F1} s; teacher NLL {perToken:F4} nats/token");
+        return
+        [
+            new EvalResult(TeacherNllTask, "nll_per_token", perToken, null, units.Count),
+            new EvalResult(TeacherNllTask, "completion_length", (double)tokens / units.Count, null, units.Count),
         ];
     }
 

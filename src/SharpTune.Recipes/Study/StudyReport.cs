@@ -113,8 +113,8 @@ public static class StudyReport
         if (summary is not null)
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"## {Capitalize(summary.MetricWords)}").AppendLine();
-            sb.AppendLine(CultureInfo.InvariantCulture, $"Scored on {summary.Passages} held-out passages. Intervals: 95% percentile bootstrap over passages " +
-                $"({Bootstrap.DefaultReplicates} replicates); the change against `{summary.Baseline}` is paired (the same resampled passages for both arms). " +
+            sb.AppendLine(CultureInfo.InvariantCulture, $"Scored on {summary.Passages} {summary.UnitWords}. Intervals: 95% percentile bootstrap over them " +
+                $"({Bootstrap.DefaultReplicates} replicates); the change against `{summary.Baseline}` is paired (the same resampled units for both arms). " +
                 $"The same figures are in `{StudySummary.FileName}`.").AppendLine();
             sb.AppendLine("| Arm | what it is | value [95% CI] | change vs baseline [95% CI] |").AppendLine("|---|---|---:|---:|");
             foreach (var a in summary.Arms)
@@ -183,7 +183,7 @@ public static class StudyReport
         sb.AppendLine(CultureInfo.InvariantCulture, $"<h1>Study {E(plan.Study.Name)}</h1><p>Study file <code>{E(plan.Study.SourcePath)}</code>; folder <code>{E(plan.StudyDir)}</code>.</p>");
         if (summary is not null)
         {
-            sb.AppendLine(CultureInfo.InvariantCulture, $"<h2>{E(Capitalize(summary.MetricWords))}</h2><p>Scored on {summary.Passages} held-out passages. Intervals: 95% percentile bootstrap over passages ({Bootstrap.DefaultReplicates} replicates); the change against <code>{E(summary.Baseline)}</code> is paired (the same resampled passages for both arms). The same figures are in <code>{StudySummary.FileName}</code>.</p>");
+            sb.AppendLine(CultureInfo.InvariantCulture, $"<h2>{E(Capitalize(summary.MetricWords))}</h2><p>Scored on {summary.Passages} {E(summary.UnitWords)}. Intervals: 95% percentile bootstrap over them ({Bootstrap.DefaultReplicates} replicates); the change against <code>{E(summary.Baseline)}</code> is paired (the same resampled units for both arms). The same figures are in <code>{StudySummary.FileName}</code>.</p>");
             sb.AppendLine("<table><tr><th>Arm</th><th>what it is</th><th>value [95% CI]</th><th>change vs baseline [95% CI]</th></tr>");
             foreach (var a in summary.Arms)
             {

@@ -49,7 +49,8 @@ public sealed record StudySpec(string Name, string SourcePath, string OutputDir,
 {
     /// <summary>
     /// The metric of the summary and the report's first line, from the arms' per-passage perplexity scores
-    /// (<c>token_perplexity</c> or <c>bits_per_byte</c>); null: <c>token_perplexity</c> when the scores exist.
+    /// (<c>token_perplexity</c> or <c>bits_per_byte</c>) or per-prompt teacher NLL of sampled completions
+    /// (<c>teacher_nll</c>); null: <c>token_perplexity</c> when the scores exist.
     /// </summary>
     public string? Metric { get; init; }
 
@@ -62,7 +63,7 @@ public sealed record StudySpec(string Name, string SourcePath, string OutputDir,
     private static readonly string[] TopKeys = ["name", "output_dir", "baseline", "metric", "vars", "eval", "arms"];
 
     /// <summary>The values of the study key <c>metric</c>.</summary>
-    public static readonly string[] Metrics = ["token_perplexity", "bits_per_byte"];
+    public static readonly string[] Metrics = ["token_perplexity", "bits_per_byte", "teacher_nll"];
     private static readonly string[] ArmKeys = ["recipe", "config", "overrides", "checkpoint", "evaluate", "eval_overrides", "grid", "label", "reference"];
     private static readonly string[] EvalKeys = ["recipe", "config", "overrides"];
 

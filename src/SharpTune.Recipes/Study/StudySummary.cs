@@ -1,9 +1,11 @@
 // The study's answer: each evaluated arm's held-out metric with a 95% bootstrap interval over passages, and its paired
 // change against the baseline arm with the paired interval (the same resampled passages for both, so the passages'
 // shared difficulty cancels). Built from the arms' eval/perplexity_passages.jsonl (the evaluate recipe with
-// passage_bytes set); written to report/summary.json and said in one sentence at the top of the report:
+// passage_bytes set), or with metric teacher_nll from their eval/teacher_nll.jsonl (the teacher's NLL of each held-out
+// prompt's sampled completion: the units are prompts); written to report/summary.json and said in one sentence at the
+// top of the report:
 //   {"baseline": ARM, "metric": M, "arms": {ARM: {"perplexity": x, "ci95": [lo, hi], "rel_to_baseline": d, "rel_ci95": [lo, hi]}}}
-// ("perplexity" is "bits_per_byte" when the study's metric is bits per byte; rel_to_baseline = value / baseline - 1.)
+// ("perplexity" is "bits_per_byte" or "teacher_nll" (nats per token) with those metrics; rel_to_baseline = value / baseline - 1.)
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -22,7 +24,7 @@ namespace SharpTune.Recipes.Study;
 public sealed record SummaryArm(string Arm, string Label, bool Reference, Estimate Value, Estimate? Relative, string? Sample);
 
 /// <summary>The study's summary.</summary>
-/// <param name="Metric">token_perplexity or bits_per_byte.</param>
+/// <param name="Metric">token_perplexity, bits_per_byte or teacher_nll.</param>
 /// <param name="Baseline">The baseline arm.</param>
 /// <param name="Passages">Units resampled.</param>
 /// <param name="Arms">Evaluated arms with scores, in plan order.</param>
@@ -35,38 +37,56 @@ public sealed record StudySummary(string Metric, string Baseline, int Passages, 
     public static StudySummary? Build(StudyPlan plan)
     {
         if (plan.Baseline is null) return null;
-        var scored = new List<(PlannedArm Arm, IReadOnlyList<PassageScore> Scores)>();
+        var metricName = plan.Study.Metric ?? "token_perplexity";
+        var metric = metricName switch
+        {
+            "bits_per_byte" => CorpusMetric.BitsPerByte,
+            "teacher_nll" => CorpusMetric.MeanNll,
+            _ => CorpusMetric.TokenPerplexity,
+        };
+        var scored = new List<(PlannedArm Arm, Units Units)>();
         foreach (var arm in plan.Arms.Where(a => a.Evaluate && ArmMarker.TryRead(a.ArmDir) is not null))
         {
-            var path = PassagesPath(arm);
-            if (File.Exists(path)) scored.Add((arm, PassageScore.Read(path)));
+            var path = UnitsPath(arm, metric);
+            if (File.Exists(path)) scored.Add((arm, Read(path, metric)));
         }
         var baseline = scored.FirstOrDefault(s => s.Arm.Name == plan.Baseline);
         if (baseline.Arm is null || scored.Count < 2) return null;
-        var metricName = plan.Study.Metric ?? "token_perplexity";
-        var metric = metricName == "bits_per_byte" ? CorpusMetric.BitsPerByte : CorpusMetric.TokenPerplexity;
-        var draws = Bootstrap.Draws(baseline.Scores.Count);
-        var (baseNll, baseCounts) = Columns(baseline.Scores, metric);
+        var draws = Bootstrap.Draws(baseline.Units.Nll.Length);
+        var (baseNll, baseCounts, baseKeys) = baseline.Units;
+        var unitWords = metric == CorpusMetric.MeanNll ? "prompts" : "passages";
         var arms = new List<SummaryArm>();
-        foreach (var (arm, scores) in scored)
+        foreach (var (arm, (nll, counts, keys)) in scored)
         {
-            if (scores.Count != baseline.Scores.Count || scores.Select(s => s.Bytes).SequenceEqual(baseline.Scores.Select(s => s.Bytes)) is false)
-                throw new InvalidDataException($"arm '{arm.Name}' was scored on other passages than the baseline '{plan.Baseline}' " +
-                    $"({scores.Count} vs {baseline.Scores.Count} passages in {PassagesPath(arm)}): give every arm the same eval data and passage_bytes");
-            var (nll, counts) = Columns(scores, metric);
+            if (!keys.SequenceEqual(baseKeys))
+                throw new InvalidDataException($"arm '{arm.Name}' was scored on other {unitWords} than the baseline '{plan.Baseline}' " +
+                    $"({keys.Length} vs {baseKeys.Length} {unitWords} in {UnitsPath(arm, metric)}): give every arm the same eval data and " +
+                    (metric == CorpusMetric.MeanNll ? "teacher_nll settings" : "passage_bytes"));
             var relative = arm.Name == plan.Baseline ? null : Bootstrap.Relative(metric, nll, counts, baseNll, baseCounts, draws);
             var sample = Path.Combine(arm.ArmDir, "eval", Evaluate.SampleFileName);
             arms.Add(new SummaryArm(arm.Name, arm.Label ?? arm.Name, arm.Reference, Bootstrap.Of(metric, nll, counts, draws), relative,
                 File.Exists(sample) ? File.ReadAllText(sample) : null));
         }
-        return new StudySummary(metricName, baseline.Arm.Name, baseline.Scores.Count, arms);
+        return new StudySummary(metricName, baseline.Arm.Name, baseKeys.Length, arms);
     }
 
     /// <summary>Where an arm's passage scores are read from.</summary>
     public static string PassagesPath(PlannedArm arm) => Path.Combine(arm.ArmDir, "eval", PassageScore.FileName);
 
-    /// <summary>The metric in words: "held-out perplexity" or "held-out bits per byte".</summary>
-    public string MetricWords => Metric == "bits_per_byte" ? "held-out bits per byte" : "held-out perplexity";
+    /// <summary>Where an arm's units of <paramref name="metric"/> are read from: passages, or prompts for teacher NLL.</summary>
+    public static string UnitsPath(PlannedArm arm, CorpusMetric metric) =>
+        metric == CorpusMetric.MeanNll ? Path.Combine(arm.ArmDir, "eval", CompletionScore.FileName) : PassagesPath(arm);
+
+    /// <summary>The metric in words: "held-out perplexity", "held-out bits per byte" or the teacher NLL of samples.</summary>
+    public string MetricWords => Metric switch
+    {
+        "bits_per_byte" => "held-out bits per byte",
+        "teacher_nll" => "the teacher's NLL of sampled completions of held-out prompts",
+        _ => "held-out perplexity",
+    };
+
+    /// <summary>What the units resampled are, in words: "held-out passages" or "held-out prompts".</summary>
+    public string UnitWords => Metric == "teacher_nll" ? "held-out prompts" : "held-out passages";
 
     /// <summary>
     /// The report's first line: the non-reference arm with the lowest paired change, and whether its interval
@@ -92,7 +112,7 @@ public sealed record StudySummary(string Metric, string Baseline, int Passages, 
     /// <summary>The summary.json text.</summary>
     public string ToJson()
     {
-        var key = Metric == "bits_per_byte" ? "bits_per_byte" : "perplexity";
+        var key = Metric is "bits_per_byte" or "teacher_nll" ? Metric : "perplexity";
         var arms = new JsonObject();
         foreach (var a in Arms)
         {
@@ -128,6 +148,19 @@ public sealed record StudySummary(string Metric, string Baseline, int Passages, 
 
     private static string Capitalize(string s) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..];
 
-    private static (double[] Nll, double[] Counts) Columns(IReadOnlyList<PassageScore> scores, CorpusMetric metric) =>
-        ([.. scores.Select(s => -s.LogLikelihood)], [.. scores.Select(s => (double)(metric == CorpusMetric.BitsPerByte ? s.Bytes : s.Tokens))]);
+    // An arm's units: NLL and count columns, and what identifies each unit (a passage's bytes, a prompt's window) so
+    // that two arms are only compared on the same units.
+    private sealed record Units(double[] Nll, double[] Counts, long[] Keys);
+
+    private static Units Read(string path, CorpusMetric metric)
+    {
+        if (metric == CorpusMetric.MeanNll)
+        {
+            var c = CompletionScore.Read(path);
+            return new Units([.. c.Select(s => s.Nll)], [.. c.Select(s => (double)s.Tokens)], [.. c.Select(s => (long)s.Prompt)]);
+        }
+        var p = PassageScore.Read(path);
+        return new Units([.. p.Select(s => -s.LogLikelihood)], [.. p.Select(s => (double)(metric == CorpusMetric.BitsPerByte ? s.Bytes : s.Tokens))],
+            [.. p.Select(s => (long)s.Bytes)]);
+    }
 }

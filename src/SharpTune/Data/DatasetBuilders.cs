@@ -62,11 +62,13 @@ public static partial class DatasetBuilders
     /// .parquet rows (one document per row). With a window length (<paramref name="maxSeqLen"/>, else the tokenizer's
     /// max_seq_len) the documents become one contiguous stream cut into windows every <paramref name="stride"/> tokens
     /// (<see cref="TextStreamDataset"/>: nothing truncated); without one, each document is one untruncated sample.
+    /// <paramref name="promptTokens"/> makes each window a prompt (its first tokens, unlabelled) and a completion (the
+    /// rest of the window): the prompt-completion data of on-policy distillation over plain text.
     /// </summary>
     [Component("sharptune.datasets.text_completion_dataset")]
     public static ISampleDataset TextCompletionDataset(ITokenizer tokenizer, string source, string column = "text",
         bool? addBos = null, bool addEos = true, int? maxSeqLen = null, int? stride = null, string split = "train",
-        string? dataFiles = null, bool skipBadRows = false)
+        string? dataFiles = null, bool skipBadRows = false, int? promptTokens = null)
     {
         // The tokenizer's max_seq_len is the default window; the stream is encoded without it (never cut).
         (ITokenizer Encoder, int? Limit) unlimited = tokenizer switch
@@ -80,8 +82,10 @@ public static partial class DatasetBuilders
         var window = maxSeqLen ?? limit;
         if (window is null && stride is not null)
             throw new ArgumentException("stride needs a window: set max_seq_len on the dataset or the tokenizer", nameof(stride));
+        if (window is null && promptTokens is not null)
+            throw new ArgumentException("prompt_tokens needs a window (prompt plus completion): set max_seq_len on the dataset or the tokenizer", nameof(promptTokens));
         var ds = new TextCompletionDataset(tokenizer, Load(source, dataFiles, split), column, addEos, skipBadRows, addBos);
-        return window is { } w ? new TextStreamDataset(encoder, ds.Texts, w, stride, addBos, addEos) : ds;
+        return window is { } w ? new TextStreamDataset(encoder, ds.Texts, w, stride, addBos, addEos, promptTokens) : ds;
     }
 
     /// <summary>Reads the rows of a source, applying a split slice such as "train[:10%]".</summary>

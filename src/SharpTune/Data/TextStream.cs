@@ -4,6 +4,10 @@
 // stream is cut: window k holds tokens [k*stride, k*stride + window). Labels are the next stream token, including
 // across the window's right edge, and a label already trained by an earlier window (the overlap when stride < window)
 // is -100, so every next-token transition of the stream is trained exactly once and nothing is ever truncated.
+// With prompt tokens (prompt-completion windows, the data of on-policy distillation over plain text), each window is
+// an independent pair instead: its first prompt_tokens tokens are the prompt (no labels) and the rest of the window is
+// the completion (labelled), so PromptCompletion.Split finds the prompt; nothing across the window's right edge is a
+// label, and a window is kept while it holds at least one completion token.
 using SharpTune.Tokenizers;
 
 namespace SharpTune.Data;
@@ -25,14 +29,19 @@ public sealed class TextStreamDataset : ISampleDataset, IDatasetSummary
     /// Tokenizes <paramref name="documents"/> in order into one stream (BOS before each document when
     /// <paramref name="addBos"/>, EOS after each when <paramref name="addEos"/>) and cuts windows of
     /// <paramref name="window"/> tokens every <paramref name="stride"/> tokens (default: the window, no overlap).
+    /// With <paramref name="promptTokens"/>, each window is a prompt (its first <paramref name="promptTokens"/> tokens,
+    /// unlabelled) and a completion (the rest, labelled).
     /// </summary>
     public TextStreamDataset(ITokenizer tokenizer, IEnumerable<string> documents, int window, int? stride = null,
-        bool? addBos = null, bool addEos = true)
+        bool? addBos = null, bool addEos = true, int? promptTokens = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(window, 2);
         var s = stride ?? window;
         if (s < 1 || s > window)
             throw new ArgumentOutOfRangeException(nameof(stride), s, $"stride must be in [1, window {window}]: a larger stride would skip tokens");
+        if (promptTokens is { } pt && (pt < 1 || pt >= window))
+            throw new ArgumentOutOfRangeException(nameof(promptTokens), pt,
+                $"prompt_tokens must be in [1, window {window} - 1]: the window holds the prompt and at least one completion token");
         var bos = addBos ?? tokenizer.BosId >= 0;
         if (bos && tokenizer.BosId < 0)
             throw new ArgumentException($"add_bos is true but {tokenizer.GetType().Name} has no BOS token", nameof(addBos));
@@ -53,11 +62,20 @@ public sealed class TextStreamDataset : ISampleDataset, IDatasetSummary
         Documents = docs;
         Window = window;
         Stride = s;
-        // A window is kept while it trains at least one label not trained before: label p (the token after p) is
-        // new in window k when p >= the end of window k-1.
+        PromptTokens = promptTokens;
         var count = 0;
-        for (long start = 0, covered = 0; covered < _stream.Length - 1; start += s, count++)
-            covered = Math.Min(start + window, _stream.Length - 1);
+        if (promptTokens is { } prompt)
+        {
+            // A window is kept while its completion has a token: start + prompt_tokens is inside the stream.
+            if (_stream.Length > prompt) count = (_stream.Length - 1 - prompt) / s + 1;
+        }
+        else
+        {
+            // A window is kept while it trains at least one label not trained before: label p (the token after p) is
+            // new in window k when p >= the end of window k-1.
+            for (long start = 0, covered = 0; covered < _stream.Length - 1; start += s, count++)
+                covered = Math.Min(start + window, _stream.Length - 1);
+        }
         Count = count;
     }
 
@@ -66,6 +84,9 @@ public sealed class TextStreamDataset : ISampleDataset, IDatasetSummary
 
     /// <summary>Tokens between window starts.</summary>
     public int Stride { get; }
+
+    /// <summary>Prompt tokens of each window (prompt-completion windows), or null (every transition a label).</summary>
+    public int? PromptTokens { get; }
 
     /// <summary>Documents read.</summary>
     public long Documents { get; }
@@ -85,7 +106,7 @@ public sealed class TextStreamDataset : ISampleDataset, IDatasetSummary
     /// <inheritdoc/>
     public string Summary =>
         $"{Documents:N0} document{(Documents == 1 ? "" : "s")}, {_stream.Length:N0} tokens in one stream, {Count:N0} windows of {Window} " +
-        $"(stride {Stride}); {DocumentsSplit:N0} document{(DocumentsSplit == 1 ? "" : "s")} longer than a window split across windows, none truncated";
+        $"(stride {Stride}{(PromptTokens is { } p ? $", each a {p}-token prompt and its completion" : "")}); {DocumentsSplit:N0} document{(DocumentsSplit == 1 ? "" : "s")} longer than a window split across windows, none truncated";
 
     /// <inheritdoc/>
     public Sample this[int index]
@@ -95,9 +116,17 @@ public sealed class TextStreamDataset : ISampleDataset, IDatasetSummary
             if ((uint)index >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(index), index, $"dataset has {Count} windows");
             var start = (long)index * Stride;
             var end = Math.Min(start + Window, _stream.Length);
-            var newFrom = index == 0 ? 0 : (index - 1L) * Stride + Window; // labels before this were trained by window index-1
             var tokens = _stream[(int)start..(int)end];
             var labels = new int[tokens.Length];
+            if (PromptTokens is { } prompt)
+            {
+                // Position i predicts token i + 1: the completion tokens [prompt, end - start) are predicted from
+                // positions [prompt - 1, end - start - 1); the last position's label would be the next window's.
+                for (var i = 0; i < labels.Length; i++)
+                    labels[i] = i >= prompt - 1 && i + 1 < tokens.Length ? tokens[i + 1] : Sample.IgnoreIndex;
+                return new Sample(tokens, labels);
+            }
+            var newFrom = index == 0 ? 0 : (index - 1L) * Stride + Window; // labels before this were trained by window index-1
             for (var i = 0; i < labels.Length; i++)
             {
                 var p = start + i;

@@ -1,7 +1,8 @@
 // Percentile bootstrap intervals for corpus-level language-model metrics. A held-out text is cut into units (passages,
 // see Perplexity.Passages); each unit contributes a negative log-likelihood (nats) and a count (tokens, or bytes).
 // The metric of a set of units is a function of the two sums: token perplexity exp(sum nll / sum tokens), bits per
-// byte sum nll / (sum bytes * ln 2). A bootstrap replicate draws n units with replacement and recomputes the metric;
+// byte sum nll / (sum bytes * ln 2), mean NLL per token sum nll / sum tokens (the teacher's NLL of sampled completions,
+// whose units are prompts: TeacherNll). A bootstrap replicate draws n units with replacement and recomputes the metric;
 // the 95% interval is the 2.5% and 97.5% quantiles of the replicates (Efron & Tibshirani, An Introduction to the
 // Bootstrap, 1993, ch. 13). The paired comparison of two models scored on the same units uses the SAME draw for both
 // and takes metric(arm) / metric(baseline) - 1 per replicate, so the variation of the units' difficulty, shared by both
@@ -19,6 +20,9 @@ public enum CorpusMetric
 
     /// <summary>sum nll / (sum bytes · ln 2): the counts are UTF-8 bytes.</summary>
     BitsPerByte,
+
+    /// <summary>sum nll / sum tokens, nats per token: the counts are tokens.</summary>
+    MeanNll,
 }
 
 /// <summary>A point estimate with its 95% percentile-bootstrap interval.</summary>
@@ -41,6 +45,7 @@ public static class Bootstrap
     {
         CorpusMetric.TokenPerplexity => Math.Exp(nll / count),
         CorpusMetric.BitsPerByte => nll / count / Math.Log(2),
+        CorpusMetric.MeanNll => nll / count,
         _ => throw new ArgumentOutOfRangeException(nameof(metric), metric, "unknown metric"),
     };
 

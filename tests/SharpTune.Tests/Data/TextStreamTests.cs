@@ -4,6 +4,7 @@
 // folders read as documents; a held-out split takes the stream's tail. Checked with a character tokenizer whose ids
 // are the characters themselves, and on tiny-shakespeare with the stories260K SentencePiece tokenizer.
 using SharpTune.Data;
+using SharpTune.Distillation;
 using SharpTune.Tests.Tokenizers;
 using SharpTune.Tokenizers;
 
@@ -79,6 +80,48 @@ public sealed class TextStreamTests : IDisposable
         Assert.All(labels[..^1], c => Assert.Equal(1, c));  // but each transition trained once
         Assert.Equal(0, labels[^1]);
         Assert.True(ds.Count > (textLength - 1 + window - 1) / window, "overlapping windows should be more than disjoint ones");
+    }
+
+    [Theory]
+    [InlineData(8, 3, 8, 40)]  // windows tile the stream; the last one is full
+    [InlineData(8, 3, 8, 37)]  // the last window holds a 3-token prompt and a 1-token completion
+    [InlineData(8, 3, 8, 36)]  // the stream's tail is a bare prompt: no window for it
+    [InlineData(10, 4, 5, 33)] // overlapping windows are independent pairs too
+    public void PromptTokens_EachWindowIsPromptThenLabelledCompletion(int window, int prompt, int stride, int textLength)
+    {
+        // Given a stream of distinct-looking characters cut into prompt-completion windows
+        var text = new string([.. Enumerable.Range(0, textLength).Select(i => (char)('a' + i % 26))]);
+        var ds = new TextStreamDataset(new FakeChatTokenizer(), [text], window, stride, addBos: false, addEos: false, promptTokens: prompt);
+        var stream = ds.Stream.ToArray();
+        // Then window k is stream[k*stride, k*stride + window), kept while it has a token after its prompt
+        var expectedCount = Enumerable.Range(0, textLength).Count(k => k * stride + prompt < textLength);
+        Assert.Equal(expectedCount, ds.Count);
+        for (var k = 0; k < ds.Count; k++)
+        {
+            var s = ds[k];
+            var start = k * stride;
+            Assert.Equal(stream[start..Math.Min(start + window, stream.Length)], s.Tokens);
+            // labels: none on the prompt; the completion tokens predicted from the position before each; none beyond
+            for (var i = 0; i < s.Labels.Length; i++)
+                Assert.Equal(i >= prompt - 1 && i + 1 < s.Tokens.Length ? s.Tokens[i + 1] : Sample.IgnoreIndex, s.Labels[i]);
+            // and the on-policy recipe's split finds exactly the prompt (ending with the token that predicts the first completion token)
+            var pc = PromptCompletion.Split(s, k);
+            Assert.Equal(s.Tokens[..prompt], pc.Prompt);
+        }
+        Assert.Contains($"each a {prompt}-token prompt and its completion", ds.Summary);
+    }
+
+    [Fact]
+    public void PromptTokens_NoRoomOrNoWindow_Refused()
+    {
+        var tok = new FakeChatTokenizer();
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new TextStreamDataset(tok, ["abcdef"], 4, promptTokens: 4));
+        Assert.Contains("prompt_tokens must be in [1, window 4 - 1]", e.Message);
+        var path = Write("p.txt", "abcdef");
+        var noWindow = Assert.Throws<ArgumentException>(() => DatasetBuilders.TextCompletionDataset(tok, path, promptTokens: 2));
+        Assert.Contains("prompt_tokens needs a window", noWindow.Message);
+        var built = (TextStreamDataset)DatasetBuilders.TextCompletionDataset(tok, path, maxSeqLen: 4, addBos: false, promptTokens: 2);
+        Assert.Equal(2, built.PromptTokens);
     }
 
     [Fact]

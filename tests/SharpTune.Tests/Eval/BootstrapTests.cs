@@ -38,6 +38,18 @@ public sealed class BootstrapTests
     }
 
     [Fact]
+    public void Of_MeanNll_PointIsSummedNllOverSummedTokens()
+    {
+        // Teacher NLL of completions of different lengths: a token-weighted mean, not a mean of per-prompt means
+        double[] nll = [128, 10, 60];
+        double[] tokens = [64, 2, 30];
+        var e = Bootstrap.Of(CorpusMetric.MeanNll, nll, tokens, Bootstrap.Draws(3, 200));
+        Assert.Equal(198.0 / 96, e.Value, 12);
+        Assert.InRange(e.Low, 2.0, e.Value); // every replicate is a token-weighted mean of 2.0, 5.0 and 2.0 per token
+        Assert.InRange(e.High, e.Value, 5.0);
+    }
+
+    [Fact]
     public void Of_MeanOfManyUnits_IntervalMatchesNormalTheory()
     {
         // Bits per byte with one byte per unit is the mean nll / ln 2: its 95% interval is mean ± 1.96 sd/sqrt(n)

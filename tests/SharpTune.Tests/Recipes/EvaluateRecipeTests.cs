@@ -198,4 +198,47 @@ public sealed class EvaluateRecipeTests(Stories260KFolder model) : IClassFixture
         Assert.Contains("unknown task 'hellaswg'", r.Err);
         Assert.Contains("hellaswag", r.Err);
     }
+
+    [SharedDataFact(Stories260KFolder.Bin, Stories260KFolder.Tok)]
+    public void RunEvaluate_TeacherNll_OneLinePerPromptSummingToTheReport_ReproducibleFromTheSeed()
+    {
+        // Given stories260K as both the student and the teacher, and held-out text making more windows than prompts asked
+        string[] Args(string output, int seed) =>
+        [
+            "tasks=[teacher_nll]", "data_files.teacher_nll=" + EvaluatorTests.Sample("perplexity.txt"),
+            "teacher_nll.teacher_checkpoint_dir=" + model.Path, "teacher_nll.num_prompts=3", "teacher_nll.prompt_tokens=8",
+            "teacher_nll.completion_tokens=6", $"teacher_nll.seed={seed}", "teacher_nll.batch_size=2",
+        ];
+        var outputs = new[] { "tnll_a", "tnll_b", "tnll_c" }.Select(n => System.IO.Path.Combine(model.Root, n)).ToArray();
+
+        // When evaluating twice with seed 1 and once with seed 2
+        foreach (var (output, seed) in outputs.Zip(new[] { 1, 1, 2 }))
+        {
+            var r = Evaluate(output, Args(output, seed));
+            Assert.True(r.ExitCode == 0, r.Err);
+        }
+
+        // Then each run wrote one line per prompt whose sums give the report's figures
+        var units = CompletionScore.Read(System.IO.Path.Combine(outputs[0], CompletionScore.FileName));
+        Assert.Equal(3, units.Count);
+        Assert.All(units, u => Assert.InRange(u.Tokens, 1, 6));
+        Assert.Equal(units.Select(u => u.Prompt), units.Select(u => u.Prompt).Distinct());
+        var report = EvalReport.Load(System.IO.Path.Combine(outputs[0], "results.json"));
+        Assert.Equal(units.Sum(u => u.Nll) / units.Sum(u => u.Tokens), report.Find("teacher_nll", "nll_per_token")!.Value, 12);
+        Assert.Equal(units.Average(u => u.Tokens), report.Find("teacher_nll", "completion_length")!.Value, 12);
+        // and the same seed samples the same completions, another seed others
+        var text = outputs.Select(o => File.ReadAllText(System.IO.Path.Combine(o, CompletionScore.FileName))).ToArray();
+        Assert.Equal(text[0], text[1]);
+        Assert.NotEqual(text[0], text[2]);
+    }
+
+    [Fact]
+    public void RunEvaluate_TeacherNllGreedy_ConfigErrorNamesTheKey()
+    {
+        var r = CliHarness.Run("run", "evaluate", "--config", "evaluation", "checkpoint_dir=/nonexistent", "tasks=[teacher_nll]",
+            "teacher_nll.teacher_checkpoint_dir=/nonexistent", "teacher_nll.temperature=0");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("teacher_nll.temperature", r.Err);
+        Assert.Contains("must be a finite number > 0", r.Err);
+    }
 }

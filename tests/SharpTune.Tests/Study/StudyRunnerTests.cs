@@ -2,6 +2,7 @@
 // order (the teacher is declared after the KD arms and must still run first), the report's table and deltas,
 // commands, resolved configs and loss PNGs, and resuming after a crash without redoing finished arms.
 using SharpTune.Config;
+using SharpTune.Eval;
 using SharpTune.Recipes;
 using SharpTune.Recipes.Study;
 using SkiaSharp;
@@ -312,5 +313,48 @@ public sealed class StudyRunnerTests : IDisposable
         {
             if (stage == "study" && completed == 1) cancel.Cancel();
         }
+    }
+
+    [Fact]
+    public void Summary_TeacherNllMetric_TokenWeightedMeanPerArmPairedOnPrompts()
+    {
+        // Given a study scored on teacher NLL whose arms wrote one line per held-out prompt (completions of varying length)
+        var plan = StudyPlan.Create(StudySpec.Load(WriteStudy(), ["metric=teacher_nll"]), name => throw new FileNotFoundException(name));
+        var scored = plan.Arms.Where(a => a.Evaluate).ToList();
+        var perArm = new Dictionary<string, CompletionScore[]>();
+        for (var k = 0; k < scored.Count; k++)
+        {
+            var arm = scored[k];
+            Directory.CreateDirectory(Path.Combine(arm.ArmDir, "eval"));
+            perArm[arm.Name] = [.. Enumerable.Range(0, 40).Select(i => new CompletionScore(i * 3, 20 + i % 7, (2.0 + 0.1 * k) * (20 + i % 7) + (i % 5) * 0.3))];
+            File.WriteAllText(Path.Combine(arm.ArmDir, "eval", CompletionScore.FileName), CompletionScore.ToJsonl(perArm[arm.Name]));
+            new ArmMarker(arm.Name, "f", null, null, 0, 0, DateTimeOffset.UnixEpoch).Write(arm.ArmDir);
+        }
+
+        // When the summary is built
+        var summary = StudySummary.Build(plan)!;
+
+        // Then each arm's value is sum nll / sum tokens of its prompts, and the change is paired against the baseline
+        Assert.Equal("teacher_nll", summary.Metric);
+        Assert.Equal(40, summary.Passages);
+        double Mean(string arm) => perArm[arm].Sum(s => s.Nll) / perArm[arm].Sum(s => s.Tokens);
+        foreach (var a in summary.Arms)
+        {
+            Assert.Equal(Mean(a.Arm), a.Value.Value, 12);
+            Assert.InRange(a.Value.Value, a.Value.Low, a.Value.High);
+            if (a.Arm == "student_base") Assert.Null(a.Relative);
+            else Assert.Equal(Mean(a.Arm) / Mean("student_base") - 1, a.Relative!.Value, 12);
+        }
+        Assert.Contains("\"teacher_nll\":", summary.ToJson().Replace(" ", ""));
+        Assert.Contains("the teacher's NLL of sampled completions", summary.Headline());
+        Assert.Equal("held-out prompts", summary.UnitWords);
+
+        // And an arm scored on other prompts is refused, naming the file
+        var other = scored[1];
+        File.WriteAllText(Path.Combine(other.ArmDir, "eval", CompletionScore.FileName),
+            CompletionScore.ToJsonl(perArm[other.Name].Select(s => s with { Prompt = s.Prompt + 1 })));
+        var e = Assert.Throws<InvalidDataException>(() => StudySummary.Build(plan));
+        Assert.Contains("other prompts than the baseline", e.Message);
+        Assert.Contains(CompletionScore.FileName, e.Message);
     }
 }
