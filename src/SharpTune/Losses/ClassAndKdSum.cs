@@ -2,12 +2,12 @@
 // allows it. The recipe's weighted sum (1 - r) * CE + r * KD over chunked logits, written as two autograd losses,
 // takes the student log_softmax twice forward and backward and keeps three [c, v] buffers per chunk for backward.
 // For forward KL at temperature 1 (torchtune's configs) both terms and their combined logit gradient follow in
-// closed form from one student softmax (FusedLinearFunction.ForwardKlAndCrossEntropy, shared with the fused-linear
-// loss), computed without a graph; the gradient G, one [c, v] buffer per chunk, is handed to autograd through the
-// surrogate sum(s * G) - its detached copy, whose value is exactly 0 and whose gradient is G. (A TorchSharp custom
-// autograd function did the same but kept G alive until a .NET GC finalised the tensor wrappers its backward creates:
-// RSS grew 0.4-0.7 GiB per KD benchmark step between collections.) Any other divergence, temperature, or a chunk
-// with non-finite logits takes the two plain losses, so results never depend on the path.
+// closed form from one student softmax (DivergenceMath.ForwardKlAndCrossEntropy in Divergence.cs, which the
+// fused-linear loss calls too), computed without a graph; the gradient G, one [c, v] buffer per chunk, is handed to
+// autograd through the surrogate sum(s * G) - its detached copy, whose value is exactly 0 and whose gradient is G.
+// (A TorchSharp custom autograd function did the same but kept G alive until a .NET GC finalised the tensor wrappers
+// its backward creates: RSS grew 0.4-0.7 GiB per KD benchmark step between collections.) Any other divergence,
+// temperature, or a chunk with non-finite logits takes the two plain losses, so results never depend on the path.
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -71,19 +71,19 @@ public readonly record struct ClassAndKdSum(Tensor Weighted, LossSum Class, Loss
             mask.Dispose();
             return null;
         }
-        var plan = new FusedPlan(1 - kdRatio, kdRatio, kdLoss.Options, MissingMass.Zero, 0, kdLoss.IgnoreIndex, null);
+        var (ceWeight, kdWeight) = (1 - kdRatio, kdRatio);
         Tensor grad, value, classSum, kdSum;
         using (no_grad())
         using (var scope = NewDisposeScope()) // the softmax buffers die here, not at the end of the caller's step
         {
             var (flat, lab) = LossInputs.Flatten(s.detach(), labels, nameof(ClassAndKdSum));      // [n, v], [n]
             var teacher = t.detach().reshape(flat.shape).to(ScalarType.Float32);                   // [n, v]
-            var invalid = lab.eq(plan.IgnoreIndex);                                                // [n]
+            var invalid = lab.eq(kdLoss.IgnoreIndex);                                              // [n]
             classSum = zeros(1, ScalarType.Float32, flat.device).squeeze();
             kdSum = zeros(1, ScalarType.Float32, flat.device).squeeze();
-            grad = FusedLinearFunction.ForwardKlAndCrossEntropy(flat, teacher, lab, invalid, plan, classSum, kdSum)
+            grad = DivergenceMath.ForwardKlAndCrossEntropy(flat, teacher, lab, invalid, ceWeight, kdWeight, kdLoss.Options.Kind, classSum, kdSum)
                 .reshape(s.shape).to(s.dtype);                                                     // dLoss/ds, [..., v]
-            value = classSum * plan.CeWeight + kdSum * plan.KdWeight;
+            value = classSum * ceWeight + kdSum * kdWeight;
             scope.MoveToOuter(grad, value, classSum, kdSum);
         }
         Tensor surrogate;

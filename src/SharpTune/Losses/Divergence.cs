@@ -1,6 +1,8 @@
 // The per-token divergences between a teacher and a student next-token distribution, written twice on purpose:
 // once as differentiable tensor code (the plain and chunked losses, autograd does the backward) and once with the
-// closed-form gradient with respect to the student logits (the fused-linear losses, which must not keep a graph).
+// closed-form gradient with respect to the student logits (the fused-linear losses, which must not keep a graph, and
+// the KD recipe's class + KD sum). The one loss kernel path: CE, every divergence, and the forward-KL + CE hot path
+// that the chunked and the fused-linear losses share live here; the callers only chunk, mask and accumulate.
 // The tests hold the two against each other and against float64 finite differences.
 // References: Hinton et al. 2015 "Distilling the Knowledge in a Neural Network" (temperature, T^2 scaling);
 // torchtune torchtune/modules/loss/kd_losses.py (ForwardKLLoss value convention, inf masking);
@@ -153,7 +155,7 @@ internal static class DivergenceMath
         var lq = Masked(logq, notFinite);
         var lp = Masked(logp, notFinite);
         // Probabilities from the softmax kernel, not exp(log_softmax): libtorch's exp is slow far below zero
-        // (see FusedLinearFunction.ForwardKlAndCrossEntropy).
+        // (see ForwardKlAndCrossEntropy).
         var pm = Masked(tT.softmax(-1), notFinite);
         if (kind is DivergenceKind.ForwardKl or DivergenceKind.ForwardKlCrossEntropy)
         {
@@ -207,6 +209,58 @@ internal static class DivergenceMath
         var minusOne = torch.full(new long[] { safe.shape[0], 1 }, -1, dtype: logits.dtype, device: logits.device);
         var grad = logq.exp_().scatter_add_(-1, safe, minusOne).masked_fill_(invalid.unsqueeze(-1), 0);   // in place
         return Out(value, grad);
+    }
+
+    /// <summary>
+    /// The distillation hot path (T = 1, forward KL or torchtune's forward-KL value, no masked vocabulary): adds the
+    /// CE and KD sums over valid rows to <paramref name="ceSum"/> and <paramref name="kdSum"/> and returns the combined
+    /// logit gradient ceWeight * dCE/ds + kdWeight * dKD/ds [n, v] (zero on ignored rows), from one student softmax.
+    /// </summary>
+    /// <remarks>
+    /// Two [n, v] buffers besides the logits: sum p log q = p . log_softmax(s), sum p log p = p . log_softmax(t),
+    /// CE = -log_softmax(s)[label], dCE/ds = q - onehot, dKD/ds = q sum p - p. Only libtorch's softmax/log_softmax
+    /// kernels exponentiate: its standalone exp (and logsumexp) take a slow path for arguments far below zero, which
+    /// random or badly calibrated logits produce by the million (log-probs of -100 and less), measured 15-20x slower
+    /// than the softmax kernels on such rows. Used by <see cref="ClassAndKdSum"/> (chunked logits) and the
+    /// fused-linear losses (logits projected per chunk) alike.
+    /// </remarks>
+    /// <param name="s">Student logits [n, v], fp32.</param>
+    /// <param name="t">Teacher logits [n, v], fp32.</param>
+    /// <param name="labels">Labels [n], int64.</param>
+    /// <param name="invalid">labels == ignore_index, [n].</param>
+    /// <param name="ceWeight">Weight of CE in the gradient (1 - kd_ratio).</param>
+    /// <param name="kdWeight">Weight of the divergence in the gradient (kd_ratio).</param>
+    /// <param name="kind"><see cref="DivergenceKind.ForwardKl"/> or <see cref="DivergenceKind.ForwardKlCrossEntropy"/> (same gradient, values differ by H(p)).</param>
+    /// <param name="ceSum">Scalar fp32 accumulator of the CE sum.</param>
+    /// <param name="kdSum">Scalar fp32 accumulator of the KD sum.</param>
+    public static Tensor ForwardKlAndCrossEntropy(Tensor s, Tensor t, Tensor labels, Tensor invalid, double ceWeight, double kdWeight,
+        DivergenceKind kind, Tensor ceSum, Tensor kdSum)
+    {
+        if (kind is not (DivergenceKind.ForwardKl or DivergenceKind.ForwardKlCrossEntropy))
+            throw new ArgumentOutOfRangeException(nameof(kind), kind, "the closed form covers forward KL only");
+        var safe = labels.masked_fill(invalid, 0).unsqueeze(-1);                          // [n, 1]
+        var p = t.softmax(-1);                                                            // [n, v]
+        var sumP = p.sum(-1, keepdim: true);                                              // [n, 1]
+        Tensor kd;
+        using (var logq = s.log_softmax(-1))                                              // [n, v]
+        {
+            ceSum.add_((-logq.gather(-1, safe).squeeze(-1)).masked_fill_(invalid, 0).sum());
+            var cross = RowDot(p, logq);                                                  // sum p log q, [n]
+            if (kind == DivergenceKind.ForwardKl)
+            {
+                using var logp = t.log_softmax(-1);                                      // [n, v]
+                kd = RowDot(p, logp) - cross;
+            }
+            else
+            {
+                kd = -cross;
+            }
+        }
+        kdSum.add_(kd.masked_fill(invalid, 0).sum());
+        var grad = s.softmax(-1);                                                         // q, [n, v]
+        grad.mul_(sumP.mul(kdWeight).add_(ceWeight)).sub_(p.mul_(kdWeight));
+        grad.scatter_add_(-1, safe, torch.full(new long[] { safe.shape[0], 1 }, -ceWeight, dtype: s.dtype, device: s.device));
+        return grad.masked_fill_(invalid.unsqueeze(-1), 0);
     }
 
     // Per-row dot product of two [n, v] tensors without an [n, v] product buffer: [n, 1, v] @ [n, v, 1] -> [n].

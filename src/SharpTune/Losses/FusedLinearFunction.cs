@@ -97,7 +97,7 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
                 plan.Options.Kind is DivergenceKind.ForwardKl or DivergenceKind.ForwardKlCrossEntropy &&
                 DivergenceMath.NonFiniteMask(s, t) is null)
             {
-                grad = ForwardKlAndCrossEntropy(s, t, lab, invalid, plan, ceSum, kdSum);
+                grad = DivergenceMath.ForwardKlAndCrossEntropy(s, t, lab, invalid, plan.CeWeight, plan.KdWeight, plan.Options.Kind, ceSum, kdSum);
             }
             else
             {
@@ -134,40 +134,6 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
             gradW is null ? null! : gradW.to(weight.dtype),
         ]);
         return (ceSum * plan.CeWeight).add_(kdSum * plan.KdWeight);
-    }
-
-    // The distillation hot path (T = 1, forward KL, no masked vocabulary): CE and KD values and the combined logit
-    // gradient from two [c, v] buffers besides the logits, sharing the student softmax:
-    //   sum p log q = p.log_softmax(s), sum p log p = p.log_softmax(t), CE = -log_softmax(s)[label],
-    //   dCE/ds = q - onehot, dKD/ds = q sum p - p.
-    // Only libtorch's softmax/log_softmax kernels exponentiate: its standalone exp (and logsumexp) take a slow path
-    // for arguments far below zero, which random or badly calibrated logits produce by the million (log-probs of
-    // -100 and less), and measured 15-20x slower than the softmax kernels on such rows.
-    internal static Tensor ForwardKlAndCrossEntropy(Tensor s, Tensor t, Tensor lab, Tensor invalid, FusedPlan plan, Tensor ceSum, Tensor kdSum)
-    {
-        var safe = lab.masked_fill(invalid, 0).unsqueeze(-1);                             // [c, 1]
-        var p = t.softmax(-1);                                                            // [c, v]
-        var sumP = p.sum(-1, keepdim: true);                                              // [c, 1]
-        Tensor kd;
-        using (var logq = s.log_softmax(-1))                                              // [c, v]
-        {
-            ceSum.add_((-logq.gather(-1, safe).squeeze(-1)).masked_fill_(invalid, 0).sum());
-            var cross = DivergenceMath.RowDot(p, logq);                                                  // sum p log q, [c]
-            if (plan.Options.Kind == DivergenceKind.ForwardKl)
-            {
-                using var logp = t.log_softmax(-1);                                      // [c, v]
-                kd = DivergenceMath.RowDot(p, logp) - cross;
-            }
-            else
-            {
-                kd = -cross;
-            }
-        }
-        kdSum.add_(kd.masked_fill(invalid, 0).sum());
-        var grad = s.softmax(-1);                                                         // q, [c, v]
-        grad.mul_(sumP.mul(plan.KdWeight).add_(plan.CeWeight)).sub_(p.mul_(plan.KdWeight));
-        grad.scatter_add_(-1, safe, torch.full(new long[] { safe.shape[0], 1 }, -plan.CeWeight, dtype: s.dtype, device: s.device));
-        return grad.masked_fill_(invalid.unsqueeze(-1), 0);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
