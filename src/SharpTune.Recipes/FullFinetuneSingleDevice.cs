@@ -168,7 +168,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         var model = _model!;
         var totalSteps = _totalSteps;
         var padId = _tokenizer!.PadId;
-        var loader = new ShardedDataLoader(new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId), _dist.Rank, _dist.WorldSize);
+        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId).ForRank(_dist.Rank, _dist.WorldSize); // with one process rank 0 of 1: the whole batch
         model.train();
         for (var epoch = _epochsRun; epoch < _epochs && _stepsRun < totalSteps; epoch++)
         {
@@ -181,7 +181,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                 cancellationToken.ThrowIfCancellationRequested();
                 using (var scope = NewDisposeScope())
                 {
-                    var batch = Collated(loader.Samples(epoch, b));
+                    var batch = loader.Collated(epoch, b).To(_device); // padded (or packed) [b, s]
                     var (sum, count) = LossStep(batch);
                     _accumulator!.Backward(sum, count);
                     stepTokens += count;
@@ -298,13 +298,6 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         var score = heldOut.Score(_model!, _stepsRun, _tokenizer!.PadId, _device);
         _metrics?.Log(_stepsRun, score.Metrics);
         _reporter.Metrics(_stepsRun, score.Metrics);
-    }
-
-    private Batch Collated(IReadOnlyList<Sample> samples)
-    {
-        var batch = samples[0].SeqLens is not null ? Collate.Packed(samples) : Collate.PadSft(samples, _tokenizer!.PadId); // packs carry their lengths
-        return _device.type == DeviceType.CPU ? batch
-            : new Batch(batch.Tokens.to(_device), batch.Labels.to(_device), batch.Mask?.to(_device), batch.InputPos?.to(_device));
     }
 
     // One micro-batch: the SUM of its per-token cross-entropies (normalised later, once per step) and its valid tokens.

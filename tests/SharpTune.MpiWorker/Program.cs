@@ -79,7 +79,7 @@ internal static class Scenarios
         Determinism.Seed(s.Seed + 1000 * ctx.Rank);
         using var model = TinyTask.Model();
         ctx.BroadcastModule(model);
-        var loader = new ShardedDataLoader(TinyTask.Loader(s), ctx.Rank, ctx.WorldSize);
+        var loader = TinyTask.Loader(s).ForRank(ctx.Rank, ctx.WorldSize);
         using var opt = TinyTask.Optimizer(s, model.parameters());
         using var grads = new DataParallelGradients(ctx, model.parameters(), s.MaxGradNorm);
         var losses = new List<double>();

@@ -14,6 +14,10 @@ namespace SharpTune.Data;
 /// <param name="InputPos">int64 [b, s] positions; null when not packed (0..s-1).</param>
 public sealed record Batch(Tensor Tokens, Tensor Labels, Tensor? Mask = null, Tensor? InputPos = null) : IDisposable
 {
+    /// <summary>The batch on <paramref name="device"/>: itself on the CPU, where collate makes it, else a copy.</summary>
+    public Batch To(Device device) => device.type == DeviceType.CPU ? this
+        : new Batch(Tokens.to(device), Labels.to(device), Mask?.to(device), InputPos?.to(device));
+
     /// <summary>Disposes the tensors (when no dispose scope owns them).</summary>
     public void Dispose()
     {

@@ -6,6 +6,7 @@
 // Without an MPI launcher in the environment the context is a plain one-process group and MPI is never loaded.
 // References: torch.distributed (init_process_group, broadcast, all_reduce semantics); torchtune
 // recipes/knowledge_distillation_distributed.py; Open MPI mpirun(1) (OMPI_COMM_WORLD_* variables, --bind-to).
+using SharpTune.Data;
 using SharpTune.Native;
 using SharpTune.Training;
 using TorchSharp;

@@ -1,6 +1,7 @@
 // Tests of the distributed machinery that need no MPI: the chunking of counts, the split of global batches, the
 // thread default, and the one-process behaviour of the context and the flat-buffer gradient path (which must equal the
 // plain one-process reference in TinyTask).
+using SharpTune.Data;
 using SharpTune.Distributed;
 using SharpTune.MpiWorker;
 using SharpTune.Training;
@@ -62,11 +63,11 @@ public sealed class SingleProcessTests
     }
 
     [Fact]
-    public void ShardedDataLoader_ThreeRanks_ShardsConcatenateToTheOneProcessGlobalBatch()
+    public void DataLoaderForRank_ThreeRanks_ShardsConcatenateToTheOneProcessGlobalBatch()
     {
         var settings = new TinyTrainingSettings { Samples = 20, GlobalBatch = 7 };
         var global = TinyTask.Loader(settings);
-        var views = Enumerable.Range(0, 3).Select(r => new ShardedDataLoader(TinyTask.Loader(settings), r, 3)).ToList();
+        var views = Enumerable.Range(0, 3).Select(r => TinyTask.Loader(settings).ForRank(r, 3)).ToList();
 
         Assert.All(views, v => Assert.Equal(global.BatchesPerEpoch, v.BatchesPerEpoch));
         for (var epoch = 0; epoch < 2; epoch++)
@@ -85,12 +86,12 @@ public sealed class SingleProcessTests
     }
 
     [Fact]
-    public void ShardedDataLoader_Indices_ConcatenateToGlobalIndicesAndMatchTheRanksSamples()
+    public void DataLoaderForRank_Indices_ConcatenateToGlobalIndicesAndMatchTheRanksSamples()
     {
         // The offline teacher cache is keyed by dataset index: a rank's indices must name exactly its samples.
         var settings = new TinyTrainingSettings { Samples = 20, GlobalBatch = 7 };
         var global = TinyTask.Loader(settings);
-        var views = Enumerable.Range(0, 3).Select(r => new ShardedDataLoader(TinyTask.Loader(settings), r, 3)).ToList();
+        var views = Enumerable.Range(0, 3).Select(r => TinyTask.Loader(settings).ForRank(r, 3)).ToList();
         for (var b = 0; b < global.BatchesPerEpoch; b++)
         {
             Assert.Equal(global.Indices(1, b), views.SelectMany(v => v.Indices(1, b)));
@@ -106,12 +107,12 @@ public sealed class SingleProcessTests
     }
 
     [Fact]
-    public void ShardedDataLoader_ResumedWithAnotherWorldSize_SameRemainingGlobalBatches()
+    public void DataLoaderForRank_ResumedWithAnotherWorldSize_SameRemainingGlobalBatches()
     {
         // A run checkpointed after global batch 2 of epoch 1 by 2 ranks resumes on 3 ranks.
         var settings = new TinyTrainingSettings { Samples = 24, GlobalBatch = 6 };
         var global = TinyTask.Loader(settings);
-        var resumed = Enumerable.Range(0, 3).Select(r => new ShardedDataLoader(TinyTask.Loader(settings), r, 3)).ToList();
+        var resumed = Enumerable.Range(0, 3).Select(r => TinyTask.Loader(settings).ForRank(r, 3)).ToList();
 
         var perRank = resumed.Select(v => v.Batches(1, startBatch: 2).ToList()).ToList();
         var expected = global.Batches(1, startBatch: 2).ToList();
@@ -127,11 +128,11 @@ public sealed class SingleProcessTests
     }
 
     [Fact]
-    public void ShardedDataLoader_GlobalBatchSmallerThanWorld_ClearError()
+    public void DataLoaderForRank_GlobalBatchSmallerThanWorld_ClearError()
     {
         var loader = TinyTask.Loader(new TinyTrainingSettings { GlobalBatch = 2 });
 
-        var e = Assert.Throws<ArgumentException>(() => new ShardedDataLoader(loader, 0, 3));
+        var e = Assert.Throws<ArgumentException>(() => loader.ForRank(0, 3));
 
         Assert.Contains("batch_size 2", e.Message);
         Assert.Contains("(3)", e.Message);
@@ -222,7 +223,7 @@ public sealed class SingleProcessTests
         using var ctx = DistributedContext.Initialize(new DistributedOptions { ThreadsPerRank = torch.get_num_threads() });
         Determinism.Seed(s.Seed);
         using var model = TinyTask.Model();
-        var loader = new ShardedDataLoader(TinyTask.Loader(s), ctx.Rank, ctx.WorldSize);
+        var loader = TinyTask.Loader(s).ForRank(ctx.Rank, ctx.WorldSize);
         using var grads = new DataParallelGradients(ctx, model.parameters(), s.MaxGradNorm);
         var (losses, norms) = TinyTask.Train(s, model, grads, epoch => loader.Batches(epoch), loader.BatchesPerEpoch);
 
