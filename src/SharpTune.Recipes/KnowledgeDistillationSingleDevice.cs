@@ -395,6 +395,11 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 if (_classLoss.NumOutputChunks != _kdLoss.NumOutputChunks)
                     throw new ConfigException(_config.Find("kd_loss")!.Location, "kd_loss",
                         $"num_output_chunks {_kdLoss.NumOutputChunks} differs from loss.num_output_chunks {_classLoss.NumOutputChunks}; both split the same logits");
+                // Both terms are summed over the same tokens and divided by one count (the class loss's): a KD mask of
+                // its own would be normalised by the wrong count.
+                if (_classLoss.IgnoreIndex != _kdLoss.IgnoreIndex)
+                    throw new ConfigException((_config.Find("kd_loss.ignore_index") ?? _config.Find("kd_loss"))!.Location, "kd_loss.ignore_index",
+                        $"{_kdLoss.IgnoreIndex} differs from loss.ignore_index {_classLoss.IgnoreIndex}: both terms must mask the same positions");
                 break;
             case UldLoss or GoldLossOptions or ByteMarginalKdLossOptions:
                 _crossLoss = kd;
