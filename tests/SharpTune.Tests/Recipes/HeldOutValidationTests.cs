@@ -100,7 +100,7 @@ public sealed class HeldOutValidationTests : IDisposable
         Assert.All(scores, r => Assert.Equal(40 * 25 + 1, r["val_tokens"]));
         Assert.Contains(reporter.Infos, i => i.StartsWith("validation_dataset: 1 document, 1,002 tokens", StringComparison.Ordinal));
 
-        var both = Assert.ThrowsAny<Exception>(() => RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device",
+        var both = Assert.Throws<SharpTune.Config.ConfigException>(() => RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device",
             [.. common, $"output_dir={_dir}/both", $"checkpointer.checkpoint_dir={_dir}/both/init", "validation_split=0.1"]));
         Assert.Contains("set validation_dataset or validation_split, not both", both.Message, StringComparison.Ordinal);
     }
@@ -108,7 +108,7 @@ public sealed class HeldOutValidationTests : IDisposable
     [Fact]
     public void Run_EveryNStepsWithoutHeldOutData_RefusedNamingTheKeys()
     {
-        var e = Assert.ThrowsAny<Exception>(() => RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device",
+        var e = Assert.Throws<SharpTune.Config.ConfigException>(() => RecipeRunner.Run("full_finetune_single_device", "tiny/teacher_full_single_device",
             $"output_dir={_dir}/t", $"checkpointer.checkpoint_dir={_dir}/t/init", "run_val_every_n_steps=5"));
         Assert.Contains("set validation_split (e.g. 0.1) or validation_dataset", e.Message, StringComparison.Ordinal);
     }

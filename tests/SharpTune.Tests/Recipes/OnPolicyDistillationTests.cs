@@ -189,7 +189,7 @@ public sealed class OnPolicyDistillationTests
     [Fact]
     public void OnPolicy_PolicyGradientWithDatasetBatches_IsRefusedNamingTheKey()
     {
-        var e = Assert.ThrowsAny<Exception>(() => RecipeRunner.Run(Recipe, Config, "output_dir=unused", "loss_type=reverse_kl_pg", "lmbda=0.5"));
+        var e = Assert.Throws<SharpTune.Config.ConfigException>(() => RecipeRunner.Run(Recipe, Config, "output_dir=unused", "loss_type=reverse_kl_pg", "lmbda=0.5"));
         Assert.Contains("lmbda: 1", e.Message);
     }
 
