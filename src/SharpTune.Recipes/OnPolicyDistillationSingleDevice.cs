@@ -22,12 +22,21 @@
 // its own generator (the micro-batch's stream mixed with the rank; rank 0's is the one-process stream, and the coin
 // is the same on every rank), gradients are summed over ranks and divided by the GLOBAL completion-token count, the
 // step metrics are global, and only rank 0 writes.
+// With `teacher_tokenizer` and `kd_loss` (UldLoss, GoldLoss or ByteMarginalKdLoss; TRL's GOLDTrainer: GKD's sampling
+// with ULD or the GOLD hybrid) the teacher keeps its own tokenizer: each micro-batch's sequences (the dataset's or the
+// sampled completions behind their prompts) are read by the teacher in its own tokens of the same text, and the loss
+// is the cross-tokenizer loss summed over the spans of completion text aligned between the two tokenizations
+// (Distillation/CrossTokenizer/CrossTokenizerKd.cs), normalised by completion tokens like the GKD loss. What needs one
+// vocabulary is refused: reverse_kl_pg (the teacher's log-prob of each sampled student token), seq_kd (the teacher
+// samples in its own tokens) and `beta` (the GKD JSD's weight: the divergence is kd_loss's); the per-token metrics on
+// student samples are not logged (docs/on_policy.md, docs/cross_tokenizer.md).
 // Lifecycle, checkpointing, run lock and resume follow knowledge_distillation_single_device.
 using System.Diagnostics;
 using SharpTune.Checkpointing;
 using SharpTune.Config;
 using SharpTune.Data;
 using SharpTune.Distillation;
+using SharpTune.Distillation.CrossTokenizer;
 using SharpTune.Distributed;
 using SharpTune.Eval;
 using SharpTune.Losses;
@@ -51,6 +60,7 @@ namespace SharpTune.Recipes;
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
 [RecipeKey("teacher_model", typeof(TransformerDecoder), Required = true, Description = "the teacher architecture")]
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
+[RecipeKey("teacher_tokenizer", typeof(ITokenizer), Description = "the teacher's own tokenizer (cross-tokenizer: with kd_loss UldLoss, GoldLoss or ByteMarginalKdLoss)")]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
 [RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Required = true, Description = "teacher weights (HF folder)")]
 [RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
@@ -64,9 +74,10 @@ namespace SharpTune.Recipes;
 [RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
 [RecipeKey("loss_type", typeof(string), Description = "gkd (generalized JSD with beta) | reverse_kl_pg (per-token policy gradient, needs lmbda 1)")]
 [RecipeKey("lmbda", typeof(double), Description = "fraction of micro-batches whose completions the student samples (TRL lmbda, default 0.5)")]
-[RecipeKey("beta", typeof(double), Description = "JSD teacher weight: 0 forward KL, 1 reverse KL (TRL beta, default 0.5)")]
+[RecipeKey("beta", typeof(double), Description = "JSD teacher weight: 0 forward KL, 1 reverse KL (TRL beta, default 0.5); with kd_loss set its divergence instead")]
+[RecipeKey("kd_loss", typeof(object), Description = "with teacher_tokenizer: UldLoss, GoldLoss or ByteMarginalKdLoss on aligned completion spans, in place of the GKD JSD")]
 [RecipeKey("seq_kd", typeof(bool), Description = "the teacher samples the completions of the batches the student does not sample")]
-[RecipeKey("temperature", typeof(double), Description = "sampling temperature (TRL default 0.9); the loss uses none")]
+[RecipeKey("temperature", typeof(double), Description = "sampling temperature (TRL default 0.9); the GKD loss uses none, kd_loss has its own")]
 [RecipeKey("top_p", typeof(double), Description = "nucleus sampling mass (1 = off)")]
 [RecipeKey("top_k", typeof(int?), Description = "sample among the k most likely tokens (null = all)")]
 [RecipeKey("max_new_tokens", typeof(int), Description = "completion length limit when sampling (TRL default 128)")]
@@ -126,6 +137,10 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private LrScheduler? _scheduler;
     private IGradientSync? _accumulator;
     private KdLoss? _jsd;
+    private ITokenizer? _teacherTokenizer;
+    private object? _crossLoss; // UldLoss, GoldLossOptions or ByteMarginalKdLossOptions: the teacher keeps its own tokenizer
+    private CrossTokenizerKd? _crossKd;
+    private long _runAlignedTokens, _runCompletionTokens; // cross-tokenizer coverage of this process's steps
     private long _truncateTeacherTo;
     private IMetricLogger? _metrics;
     private string? _jsonlPath;
@@ -188,6 +203,18 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         Check(_chunks >= 0, "num_output_chunks", $"must be 0 (whole logits) or more, got {_chunks}");
         Check(!_policyGradient || (_lmbda == 1 && !_seqKd), "loss_type",
             "reverse_kl_pg learns from the student's own samples only: set lmbda: 1 and seq_kd: false");
+        if (config.IsSet("kd_loss")) // cross-tokenizer: what needs the student's and the teacher's ids to be one vocabulary
+        {
+            Check(!_policyGradient, "loss_type",
+                "reverse_kl_pg needs the teacher's log-prob of each sampled student token, which a teacher with its own tokenizer " +
+                "does not give (its tokens split the text differently): use loss_type: gkd with kd_loss");
+            Check(!_seqKd, "seq_kd",
+                "with kd_loss the teacher has its own tokenizer, so its samples are in its own tokens, not the student's: " +
+                "set seq_kd: false (or write the teacher's completions once with generate_dataset and train on them)");
+            Check(!config.IsSet("beta"), "beta",
+                "beta weighs the same-vocabulary GKD JSD, which kd_loss replaces: set the divergence on kd_loss instead " +
+                "(kd_loss.divergence: jsd and kd_loss.beta for GoldLoss or ByteMarginalKdLoss) and remove beta");
+        }
     }
 
     /// <inheritdoc/>
@@ -204,11 +231,13 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         _fingerprint = ConfigFingerprint.Of(_config);
 
         _tokenizer = _config.Instantiate<ITokenizer>("tokenizer");
+        SetupTeacherTokenizer();
         _checkpointer = _config.Instantiate<HfCheckpointer>("checkpointer");
         _dist.OnMain(() => RecipeCheckpoints.RecoverOutput(_checkpointer, _reporter)); // what a killed run left, before any resume
         _model = SetupModel(dtype);
         _teacher = SetupTeacher(dtype);
-        _jsd = new KdLoss(new DivergenceOptions { Kind = DivergenceKind.Jsd, Beta = _beta }.Validated(), _chunks);
+        if (_crossLoss is null) _jsd = new KdLoss(new DivergenceOptions { Kind = DivergenceKind.Jsd, Beta = _beta }.Validated(), _chunks);
+        else _crossKd = SetupCrossTokenizer();
         _dataset = _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
         PromptCompletion.Split(_dataset[0], 0); // a dataset without prompts fails here, not at the first step
 
@@ -228,7 +257,9 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         SetupLogging();
         _reporter.Info($"student: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
                        $"teacher: {ModuleParameters.Count(_teacher):N0} (frozen); " +
-                       (_policyGradient ? "reverse-KL policy gradient" : $"GKD beta {_beta}, lmbda {_lmbda}{(_seqKd ? ", seq_kd" : "")}") +
+                       (_policyGradient ? "reverse-KL policy gradient"
+                           : _crossKd is not null ? $"cross-tokenizer GKD sampling, lmbda {_lmbda}"
+                           : $"GKD beta {_beta}, lmbda {_lmbda}{(_seqKd ? ", seq_kd" : "")}") +
                        $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
                        (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
     }
@@ -253,10 +284,10 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
                 {
                     var samples = loader.Samples(epoch, b);
                     var clock = Stopwatch.StartNew();
-                    var (batch, sampler) = Completions(samples, epoch, b, stats);
+                    var (sequences, sampler) = Completions(samples, epoch, b, stats);
                     stats.GenerationSeconds += clock.Elapsed.TotalSeconds;
                     clock.Restart();
-                    var (sum, count) = LossStep(batch, sampler == Sampler.Student, stats);
+                    var (sum, count) = LossStep(Collated(sequences), sequences, sampler == Sampler.Student, stats);
                     _accumulator!.Backward(sum, count);
                     stats.LearningSeconds += clock.Elapsed.TotalSeconds;
                 }
@@ -277,6 +308,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
                 NativeHeap.AfterStep();
                 stats.SumOverRanks(_dist);
                 _totalTokens += stats.CompletionTokens;
+                (_runAlignedTokens, _runCompletionTokens) = (_runAlignedTokens + stats.AlignedTokens, _runCompletionTokens + stats.CompletionTokens);
                 if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch) Log(result, stats);
                 _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
                 stats = new StepStats();
@@ -289,6 +321,9 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             var epochsRun = epoch + 1;
             _dist.OnMain(() => Save(CheckpointTag.Epoch(epochsRun - 1), epochsRun, 0));
         }
+        if (_crossKd is { } cross)
+            _reporter.Info($"cross-tokenizer KD: {_runAlignedTokens:N0} of {_runCompletionTokens:N0} completion tokens lie in aligned spans" +
+                           (cross.FirstProblem is { } problem ? $"; first text left out: {problem}" : ""));
         _metrics?.Dispose();
         _metrics = null;
         if (_dist.IsMain && _jsonlPath is not null && File.Exists(_jsonlPath))
@@ -333,12 +368,37 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         return model;
     }
 
-    // The teacher: built, loaded strictly, frozen, in eval mode; of the student's token space (a teacher vocabulary
-    // padded beyond the tokenizer's ids is cut to the student's, as in the KD recipe).
+    // The teacher's tokenizer: the student's (GKD compares the two distributions id by id), or its own with a
+    // cross-tokenizer kd_loss (checked as in the KD recipe: a kd_loss needs a teacher_tokenizer, a foreign
+    // teacher_tokenizer needs a kd_loss).
+    private void SetupTeacherTokenizer()
+    {
+        if (_config.IsSet("teacher_tokenizer")) _teacherTokenizer = _config.Instantiate<ITokenizer>("teacher_tokenizer");
+        if (_config.IsSet("kd_loss"))
+        {
+            var loss = _config.Instantiate<object>("kd_loss");
+            Check(loss is UldLoss or GoldLossOptions or ByteMarginalKdLossOptions, "kd_loss",
+                "expected sharptune.modules.loss.UldLoss, sharptune.modules.loss.GoldLoss or sharptune.modules.loss.ByteMarginalKdLoss " +
+                $"(a cross-tokenizer loss; without a teacher_tokenizer leave kd_loss out: the GKD JSD with beta is the loss), got {loss.GetType().Name}");
+            Check(_teacherTokenizer is not null, "kd_loss", $"{loss.GetType().Name} distils across tokenizers: set teacher_tokenizer to the teacher's tokenizer");
+            _crossLoss = loss;
+        }
+        else if (_teacherTokenizer is not null &&
+                 TokenizerComparison.Difference(_teacherTokenizer, _tokenizer!, "teacher_tokenizer", "tokenizer") is { } difference)
+            Check(false, "teacher_tokenizer",
+                $"the teacher's tokenizer is not the student's ({difference}), and the GKD loss compares the two distributions id by id; " +
+                "to distil across tokenizers set kd_loss to sharptune.modules.loss.UldLoss, sharptune.modules.loss.GoldLoss or, " +
+                "for a byte-level student, sharptune.modules.loss.ByteMarginalKdLoss (docs/cross_tokenizer.md)");
+    }
+
+    // The teacher: built, loaded strictly, frozen, in eval mode. Without kd_loss it is of the student's token space (a
+    // teacher vocabulary padded beyond the tokenizer's ids is cut to the student's, as in the KD recipe); with one,
+    // its checkpoint's tokenizer files are checked against teacher_tokenizer instead.
     private TransformerDecoder SetupTeacher(ScalarType dtype)
     {
         var checkpointer = _config.Instantiate<HfCheckpointer>("teacher_checkpointer");
-        TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer");
+        if (_crossLoss is null) TeacherTokenizer.Check(_config, _tokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer");
+        else TeacherTokenizer.Check(_config, _teacherTokenizer!, checkpointer.CheckpointDir, "teacher_checkpointer", "teacher_tokenizer");
         var teacher = RecipeRuntime.BuildModel(_config, "teacher_model", _device, dtype);
         if (RecipeCheckpoints.IsLora(teacher))
             throw new ConfigException(_config.Find("teacher_model")!.Location, "teacher_model", "the teacher must be a base model (merge its LoRA adapters first)");
@@ -346,7 +406,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         foreach (var p in teacher.parameters()) p.requires_grad = false;
         teacher.eval();
         long sv = _model!.VocabSize, tv = teacher.VocabSize;
-        if (tv != sv)
+        if (_crossLoss is null && tv != sv)
         {
             try { VocabAlignment.SharedVocab(sv, tv, _tokenizer!.VocabSize); }
             catch (ArgumentException e)
@@ -359,18 +419,41 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         return teacher;
     }
 
+    // Cross-tokenizer: each model's vocabulary holds its own tokenizer's ids; the alignment and the loss are built here
+    // (the vocabulary map is cached in output_dir/vocab_map, as in the KD recipe).
+    private CrossTokenizerKd SetupCrossTokenizer()
+    {
+        foreach (var (modelKey, vocab, tokenizerKey, tokenizer) in new[]
+                 { ("model", _model!.VocabSize, "tokenizer", _tokenizer!), ("teacher_model", _teacher!.VocabSize, "teacher_tokenizer", _teacherTokenizer!) })
+            Check(tokenizer.VocabSize <= vocab, modelKey, $"vocabulary {vocab} is smaller than {tokenizerKey}'s {tokenizer.VocabSize} ids");
+        CrossTokenizerKd cross;
+        try
+        {
+            cross = new CrossTokenizerKd(_tokenizer!, _teacherTokenizer!, _crossLoss!,
+                _dist.IsMain ? Path.Combine(_outputDir, "vocab_map") : null, (int)_teacher!.MaxSeqLen);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ConfigException(_config.Find("teacher_tokenizer")!.Location, "teacher_tokenizer", e.Message);
+        }
+        _reporter.Info($"cross-tokenizer distillation: {cross.Description}; the teacher reads its own tokens of each sequence, " +
+                       "the loss covers the completion spans aligned with them; reverse_kl_student_samples and " +
+                       "teacher_nll_student_samples compare ids of one vocabulary and are not logged (aligned_fraction is)");
+        return cross;
+    }
+
     private enum Sampler { Dataset, Student, Teacher }
 
     // The micro-batch's sequences: the dataset's samples, or their prompts completed by the student (probability
     // lmbda) or, with seq_kd, by the teacher. The coin and the generator are functions of (seed, epoch, batch).
-    private (Batch Batch, Sampler Sampler) Completions(IReadOnlyList<Sample> samples, int epoch, int batch, StepStats stats)
+    private (IReadOnlyList<Sample> Sequences, Sampler Sampler) Completions(IReadOnlyList<Sample> samples, int epoch, int batch, StepStats stats)
     {
         var key = StreamSeed(_seed, epoch, batch);
         var coin = new Random(unchecked((int)(key >> 33))).NextDouble();
         var sampler = coin < _lmbda ? Sampler.Student : _seqKd ? Sampler.Teacher : Sampler.Dataset;
         stats.MicroBatches++;
         if (sampler == Sampler.Student) stats.OnPolicyMicroBatches++;
-        if (sampler == Sampler.Dataset) return (Collated(samples), sampler);
+        if (sampler == Sampler.Dataset) return (samples, sampler);
 
         var prompts = samples.Select((s, i) => PromptCompletion.Split(s, i).Prompt).ToList();
         var longest = prompts.Max(p => p.Length);
@@ -383,7 +466,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             throw new InvalidOperationException($"a prompt of {longest} tokens leaves no room to sample within the student's max_seq_len {_model.MaxSeqLen}");
         using var generator = new Generator(RankStream(key, _dist.Rank), _device);
         var result = Generation.GenerateBatch(sampler == Sampler.Student ? _model : _teacher!, [.. prompts], options, generator);
-        return (Collated([.. prompts.Select((p, i) => PromptCompletion.Join(p, result.GeneratedTokens[i]))]), sampler);
+        return ([.. prompts.Select((p, i) => PromptCompletion.Join(p, result.GeneratedTokens[i]))], sampler);
     }
 
     /// <summary>The seed of the coin and sampler of micro-batch <paramref name="batch"/> of <paramref name="epoch"/>
@@ -406,13 +489,17 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         return _device.type == DeviceType.CPU ? batch : new Batch(batch.Tokens.to(_device), batch.Labels.to(_device));
     }
 
-    // One micro-batch: the SUM of the loss over its completion tokens (normalised once per step) and their count;
-    // on student samples also the reverse KL and the teacher's NLL of the sampled tokens, for the metrics.
-    private (Tensor Sum, long Count) LossStep(Batch batch, bool studentSamples, StepStats stats)
+    // One micro-batch (its padded batch and its sequences): the SUM of the loss over its completion tokens (normalised
+    // once per step) and their count; on student samples also the reverse KL and the teacher's NLL of the sampled
+    // tokens, for the metrics (one vocabulary only).
+    private (Tensor Sum, long Count) LossStep(Batch batch, IReadOnlyList<Sample> sequences, bool studentSamples, StepStats stats)
     {
         var model = _model!;
         var hidden = model.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d]
         var studentLogits = model.ChunkedOutput(hidden, _chunks); // n x [b, s_i, v]
+        var count = batch.Labels.ne(Sample.IgnoreIndex).sum().item<long>();
+        stats.CompletionTokens += count;
+        if (_crossKd is { } cross) return (CrossTokenizerSum(cross, studentLogits, sequences, stats), count);
         List<Tensor> teacherLogits;
         using (no_grad())
         {
@@ -422,8 +509,6 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
                 teacherLogits = [.. teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!.VocabSize))]; // n x [b, s_i, v]
         }
         var labelChunks = batch.Labels.tensor_split(studentLogits.Count, dim: 1); // as the logits: n x [b, s_i]
-        var count = batch.Labels.ne(Sample.IgnoreIndex).sum().item<long>();
-        stats.CompletionTokens += count;
         Tensor? sum = null;
         for (var c = 0; c < studentLogits.Count; c++)
         {
@@ -434,6 +519,20 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             if (studentSamples) SampleMetrics(studentLogits[c], teacherLogits[c], labelChunks[c], stats);
         }
         return (sum!, count); // at least one chunk
+    }
+
+    // Cross-tokenizer: the teacher reads its own tokens of the same sequences (prompt and completion, whoever wrote the
+    // completion); the loss is summed over the spans of completion text aligned between the two tokenizations (the
+    // prompt's labels are masked, so its spans are not trained). The loss needs each sequence's rows whole: the chunks
+    // are joined ([b, s, v]).
+    private Tensor CrossTokenizerSum(CrossTokenizerKd cross, List<Tensor> studentLogits, IReadOnlyList<Sample> sequences, StepStats stats)
+    {
+        var aligned = cross.Prepare(sequences, _device);
+        Tensor teacherLogits;
+        using (no_grad())
+            teacherLogits = _teacher!.ChunkedOutput(_teacher.ForwardHidden(aligned.TeacherTokens, null, null), 0)[0]; // [b, n_t, v_t]
+        stats.AlignedTokens += aligned.AlignedTokens;
+        return cross.Sum(studentLogits.Count == 1 ? studentLogits[0] : torch.cat(studentLogits, 1), teacherLogits, aligned); // [b, s, v]
     }
 
     // The reverse-KL policy gradient over one chunk: sum over completion tokens y of -w * (log p_T(y) - log p_S(y)) *
@@ -495,6 +594,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             metrics["teacher_nll_student_samples"] = stats.TeacherNllSum / stats.SampledTokens;
         }
         if (_policyGradient) metrics["importance_weight"] = stats.ImportanceWeightSum / Math.Max(1, stats.CompletionTokens);
+        if (_crossKd is not null) metrics["aligned_fraction"] = (double)stats.AlignedTokens / Math.Max(1, stats.CompletionTokens);
         _metrics?.Log(_stepsRun, metrics);
         _reporter.Metrics(_stepsRun, metrics);
     }
@@ -565,6 +665,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         public int OnPolicyMicroBatches;
         public long CompletionTokens;
         public long SampledTokens;
+        public long AlignedTokens;
         public double ReverseKlSum;
         public double TeacherNllSum;
         public double ImportanceWeightSum;
@@ -576,9 +677,10 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         public void SumOverRanks(DistributedContext dist)
         {
             if (dist.WorldSize == 1) return;
-            var sums = dist.AllReduceSum(CompletionTokens, SampledTokens, ReverseKlSum, TeacherNllSum, ImportanceWeightSum);
+            var sums = dist.AllReduceSum(CompletionTokens, SampledTokens, ReverseKlSum, TeacherNllSum, ImportanceWeightSum, AlignedTokens);
             (CompletionTokens, SampledTokens) = ((long)Math.Round(sums[0]), (long)Math.Round(sums[1]));
             (ReverseKlSum, TeacherNllSum, ImportanceWeightSum) = (sums[2], sums[3], sums[4]);
+            AlignedTokens = (long)Math.Round(sums[5]);
         }
     }
 }

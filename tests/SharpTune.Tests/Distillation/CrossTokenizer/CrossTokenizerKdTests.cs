@@ -1,5 +1,6 @@
 // The per-batch side of cross-tokenizer distillation: re-tokenizing student windows with the teacher's tokenizer
-// (windows cut inside a multi-byte character, special tokens, a SentencePiece student's dummy prefix, the real
+// (windows cut inside a multi-byte character, special tokens and a sampled pad, bytes that are not UTF-8 and characters
+// the teacher cannot spell inside a sequence, a SentencePiece student's dummy prefix, the real
 // stories260K tok512 model against the byte tokenizer), the rows each span uses, and ULD through the batch path with one
 // tokenizer on both sides against UldLoss on the same rows computed directly.
 using System.Text;
@@ -47,13 +48,54 @@ public sealed class CrossTokenizerKdTests
     }
 
     [Fact]
-    public void Retokenize_CharactersTheTeacherCannotSpell_RunLeftOutWithItsReason()
+    public void Retokenize_PadInsideASampledSequence_BecomesTheTeachersPad()
     {
-        var re = new TeacherRetokenizer(Bytes, new CharTokenizer()).Retokenize(Bytes.Encode("aé", addBos: true, addEos: false));
-        // the BOS is aligned; the run 'a' C3 A9 cannot be encoded by the teacher, so it is left out whole
-        Assert.Single(re.Spans);
-        Assert.Equal(3, re.UnalignedStudentTokens);
+        // Given a sequence a student sampled with its pad id in the middle: BOS 'a' PAD 'b' EOS
+        var chars = new CharTokenizer();
+        int[] student = [Bytes.BosId, 'a' + 3, Bytes.PadId, 'b' + 3, Bytes.EosId];
+        var re = new TeacherRetokenizer(Bytes, chars).Retokenize(student);
+
+        // Then the teacher reads its own pad there (the special of the same name), and every token is paired one to one
+        Assert.Equal([chars.BosId, chars.Encode("a", false, false)[0], chars.PadId, chars.Encode("b", false, false)[0], chars.EosId], re.TeacherIds);
+        Assert.Equal(0, re.UnalignedStudentTokens);
+        Assert.Equal([0, 1, 2, 3, 4], re.Spans.Select(s => s.StudentStart));
+        Assert.Equal([0, 1, 2, 3, 4], re.Spans.Select(s => s.TeacherStart));
+    }
+
+    [Fact]
+    public void Retokenize_CharactersTheTeacherCannotSpell_LeftOutAndTheTextAroundThemAligned()
+    {
+        // Given BOS 'a' C3 A9 'b' ' ' 'c': é (C3 A9) is not in the char tokenizer's alphabet
+        var chars = new CharTokenizer();
+        var student = Bytes.Encode("aéb c", addBos: true, addEos: false);
+        var re = new TeacherRetokenizer(Bytes, chars).Retokenize(student);
+
+        // Then the teacher reads "a" and "b c" one after the other (without the é), the two bytes of é are in no span,
+        // and every other student token is paired with the teacher's token of its character
+        Assert.Equal(chars.Encode("ab c", addBos: true, addEos: false), re.TeacherIds);
+        Assert.Equal(2, re.UnalignedStudentTokens);
         Assert.Contains("not in the demo tokenizer's alphabet", re.Problem);
+        Assert.Equal([0, 1, 4, 5, 6], re.Spans.Select(s => s.StudentStart));
+        Assert.Equal([0, 1, 2, 3, 4], re.Spans.Select(s => s.TeacherStart));
+        Assert.All(re.Spans, s => Assert.Equal((1, 1), (s.TeacherCount, s.StudentCount)));
+    }
+
+    [Fact]
+    public void Retokenize_SampledBytesThatAreNotUtf8_LeftOutAndTheTextAroundThemAligned()
+    {
+        // Given what a byte-level student can sample: BOS 'h' 'i' FF (never UTF-8) ' ' E2 (a lead byte whose continuation
+        // never comes) 'x' 80 (a stray continuation byte) 'y'
+        byte[] text = [(byte)'h', (byte)'i', 0xFF, (byte)' ', 0xE2, (byte)'x', 0x80, (byte)'y'];
+        int[] student = [Bytes.BosId, .. text.Select(b => b + 3)];
+        var re = new TeacherRetokenizer(Bytes, Bytes).Retokenize(student);
+
+        // Then the teacher reads the text around the three bad bytes ("hi", " ", "x", "y"), they are in no span, and
+        // every other student token is paired with the teacher's same token
+        Assert.Equal(new[] { Bytes.BosId }.Concat(Bytes.Encode("hi xy", addBos: false, addEos: false)), re.TeacherIds);
+        Assert.Equal(3, re.UnalignedStudentTokens);
+        Assert.Contains("not valid UTF-8", re.Problem);
+        Assert.Equal([0, 1, 2, 4, 6, 8], re.Spans.Select(s => s.StudentStart));
+        Assert.All(re.Spans, s => Assert.Equal(student[s.StudentStart], re.TeacherIds[s.TeacherStart]));
     }
 
     [SharedDataFact(TokenizerFiles.Tok512Model)]
