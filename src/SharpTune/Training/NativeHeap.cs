@@ -8,10 +8,13 @@
 // The fix needs nothing installed: at startup fix the mmap threshold at glibc's maximum (32 MiB; fixing it turns
 // off the dynamic climb), raise the automatic trim threshold so free() does not hand the heap top back mid-step,
 // cap the arenas, and malloc_trim(0) every 16 steps. Between trims the step reuses resident heap memory.
-// The .NET GC is left to its own policy: a training step creates every tensor inside a dispose scope (bench/KdStep
-// --rss-steps counts the tensors created outside one: none per step), so no native memory waits for a finalizer.
-// (An earlier policy forced a GC every step because tensors held by finalizers piled up behind a TorchSharp custom
-// autograd function, since replaced: RSS grew 0.4-0.7 GiB per KD benchmark step until the collection.)
+// The .NET GC: a training step creates every tensor inside a dispose scope (bench/KdStep --rss-steps counts the
+// tensors created outside one: none per step), yet at the KD benchmark's full shape native memory still waits for the
+// GC: without a collection, peak RSS over 3 x 4 steps was 8.04 GiB; with frequent gen-0 collections
+// (DOTNET_GCgen0size=0x100000) 4.24 GiB at the same tokens/s. What holds it is not found yet. So the step end runs a
+// full collection only when RSS has grown by more than `CollectOnRssGrowth` (5%) since the last one: a run whose
+// memory is flat never collects, one that leaks collects about once per leaked 5%. (An earlier policy forced a GC
+// every step; before that, RSS grew 0.4-0.7 GiB per KD benchmark step until the collection.)
 // Both cheaper-looking extremes were measured and rejected (bench/KdStep --profile, bench/Memory): a 256 KiB mmap
 // threshold with a trim every step kept RSS flat but made every tensor a fresh mmap, so every step page-faulted its
 // whole working set again (KD benchmark step 339 vs 444 tokens/s, medians of 3 alternating runs; elementwise ops
@@ -61,6 +64,11 @@ public sealed record NativeHeapOptions
     /// hands the free heap back, and the next step faults its working set in again (about 1.4 s on the KD benchmark
     /// step), so trimming every step costs far more than it keeps.</summary>
     public int TrimEveryNSteps { get; init; } = 16;
+
+    /// <summary>At <see cref="NativeHeap.AfterStep"/>, run a full .NET collection (and the finalizers) when the
+    /// process's resident memory exceeds the mark by more than this fraction (0 never). The mark is the RSS after the
+    /// first step, raised to the RSS after each collection.</summary>
+    public double CollectOnRssGrowth { get; init; } = 0.05;
 }
 
 /// <summary>Allocator settings and periodic trimming that keep training RSS flat. Recipes call
@@ -73,8 +81,12 @@ public static class NativeHeap
     private const int MArenaMax = -8;
     private const string LibC = "libc.so.6";
 
-    private static NativeHeapOptions _options = new() { TrimEveryNSteps = 0 };
+    private static NativeHeapOptions _options = new() { TrimEveryNSteps = 0, CollectOnRssGrowth = 0 };
     private static long _steps;
+    private static long _rssMark;
+
+    /// <summary>Collections <see cref="AfterStep"/> has run since <see cref="Configure"/>.</summary>
+    public static int Collections { get; private set; }
 
     /// <summary>The allocator serving malloc here (reads /proc/self/maps for a preloaded jemalloc/tcmalloc).</summary>
     public static NativeAllocator Allocator { get; } = Detect();
@@ -89,12 +101,15 @@ public static class NativeHeap
     public static string Configure(NativeHeapOptions? options = null)
     {
         options ??= new NativeHeapOptions();
-        if (options.MmapThresholdBytes <= 0 || options.TrimThresholdBytes < 0 || options.ArenaMax < 0 || options.TrimEveryNSteps < 0)
-            throw new ArgumentOutOfRangeException(nameof(options), options, "allocator settings must be positive (arena_max and trim_every_n_steps may be 0)");
+        if (options.MmapThresholdBytes <= 0 || options.TrimThresholdBytes < 0 || options.ArenaMax < 0 || options.TrimEveryNSteps < 0 ||
+            !(options.CollectOnRssGrowth >= 0))
+            throw new ArgumentOutOfRangeException(nameof(options), options, "allocator settings must be positive (arena_max, trim_every_n_steps and collect_on_rss_growth may be 0)");
         if (Environment.GetEnvironmentVariable("SHARPTUNE_MALLOC_TUNING") == "0")
             return "allocator tuning disabled by SHARPTUNE_MALLOC_TUNING=0";
         _options = options with { TrimEveryNSteps = 0 };
         _steps = 0;
+        _rssMark = 0;
+        Collections = 0;
         IsConfigured = true;
         if (Allocator != NativeAllocator.Glibc)
             return $"allocator is {Allocator}; leaving it as it is";
@@ -104,17 +119,36 @@ public static class NativeHeap
         if (!ok) return "glibc rejected an allocator setting (mallopt returned 0); memory may grow over long runs";
         _options = options;
         return $"glibc malloc: mmap threshold {options.MmapThresholdBytes / 1024} KiB, trim threshold {options.TrimThresholdBytes / 1024} KiB, " +
-               $"arena max {(options.ArenaMax == 0 ? "default" : options.ArenaMax)}, trim every {options.TrimEveryNSteps} step(s)";
+               $"arena max {(options.ArenaMax == 0 ? "default" : options.ArenaMax)}, trim every {options.TrimEveryNSteps} step(s), " +
+               (options.CollectOnRssGrowth > 0 ? $"GC when RSS grows {options.CollectOnRssGrowth:P0}" : "no forced GC");
     }
 
-    /// <summary>The step-end memory policy, called after each optimizer step (outside its dispose scope): trims the
-    /// heap as configured. It forces no .NET collection.</summary>
+    /// <summary>The step-end memory policy, called after each optimizer step (outside its dispose scope): a full .NET
+    /// collection when resident memory grew past the mark (<see cref="NativeHeapOptions.CollectOnRssGrowth"/>), and
+    /// the heap trimmed as configured.</summary>
     public static void AfterStep()
     {
         if (!IsConfigured) return;
         _steps++;
+        if (_options.CollectOnRssGrowth > 0)
+        {
+            var rss = ProcessMemory.Read().RssBytes;
+            if (_rssMark == 0) _rssMark = rss;
+            else if (ShouldCollect(rss, _rssMark, _options.CollectOnRssGrowth))
+            {
+                GC.Collect();
+                GC.WaitForPendingFinalizers(); // TorchSharp frees a tensor's native memory in its finalizer
+                GC.Collect();
+                Collections++;
+                _rssMark = Math.Max(_rssMark, ProcessMemory.Read().RssBytes);
+            }
+        }
         if (_options.TrimEveryNSteps > 0 && _steps % _options.TrimEveryNSteps == 0) Trim();
     }
+
+    /// <summary>True when <paramref name="rss"/> exceeds <paramref name="mark"/> by more than the fraction
+    /// <paramref name="growth"/>.</summary>
+    public static bool ShouldCollect(long rss, long mark, double growth) => rss > mark * (1 + growth);
 
     /// <summary>Returns free heap memory to the OS (malloc_trim(0)); false when nothing was released or not glibc.</summary>
     public static bool Trim() => Allocator == NativeAllocator.Glibc && malloc_trim(0) == 1;

@@ -15,8 +15,49 @@ public sealed class NativeHeapTests
     }
 
     [Fact]
-    public void Configure_BadOptions_ThrowsBeforeTouchingMalloc() =>
+    public void Configure_BadOptions_ThrowsBeforeTouchingMalloc()
+    {
         Assert.Throws<ArgumentOutOfRangeException>(() => NativeHeap.Configure(new NativeHeapOptions { MmapThresholdBytes = 0 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => NativeHeap.Configure(new NativeHeapOptions { CollectOnRssGrowth = double.NaN }));
+    }
+
+    [Theory]
+    [InlineData(1000, 1000, 0.05, false)]
+    [InlineData(1050, 1000, 0.05, false)] // exactly the allowed growth
+    [InlineData(1051, 1000, 0.05, true)]
+    [InlineData(900, 1000, 0.05, false)]
+    public void ShouldCollect_GrowthPastTheFraction(long rss, long mark, double growth, bool expected) =>
+        Assert.Equal(expected, NativeHeap.ShouldCollect(rss, mark, growth));
+
+    /// <summary>
+    /// The step-end policy frees native memory that only a finalizer would free: a 1 GiB tensor created outside any
+    /// dispose scope and dropped raises RSS past the mark, and the next AfterStep collects, which finalizes its wrapper.
+    /// </summary>
+    [Fact]
+    public void AfterStep_RssGrownByAnUndisposedTensor_CollectsAndFinalizesIt()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        try
+        {
+            NativeHeap.Configure(new NativeHeapOptions { CollectOnRssGrowth = 0.05 });
+            NativeHeap.AfterStep(); // sets the mark
+            var leaked = Leak(256L << 20); // 1 GiB of float32, touched
+            NativeHeap.AfterStep();
+            Assert.Equal(1, NativeHeap.Collections);
+            Assert.False(leaked.IsAlive, "the dropped tensor's wrapper was not finalized by the step-end collection");
+        }
+        finally
+        {
+            NativeHeap.Configure();
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static WeakReference Leak(long elements)
+    {
+        var t = ones(elements); // outside any dispose scope: only the GC frees it
+        return new WeakReference(t);
+    }
 
     /// <summary>
     /// Issue 6's acceptance check: a 1,000-step tiny training run (batches of random length, so tensor sizes vary
