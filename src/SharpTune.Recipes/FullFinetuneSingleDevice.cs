@@ -44,27 +44,8 @@ namespace SharpTune.Recipes;
 public sealed class FullFinetuneSingleDevice : IRecipe
 {
     private readonly SharpTuneConfig _config;
+    private readonly FineTuneOptions _o; // the plain settings, bound once
     private readonly IRecipeReporter _reporter;
-    private readonly string _outputDir;
-    private readonly int _batchSize;
-    private readonly int _epochs;
-    private readonly int? _maxStepsPerEpoch;
-    private readonly int? _maxSteps;
-    private readonly int _gradientAccumulationSteps;
-    private readonly double? _clipGradNorm;
-    private readonly int? _saveEveryNSteps;
-    private readonly bool _shuffle;
-    private readonly bool _resume;
-    private readonly bool _randomInit;
-    private readonly double _randomInitStd;
-    private readonly bool _activationCheckpointing;
-    private readonly int _logEveryNSteps;
-    private readonly bool _logPeakMemory;
-    private readonly MetricLoggerOptions _loggerOptions;
-    private readonly long? _configuredSeed;
-    private readonly string _deviceName;
-    private readonly string _dtypeName;
-
     private DistributedContext _dist = DistributedContext.CurrentOrLocal;
     private RunFolder? _runFolder;
     private ConfigFingerprint? _fingerprint;
@@ -94,26 +75,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     {
         _config = config;
         _reporter = reporter;
-        var o = RecipeOptions.Bind<FineTuneOptions>(config); // every plain setting, read and checked once
-        _outputDir = o.OutputDir;
-        _batchSize = o.BatchSize;
-        _epochs = o.Epochs;
-        _maxStepsPerEpoch = o.MaxStepsPerEpoch;
-        _maxSteps = o.MaxSteps;
-        _gradientAccumulationSteps = o.GradientAccumulationSteps;
-        _clipGradNorm = o.ClipGradNorm;
-        _saveEveryNSteps = o.SaveEveryNSteps;
-        _shuffle = o.Shuffle;
-        _resume = o.ResumeFromCheckpoint;
-        _randomInit = o.RandomInitCheckpoint;
-        _randomInitStd = o.RandomInitStd;
-        _activationCheckpointing = o.EnableActivationCheckpointing;
-        _logEveryNSteps = o.LogEveryNSteps;
-        _logPeakMemory = o.LogPeakMemoryStats;
-        _loggerOptions = o.MetricLogger;
-        _configuredSeed = o.Seed;
-        _deviceName = o.Device;
-        _dtypeName = o.Dtype;
+        _o = RecipeOptions.Bind<FineTuneOptions>(config); // every plain setting, read and checked once
     }
 
     /// <inheritdoc/>
@@ -122,9 +84,9 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         TorchRuntime.EnsureLoaded();
         _reporter.Verbose(NativeHeap.Configure());
         RecipeRuntime.ConfigureThreads(_config, _reporter);
-        _device = RecipeRuntime.ResolveDevice(_deviceName);
-        var dtype = RecipeRuntime.ResolveDtype(_dtypeName, _device, _reporter);
-        _seed = Determinism.Seed(_configuredSeed);
+        _device = RecipeRuntime.ResolveDevice(_o.Device);
+        var dtype = RecipeRuntime.ResolveDtype(_o.Dtype, _device, _reporter);
+        _seed = Determinism.Seed(_o.Seed);
         _dist = DistributedContext.CurrentOrLocal;
         _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
         _fingerprint = ConfigFingerprint.Of(_config);
@@ -138,28 +100,28 @@ public sealed class FullFinetuneSingleDevice : IRecipe
             throw new ConfigException(_config.Find("tokenizer")!.Location, "tokenizer",
                 $"the tokenizer has {_tokenizer.VocabSize} tokens but the model's vocabulary is {_model.VocabSize}");
         _dataset = SetupData();
-        (_dataset, _heldOut) = HeldOut.Setup(_config, _dataset, _tokenizer, _batchSize, _reporter);
+        (_dataset, _heldOut) = HeldOut.Setup(_config, _dataset, _tokenizer, _o.BatchSize, _reporter);
 
         var trainable = ModuleParameters.Trainable(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
-        var batches = _dataset.Count / _batchSize;
-        _stepsPerEpoch = batches / _gradientAccumulationSteps;
-        if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
+        _accumulator = _dist.GradientSync(trainable, _o.ClipGradNorm); // in place with one process, all-reduced under mpirun
+        var batches = _dataset.Count / _o.BatchSize;
+        _stepsPerEpoch = batches / _o.GradientAccumulationSteps;
+        if (_o.MaxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
         if (_stepsPerEpoch == 0)
             throw new ConfigException(new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), "batch_size",
-                $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
-        _totalSteps = Math.Min((long)_epochs * _stepsPerEpoch, _maxSteps ?? long.MaxValue);
+                $"{_dataset.Count} samples make {batches} batches of {_o.BatchSize}, fewer than gradient_accumulation_steps {_o.GradientAccumulationSteps}: no optimizer step fits in an epoch");
+        _totalSteps = Math.Min((long)_o.Epochs * _stepsPerEpoch, _o.MaxSteps ?? long.MaxValue);
         _scheduler = _config.IsSet("lr_scheduler")
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
-        if (_resume) Resume();
+        if (_o.ResumeFromCheckpoint) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
         _reporter.Info($"model: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
-                       $"seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
-                       (_totalSteps < (long)_epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
-                       (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
+                       $"seed {_seed}; {_stepsPerEpoch} steps/epoch x {_o.Epochs} epochs" +
+                       (_totalSteps < (long)_o.Epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
+                       (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_o.BatchSize}" : ""));
     }
 
     /// <inheritdoc/>
@@ -168,12 +130,12 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         var model = _model!;
         var totalSteps = _totalSteps;
         var padId = _tokenizer!.PadId;
-        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId).ForRank(_dist.Rank, _dist.WorldSize); // with one process rank 0 of 1: the whole batch
+        var loader = new DataLoader(_dataset!, _o.BatchSize, (int)_seed, _o.Shuffle, dropLast: true, padId: padId).ForRank(_dist.Rank, _dist.WorldSize); // with one process rank 0 of 1: the whole batch
         model.train();
-        for (var epoch = _epochsRun; epoch < _epochs && _stepsRun < totalSteps; epoch++)
+        for (var epoch = _epochsRun; epoch < _o.Epochs && _stepsRun < totalSteps; epoch++)
         {
             var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
-            var step = startBatch / _gradientAccumulationSteps;
+            var step = startBatch / _o.GradientAccumulationSteps;
             var watch = Stopwatch.StartNew();
             long stepTokens = 0, stepProcessed = 0;
             for (var b = startBatch; step < _stepsPerEpoch && _stepsRun < totalSteps; b++)
@@ -187,7 +149,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                     stepTokens += count;
                     stepProcessed += batch.Tokens.numel();
                 }
-                if ((b + 1) % _gradientAccumulationSteps != 0) continue;
+                if ((b + 1) % _o.GradientAccumulationSteps != 0) continue;
 
                 AccumulatedStep result;
                 using (NewDisposeScope()) // the norm/clip and optimizer temporaries are freed now, not by the GC later
@@ -203,21 +165,21 @@ public sealed class FullFinetuneSingleDevice : IRecipe
                 stepTokens = result.Tokens; // global tokens of the step (Finish summed them)
                 _totalTokens += stepTokens;
                 stepProcessed = _dist.AllReduceSum(stepProcessed);
-                if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
+                if (_stepsRun % _o.LogEveryNSteps == 0 || step == _stepsPerEpoch)
                     Log(result, new StepTiming(stepTokens, stepProcessed, watch.Elapsed.TotalSeconds));
                 if (_heldOut is { } heldOut && heldOut.IsDue(_stepsRun, totalSteps)) Validate(heldOut);
-                _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
+                _reporter.Progress($"epoch {epoch + 1}/{_o.Epochs}", _stepsRun, totalSteps);
                 stepTokens = stepProcessed = 0;
                 watch.Restart();
-                if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch && _stepsRun < totalSteps)
+                if (_o.SaveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch && _stepsRun < totalSteps)
                 {
-                    var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                    var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _o.GradientAccumulationSteps);
                     _dist.OnMain(() => Save(tag, e, position));
                 }
             }
             if (step < _stepsPerEpoch) // max_steps ended the run inside this epoch
             {
-                var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _o.GradientAccumulationSteps);
                 _dist.OnMain(() => Save(tag, e, position));
                 break;
             }
@@ -229,7 +191,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         _metrics = null;
         if (_dist.IsMain && _jsonlPath is not null && File.Exists(_jsonlPath))
         {
-            var png = Path.Combine(_outputDir, "loss_curves.png");
+            var png = Path.Combine(_o.OutputDir, "loss_curves.png");
             var drawn = LossCurves.Plot(_jsonlPath, png);
             _reporter.Info($"wrote {png} ({string.Join(", ", drawn)}; raw and smoothed)");
         }
@@ -256,10 +218,10 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
-        model.CheckpointActivations = _activationCheckpointing; // each layer recomputed in backward
+        model.CheckpointActivations = _o.EnableActivationCheckpointing; // each layer recomputed in backward
         _dist.OnMain(() =>
         {
-            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit, _randomInitStd))
+            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _o.RandomInitCheckpoint, _o.RandomInitStd))
                 _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
         });
         RecipeCheckpoints.LoadBase(model, _checkpointer!);
@@ -323,7 +285,7 @@ public sealed class FullFinetuneSingleDevice : IRecipe
             Loss = result.Loss,
             Lr = Optimizers.LearningRate(_optimizer!),
             GradNorm = double.IsNaN(result.GradNorm) ? null : result.GradNorm,
-            PeakMemoryGib = _logPeakMemory ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
+            PeakMemoryGib = _o.LogPeakMemoryStats ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
         }).ToDictionary();
         _metrics?.Log(_stepsRun, metrics);
         _reporter.Metrics(_stepsRun, metrics);
@@ -335,9 +297,9 @@ public sealed class FullFinetuneSingleDevice : IRecipe
         {
             Seed = _seed,
             EpochsRun = epochsRun,
-            TotalEpochs = _epochs,
+            TotalEpochs = _o.Epochs,
             StepsRun = _stepsRun,
-            MaxStepsPerEpoch = _maxStepsPerEpoch,
+            MaxStepsPerEpoch = _o.MaxStepsPerEpoch,
             DataLoaderPosition = dataloaderPosition,
             SchedulerLastEpoch = _scheduler?.LastEpoch ?? 0,
             TotalTokens = _totalTokens,
@@ -370,16 +332,16 @@ public sealed class FullFinetuneSingleDevice : IRecipe
     private void SetupLogging()
     {
         if (!_dist.IsMain) return; // only rank 0 writes logs
-        var logDir = _loggerOptions.LogDir ?? Path.Combine(_outputDir, "logs");
+        var logDir = _o.MetricLogger.LogDir ?? Path.Combine(_o.OutputDir, "logs");
         var loggers = new List<IMetricLogger>();
-        if (_loggerOptions.Jsonl)
+        if (_o.MetricLogger.Jsonl)
         {
             _jsonlPath = Path.Combine(logDir, "metrics.jsonl");
-            if (!_resume && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
-            if (_resume) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
+            if (!_o.ResumeFromCheckpoint && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
+            if (_o.ResumeFromCheckpoint) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
             loggers.Add(new JsonlMetricLogger(_jsonlPath));
         }
-        if (_loggerOptions.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
+        if (_o.MetricLogger.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
         _metrics = new CompositeMetricLogger([.. loggers]);
     }
 }

@@ -57,29 +57,8 @@ namespace SharpTune.Recipes;
 public sealed class KnowledgeDistillationSingleDevice : IRecipe
 {
     private readonly SharpTuneConfig _config;
+    private readonly KnowledgeDistillationOptions _o; // the plain settings, bound once
     private readonly IRecipeReporter _reporter;
-    private readonly string _outputDir;
-    private readonly int _batchSize;
-    private readonly int _epochs;
-    private readonly int? _maxStepsPerEpoch;
-    private readonly int? _maxSteps;
-    private readonly int _gradientAccumulationSteps;
-    private readonly double? _clipGradNorm;
-    private readonly int? _saveEveryNSteps;
-    private readonly double _kdRatio;
-    private readonly bool _shuffle;
-    private readonly bool _resume;
-    private readonly bool _randomInit;
-    private readonly double _randomInitStd;
-    private readonly bool _adapterOnly;
-    private readonly bool _activationCheckpointing;
-    private readonly int _logEveryNSteps;
-    private readonly bool _logPeakMemory;
-    private readonly MetricLoggerOptions _loggerOptions;
-    private readonly long? _configuredSeed;
-    private readonly string _deviceName;
-    private readonly string _dtypeName;
-
     private DistributedContext _dist = DistributedContext.CurrentOrLocal;
     private RunFolder? _runFolder;
     private ConfigFingerprint? _fingerprint;
@@ -119,29 +98,8 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     {
         _config = config;
         _reporter = reporter;
-        var o = RecipeOptions.Bind<KnowledgeDistillationOptions>(config); // every plain setting, read and checked once
-        _outputDir = o.OutputDir;
-        _batchSize = o.BatchSize;
-        _epochs = o.Epochs;
-        _maxStepsPerEpoch = o.MaxStepsPerEpoch;
-        _maxSteps = o.MaxSteps;
-        _gradientAccumulationSteps = o.GradientAccumulationSteps;
-        _clipGradNorm = o.ClipGradNorm;
-        _saveEveryNSteps = o.SaveEveryNSteps;
-        _kdRatio = o.KdRatio;
-        _shuffle = o.Shuffle;
-        _resume = o.ResumeFromCheckpoint;
-        _randomInit = o.RandomInitCheckpoint;
-        _randomInitStd = o.RandomInitStd;
-        _adapterOnly = o.SaveAdapterWeightsOnly;
-        _activationCheckpointing = o.EnableActivationCheckpointing;
-        _logEveryNSteps = o.LogEveryNSteps;
-        _logPeakMemory = o.LogPeakMemoryStats;
-        _loggerOptions = o.MetricLogger;
-        _configuredSeed = o.Seed;
-        _deviceName = o.Device;
-        _dtypeName = o.Dtype;
-        _cacheDir = o.Teacher?.Cache;
+        _o = RecipeOptions.Bind<KnowledgeDistillationOptions>(config); // every plain setting, read and checked once
+        _cacheDir = _o.Teacher?.Cache;
         var hasModel = config.IsSet("teacher_model");
         var hasCheckpointer = config.IsSet("teacher_checkpointer");
         Check(_cacheDir is null ? hasModel && hasCheckpointer : !hasModel && !hasCheckpointer, _cacheDir is null ? "teacher_model" : "teacher",
@@ -155,9 +113,9 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         TorchRuntime.EnsureLoaded();
         _reporter.Verbose(NativeHeap.Configure());
         RecipeRuntime.ConfigureThreads(_config, _reporter);
-        _device = RecipeRuntime.ResolveDevice(_deviceName);
-        var dtype = RecipeRuntime.ResolveDtype(_dtypeName, _device, _reporter);
-        _seed = Determinism.Seed(_configuredSeed);
+        _device = RecipeRuntime.ResolveDevice(_o.Device);
+        var dtype = RecipeRuntime.ResolveDtype(_o.Dtype, _device, _reporter);
+        _seed = Determinism.Seed(_o.Seed);
         _dist = DistributedContext.CurrentOrLocal;
         _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
         _fingerprint = ConfigFingerprint.Of(_config);
@@ -180,31 +138,31 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             _teacherCache = SetupTeacherCache(_cacheDir);
         }
         // After the cache check: a validation_split keeps the head of the dataset, whose indices are the cache's.
-        (_dataset, _heldOut) = HeldOut.Setup(_config, _dataset, _tokenizer, _batchSize, _reporter);
+        (_dataset, _heldOut) = HeldOut.Setup(_config, _dataset, _tokenizer, _o.BatchSize, _reporter);
 
         var trainable = ModuleParameters.Trainable(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
-        var batches = _dataset.Count / _batchSize;
-        _stepsPerEpoch = batches / _gradientAccumulationSteps;
-        if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
+        _accumulator = _dist.GradientSync(trainable, _o.ClipGradNorm); // in place with one process, all-reduced under mpirun
+        var batches = _dataset.Count / _o.BatchSize;
+        _stepsPerEpoch = batches / _o.GradientAccumulationSteps;
+        if (_o.MaxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
         if (_stepsPerEpoch == 0)
             throw new ConfigException(new SourceLocation(_config.SourcePath ?? "<config>", 0, 0), "batch_size",
-                $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
-        _totalSteps = Math.Min((long)_epochs * _stepsPerEpoch, _maxSteps ?? long.MaxValue);
+                $"{_dataset.Count} samples make {batches} batches of {_o.BatchSize}, fewer than gradient_accumulation_steps {_o.GradientAccumulationSteps}: no optimizer step fits in an epoch");
+        _totalSteps = Math.Min((long)_o.Epochs * _stepsPerEpoch, _o.MaxSteps ?? long.MaxValue);
         _scheduler = _config.IsSet("lr_scheduler")
             ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
-        _step = new LossStep(_model, _teacher, _teacherCache, _classLoss, _kdLoss, _fusedLoss, _kdRatio, _truncateTeacherTo,
+        _step = new LossStep(_model, _teacher, _teacherCache, _classLoss, _kdLoss, _fusedLoss, _o.KdRatio, _truncateTeacherTo,
             _tokenizer.VocabSize, _device, _crossKd, _dataset);
-        if (_resume) Resume();
+        if (_o.ResumeFromCheckpoint) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
         _reporter.Info($"student: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
                        (_teacher is null ? $"teacher: cache {_cacheDir}" : $"teacher: {ModuleParameters.Count(_teacher):N0} (frozen)") +
-                       $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
-                       (_totalSteps < (long)_epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
-                       (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
+                       $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_o.Epochs} epochs" +
+                       (_totalSteps < (long)_o.Epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
+                       (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_o.BatchSize}" : ""));
     }
 
     /// <inheritdoc/>
@@ -213,13 +171,13 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         var model = _model!;
         var totalSteps = _totalSteps;
         var padId = _tokenizer!.PadId;
-        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: padId).ForRank(_dist.Rank, _dist.WorldSize); // with one process rank 0 of 1: the whole batch
+        var loader = new DataLoader(_dataset!, _o.BatchSize, (int)_seed, _o.Shuffle, dropLast: true, padId: padId).ForRank(_dist.Rank, _dist.WorldSize); // with one process rank 0 of 1: the whole batch
         model.train();
         _teacher?.eval();
-        for (var epoch = _epochsRun; epoch < _epochs && _stepsRun < totalSteps; epoch++)
+        for (var epoch = _epochsRun; epoch < _o.Epochs && _stepsRun < totalSteps; epoch++)
         {
             var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
-            var step = startBatch / _gradientAccumulationSteps;
+            var step = startBatch / _o.GradientAccumulationSteps;
             var watch = Stopwatch.StartNew();
             double classSum = 0, kdSum = 0;
             long stepTokens = 0, stepProcessed = 0;
@@ -236,7 +194,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                     stepTokens += count;
                     stepProcessed += batch.Tokens.numel();
                 }
-                if ((b + 1) % _gradientAccumulationSteps != 0) continue;
+                if ((b + 1) % _o.GradientAccumulationSteps != 0) continue;
 
                 AccumulatedStep result;
                 using (NewDisposeScope()) // the norm/clip and optimizer temporaries are freed now, not by the GC later
@@ -252,22 +210,22 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 var global = _dist.AllReduceSum(classSum, kdSum, stepProcessed); // logged losses are global means
                 (classSum, kdSum, stepTokens, stepProcessed) = (global[0], global[1], result.Tokens, (long)Math.Round(global[2])); // Finish summed the tokens
                 _totalTokens += stepTokens;
-                if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch)
+                if (_stepsRun % _o.LogEveryNSteps == 0 || step == _stepsPerEpoch)
                     Log(result, classSum / Math.Max(1, stepTokens), kdSum / Math.Max(1, stepTokens), new StepTiming(stepTokens, stepProcessed, watch.Elapsed.TotalSeconds));
                 if (_heldOut is { } heldOut && heldOut.IsDue(_stepsRun, totalSteps)) Validate(heldOut);
-                _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
+                _reporter.Progress($"epoch {epoch + 1}/{_o.Epochs}", _stepsRun, totalSteps);
                 classSum = kdSum = 0;
                 stepTokens = stepProcessed = 0;
                 watch.Restart();
-                if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch && _stepsRun < totalSteps)
+                if (_o.SaveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch && _stepsRun < totalSteps)
                 {
-                    var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                    var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _o.GradientAccumulationSteps);
                     _dist.OnMain(() => Save(tag, e, position));
                 }
             }
             if (step < _stepsPerEpoch) // max_steps ended the run inside this epoch
             {
-                var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _o.GradientAccumulationSteps);
                 _dist.OnMain(() => Save(tag, e, position));
                 break;
             }
@@ -282,7 +240,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         _metrics = null;
         if (_dist.IsMain && _jsonlPath is not null && File.Exists(_jsonlPath))
         {
-            var png = Path.Combine(_outputDir, "loss_curves.png");
+            var png = Path.Combine(_o.OutputDir, "loss_curves.png");
             var drawn = LossCurves.Plot(_jsonlPath, png);
             _reporter.Info($"wrote {png} ({string.Join(", ", drawn)}; raw and smoothed)");
         }
@@ -311,10 +269,10 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
-        model.CheckpointActivations = _activationCheckpointing; // each layer recomputed in backward
+        model.CheckpointActivations = _o.EnableActivationCheckpointing; // each layer recomputed in backward
         _dist.OnMain(() =>
         {
-            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit, _randomInitStd))
+            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _o.RandomInitCheckpoint, _o.RandomInitStd))
                 _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed}");
         });
         RecipeCheckpoints.LoadBase(model, _checkpointer!);
@@ -376,9 +334,9 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                         $"kd_loss is fused-linear, so loss must be sharptune.modules.loss.LinearCrossEntropyLoss (the fused KD loss computes both terms), got {cls.GetType().Name}");
                 // One loss computes both terms, so every setting must have one source: kd_ratio is torchtune's top-level
                 // key, and the class loss's chunking/ignore index must agree with the KD loss's rather than be dropped.
-                if (_config.Has("kd_loss.kd_ratio") && Math.Abs(fused.KdRatio - _kdRatio) > 0)
+                if (_config.Has("kd_loss.kd_ratio") && Math.Abs(fused.KdRatio - _o.KdRatio) > 0)
                     throw new ConfigException(_config.Find("kd_loss.kd_ratio")!.Location, "kd_loss.kd_ratio",
-                        $"{fused.KdRatio} differs from the top-level kd_ratio {_kdRatio}, which the recipe uses; set kd_ratio only at the top level");
+                        $"{fused.KdRatio} differs from the top-level kd_ratio {_o.KdRatio}, which the recipe uses; set kd_ratio only at the top level");
                 var ce = (FusedLinearCrossEntropyLoss)cls;
                 if (ce.ChunkSize != fused.ChunkSize)
                     throw new ConfigException(_config.Find("loss")!.Location, "loss.chunk_size",
@@ -386,7 +344,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
                 if (ce.IgnoreIndex != fused.IgnoreIndex)
                     throw new ConfigException(_config.Find("loss")!.Location, "loss.ignore_index",
                         $"{ce.IgnoreIndex} differs from kd_loss.ignore_index {fused.IgnoreIndex}: both terms must mask the same positions");
-                _fusedLoss = new FusedLinearDistillationLoss(fused.Options, _kdRatio, fused.ChunkSize, fused.IgnoreIndex, fused.MissingMass);
+                _fusedLoss = new FusedLinearDistillationLoss(fused.Options, _o.KdRatio, fused.ChunkSize, fused.IgnoreIndex, fused.MissingMass);
                 break;
             case KdLoss k:
                 _kdLoss = k;
@@ -477,7 +435,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         try
         {
             _crossKd = new CrossTokenizerKd(_tokenizer!, _teacherTokenizer!, _crossLoss!,
-                _dist.IsMain ? Path.Combine(_outputDir, "vocab_map") : null, (int)_teacher!.MaxSeqLen);
+                _dist.IsMain ? Path.Combine(_o.OutputDir, "vocab_map") : null, (int)_teacher!.MaxSeqLen);
         }
         catch (ArgumentException e)
         {
@@ -601,7 +559,7 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
             KdLoss = kdLoss,
             Lr = Optimizers.LearningRate(_optimizer!),
             GradNorm = double.IsNaN(result.GradNorm) ? null : result.GradNorm,
-            PeakMemoryGib = _logPeakMemory ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
+            PeakMemoryGib = _o.LogPeakMemoryStats ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
         }).ToDictionary();
         _metrics?.Log(_stepsRun, metrics);
         _reporter.Metrics(_stepsRun, metrics);
@@ -613,15 +571,15 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
         {
             Seed = _seed,
             EpochsRun = epochsRun,
-            TotalEpochs = _epochs,
+            TotalEpochs = _o.Epochs,
             StepsRun = _stepsRun,
-            MaxStepsPerEpoch = _maxStepsPerEpoch,
+            MaxStepsPerEpoch = _o.MaxStepsPerEpoch,
             DataLoaderPosition = dataloaderPosition,
             SchedulerLastEpoch = _scheduler?.LastEpoch ?? 0,
             TotalTokens = _totalTokens,
             Extra = new Dictionary<string, string> { [ConfigFingerprint.StateKey] = _fingerprint!.ToJson() },
         };
-        var folder = RecipeCheckpoints.Save(_model!, _checkpointer!, tag, state, _optimizer!, _adapterOnly);
+        var folder = RecipeCheckpoints.Save(_model!, _checkpointer!, tag, state, _optimizer!, _o.SaveAdapterWeightsOnly);
         _reporter.Info($"saved {folder}");
     }
 
@@ -648,16 +606,16 @@ public sealed class KnowledgeDistillationSingleDevice : IRecipe
     private void SetupLogging()
     {
         if (!_dist.IsMain) return; // only rank 0 writes logs
-        var logDir = _loggerOptions.LogDir ?? Path.Combine(_outputDir, "logs");
+        var logDir = _o.MetricLogger.LogDir ?? Path.Combine(_o.OutputDir, "logs");
         var loggers = new List<IMetricLogger>();
-        if (_loggerOptions.Jsonl)
+        if (_o.MetricLogger.Jsonl)
         {
             _jsonlPath = Path.Combine(logDir, "metrics.jsonl");
-            if (!_resume && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
-            if (_resume) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
+            if (!_o.ResumeFromCheckpoint && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
+            if (_o.ResumeFromCheckpoint) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
             loggers.Add(new JsonlMetricLogger(_jsonlPath));
         }
-        if (_loggerOptions.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
+        if (_o.MetricLogger.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
         _metrics = new CompositeMetricLogger([.. loggers]);
     }
 
