@@ -16,6 +16,19 @@ namespace SharpTune.Tests.Distillation.CrossTokenizer;
 
 public sealed class CrossTokenizerKdTests
 {
+
+    // Two byte-tokenized SFT samples: BOS + prompt unlabelled, answer + EOS labelled.
+    private static Sample[] SftSamples()
+    {
+        Sample Make(string prompt, string answer)
+        {
+            var p = Bytes.Encode(prompt, addBos: true, addEos: false);
+            var a = Bytes.Encode(answer, addBos: false, addEos: true);
+            int[] tokens = [.. p, .. a];
+            return new Sample(tokens, Sample.ShiftedLabels(tokens, [.. tokens.Select((_, i) => i < p.Count)]));
+        }
+        return [Make("Q: 2+2?", " 4"), Make("Hi", " there, friend")];
+    }
     private static readonly ByteTokenizer Bytes = new();
 
     [Fact]
@@ -147,14 +160,7 @@ public sealed class CrossTokenizerKdTests
     public void Sum_UldWithOneTokenizerOnBothSides_EqualsUldLossOnTheTrainedRows()
     {
         // Given two SFT-style samples (prompt masked) and random logits over the byte vocabulary
-        Sample Make(string prompt, string answer)
-        {
-            var p = Bytes.Encode(prompt, addBos: true, addEos: false);
-            var a = Bytes.Encode(answer, addBos: false, addEos: true);
-            int[] tokens = [.. p, .. a];
-            return new Sample(tokens, Sample.ShiftedLabels(tokens, [.. tokens.Select((_, i) => i < p.Count)]));
-        }
-        var samples = new[] { Make("Q: 2+2?", " 4"), Make("Hi", " there, friend") };
+        var samples = SftSamples();
         var uld = new UldLoss(temperature: 1.5, topK: 0, chunkSize: 3);
         var kd = new CrossTokenizerKd(Bytes, Bytes, uld, null, teacherMaxSeqLen: 64);
         var batch = kd.Prepare(samples, CPU);
@@ -185,14 +191,7 @@ public sealed class CrossTokenizerKdTests
     public void Sum_ByteMarginalWithOneByteTokenizerOnBothSides_EqualsForwardKlOverBytesOnTheTrainedByteRows()
     {
         // Given the SFT-style samples of the ULD case and the byte-marginal loss at T = 1.5, one byte tokenizer on both sides
-        Sample Make(string prompt, string answer)
-        {
-            var p = Bytes.Encode(prompt, addBos: true, addEos: false);
-            var a = Bytes.Encode(answer, addBos: false, addEos: true);
-            int[] tokens = [.. p, .. a];
-            return new Sample(tokens, Sample.ShiftedLabels(tokens, [.. tokens.Select((_, i) => i < p.Count)]));
-        }
-        var samples = new[] { Make("Q: 2+2?", " 4"), Make("Hi", " there, friend") };
+        var samples = SftSamples();
         var options = ByteMarginalKdLossOptions.Create(temperature: 1.5, chunkSize: 4);
         var kd = new CrossTokenizerKd(Bytes, Bytes, options, null, teacherMaxSeqLen: 64);
         var batch = kd.Prepare(samples, CPU);
