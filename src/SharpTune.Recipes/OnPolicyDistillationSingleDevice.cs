@@ -269,7 +269,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     {
         var model = _model!;
         var totalSteps = (long)_epochs * _stepsPerEpoch;
-        var loader = new ShardedDataLoader(new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: _tokenizer!.PadId), _dist.Rank, _dist.WorldSize);
+        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: _tokenizer!.PadId).ForRank(_dist.Rank, _dist.WorldSize); // one process: the whole batch
         model.train();
         _teacher!.eval();
         for (var epoch = _epochsRun; epoch < _epochs; epoch++)
