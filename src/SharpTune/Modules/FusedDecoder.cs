@@ -36,7 +36,7 @@ internal sealed class FusedDecoder : IDisposable
     /// <summary>Largest total size of the fused weight copies; bigger models decode through the modules.</summary>
     internal const long MaxFusedBytes = 256L << 20;
 
-    private sealed record Layer(Tensor Qkv, Tensor? QkvBias, Tensor OT, Tensor GateUp, Tensor DownT, Tensor KeyBuffer, Tensor ValueBuffer, Tensor KeysT, Tensor Values);
+    private sealed record Layer(Tensor Qkv, Tensor? QkvBias, Tensor OT, Tensor GateUp, Tensor DownT, Tensor Cache, Tensor KeysT, Tensor Values);
 
     private readonly Layer[] _layers;
     private readonly Tensor _embedding;   // [v, d], the model's
@@ -102,15 +102,13 @@ internal sealed class FusedDecoder : IDisposable
             }
             var gateUp = cat([WeightOf(layer.Mlp.GateProj).Weight, WeightOf(layer.Mlp.UpProj).Weight], 0) // [2f, d]
                 * (layer.PostAttentionLayernorm.Weight * foldScale);
-            // Keys are stored transposed, positions innermost, so the scores' matmul reads a contiguous [h_d, s] matrix
-            // per kv head (half the time of reading [s, h_d] transposed, measured at batch 32); values as [c, h_d].
-            var keyBuffer = zeros([_b, _kvHeads, _headDim, capacity], dtype: _dtype, device: device); // [b, n_kv, h_d, c]
-            var valueBuffer = zeros([_b, _kvHeads, capacity, _headDim], dtype: _dtype, device: device); // [b, n_kv, c, h_d]
+            var cache = zeros([_b, _kvHeads, 2, capacity, _headDim], dtype: _dtype, device: device); // [b, n_kv, k|v, c, h_d]
+            var keys = cache.select(2, 0); // [b, n_kv, c, h_d]
             _layers[i] = new Layer(Own(qkv), qkvBias, Own(WeightOf(attn.OProj).Weight.t()), Own(gateUp),
-                Own(WeightOf(layer.Mlp.DownProj).Weight.t()), Own(keyBuffer), Own(valueBuffer),
-                Own(keyBuffer.view(_b * _kvHeads, _headDim, capacity)), // [b*n_kv, h_d, c]
-                Own(valueBuffer.view(_b * _kvHeads, capacity, _headDim))); // [b*n_kv, c, h_d]
-            caches[i] = new KvCache(keyBuffer.transpose(2, 3).DetachFromDisposeScope(), valueBuffer.alias().DetachFromDisposeScope()); // the model's views [b, n_kv, c, h_d]
+                Own(WeightOf(layer.Mlp.DownProj).Weight.t()), Own(cache),
+                Own(keys.view(_b * _kvHeads, capacity, _headDim).transpose(1, 2)), // [b*n_kv, h_d, c]
+                Own(cache.select(2, 1).view(_b * _kvHeads, capacity, _headDim))); // [b*n_kv, c, h_d]
+            caches[i] = new KvCache(keys.DetachFromDisposeScope(), cache.select(2, 1).DetachFromDisposeScope()); // the model's views
         }
         model.SetupCaches(caches);
     }
@@ -157,9 +155,7 @@ internal sealed class FusedDecoder : IDisposable
         {
             var qkv = nn.functional.linear(Norm(h), l.Qkv, l.QkvBias); // [b, 2n h_d]
             var heads = qkv.view(_b, 2, n, _headDim).mul_(cs).sum(1); // [b, 2, n, h_d] -> [b, n, h_d]: roped q, k; v
-            var kv = heads.narrow(1, _heads, 2 * _kvHeads).view(_b, _kvHeads, 2, _headDim); // k, v of each kv head
-            l.KeyBuffer.select(3, slot).copy_(kv.select(2, 0));
-            l.ValueBuffer.select(2, slot).copy_(kv.select(2, 1));
+            l.Cache.select(3, slot).copy_(heads.narrow(1, _heads, 2 * _kvHeads).view(_b, _kvHeads, 2, _headDim)); // k, v of each kv head
             var q = heads.narrow(1, 0, _heads).reshape(_b * _kvHeads, _heads / _kvHeads, _headDim); // [b, n_h, h_d] -> [b*n_kv, r, h_d]
             var scores = q.bmm(l.KeysT.narrow(2, 0, s)); // [b*n_kv, r, s], scaled through q
             if (bias is not null) scores.add_(bias);
