@@ -315,7 +315,7 @@ public sealed class Evaluate : IRecipe
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var completions = TeacherNll.Sample(model, ids, o.Sampling(tokenizer.StopTokens.ToHashSet()), o.BatchSize, o.Seed);
         var sampled = clock.Elapsed.TotalSeconds;
-        var scored = TeacherNll.Score(_teacher!, ids, completions, o.BatchSize);
+        var scored = TeacherNll.Score(_teacher!, tokenizer, ids, completions, o.BatchSize);
         var units = prompts.Select((p, i) => new CompletionScore(p.Window, scored[i].Tokens, scored[i].Nll)).ToList();
         Directory.CreateDirectory(_outputDir);
         AtomicFile.WriteAllText(Path.Combine(_outputDir, CompletionScore.FileName), CompletionScore.ToJsonl(units));

@@ -12,6 +12,7 @@
 using SharpTune.Data;
 using SharpTune.Distillation;
 using SharpTune.Modules;
+using SharpTune.Tokenizers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -113,42 +114,29 @@ public static class TeacherNll
 
     /// <summary>
     /// The teacher's NLL of each completion given its prompt: one forward of prompt + completion, summed over the
-    /// completion tokens (float32 log-softmax, sums in double).
+    /// completion tokens, through the evaluation harness's scorer (<see cref="LoglikelihoodScorer.ScoreEncoded"/>:
+    /// rows right-padded longest first, float32 log-softmax of the completion positions only, sums in double).
+    /// <paramref name="tokenizer"/> is the teacher's, which the scorer holds; the requests are already token ids.
     /// </summary>
-    public static IReadOnlyList<(int Tokens, double Nll)> Score(TransformerDecoder teacher, IReadOnlyList<int[]> prompts,
+    public static IReadOnlyList<(int Tokens, double Nll)> Score(TransformerDecoder teacher, ITokenizer tokenizer, IReadOnlyList<int[]> prompts,
         IReadOnlyList<IReadOnlyList<int>> completions, int batchSize)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         if (prompts.Count != completions.Count) throw new ArgumentException($"{prompts.Count} prompts but {completions.Count} completions");
+        var longest = prompts.Select((p, i) => p.Length + completions[i].Count).DefaultIfEmpty(0).Max();
+        if (longest > teacher.MaxSeqLen) // the scorer would cut the prompt's start, as the harness does; a metric must not
+            throw new ArgumentException($"prompt + completion of {longest} tokens exceed the teacher's max_seq_len {teacher.MaxSeqLen}");
         var wasTraining = teacher.training;
         teacher.eval();
-        var scores = new List<(int, double)>(prompts.Count);
         try
         {
-            using var noGrad = no_grad();
-            for (var start = 0; start < prompts.Count; start += batchSize)
-            {
-                using var scope = NewDisposeScope();
-                var samples = Enumerable.Range(start, Math.Min(batchSize, prompts.Count - start))
-                    .Select(i => PromptCompletion.Join(prompts[i], completions[i])).ToList();
-                if (samples.Max(s => s.Tokens.Length) > teacher.MaxSeqLen)
-                    throw new ArgumentException($"prompt + completion of {samples.Max(s => s.Tokens.Length)} tokens exceed the teacher's max_seq_len {teacher.MaxSeqLen}");
-                // Right padding: the causal mask keeps pads (after every real token) out of the scored positions.
-                using var batch = Collate.PadSft(samples, padId: 0);
-                var device = teacher.OutputWeight.device;
-                var labels = batch.Labels.to(device); // [b, s]
-                var logits = teacher.Forward(batch.Tokens.to(device)).to_type(ScalarType.Float32); // [b, s, v]
-                var valid = labels.ne(SharpTune.Data.Sample.IgnoreIndex); // [b, s]
-                var nll = -logits.log_softmax(-1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1); // [b, s]
-                var sums = nll.masked_fill(valid.logical_not(), 0).to_type(ScalarType.Float64).sum(1).cpu().data<double>().ToArray(); // [b]
-                var counts = valid.sum(1).cpu().data<long>().ToArray(); // [b]
-                for (var i = 0; i < sums.Length; i++) scores.Add(((int)counts[i], sums[i]));
-            }
+            var scorer = new LoglikelihoodScorer(new DecoderCausalLm(teacher), tokenizer, batchSize, sharedContext: false);
+            var results = scorer.ScoreEncoded([.. prompts.Select((p, i) => new EncodedRequest(p, completions[i]))]);
+            return [.. results.Select((r, i) => (completions[i].Count, -r.LogLikelihood))];
         }
         finally
         {
             if (wasTraining) teacher.train();
         }
-        return scores;
     }
 }

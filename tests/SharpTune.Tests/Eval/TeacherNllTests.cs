@@ -8,6 +8,7 @@ using SharpTune.Models.Llama2;
 using SharpTune.Modules;
 using SharpTune.Native;
 using SharpTune.Tests.Data;
+using SharpTune.Tokenizers;
 using static TorchSharp.torch;
 
 namespace SharpTune.Tests.Eval;
@@ -32,7 +33,7 @@ public sealed class TeacherNllTests
         IReadOnlyList<int>[] completions = [[11, 60, 4, 4, 18, 27, 3], [8, 2]];
 
         // When the teacher scores them as one batch
-        var scores = TeacherNll.Score(teacher, prompts, completions, batchSize: 2);
+        var scores = TeacherNll.Score(teacher, new ByteTokenizer(), prompts, completions, batchSize: 2); // the ids are given: the tokenizer is not read
 
         // Then each row's sum is -sum_j log softmax(logits at the position before completion token j)[token j],
         // computed in doubles from the logits of that sequence alone (batch 1, no padding)
