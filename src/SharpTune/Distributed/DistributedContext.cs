@@ -305,11 +305,7 @@ public sealed class DistributedContext : IDisposable
         _ => null,
     };
 
-    // TorchSharp's own native export behind data<T>(): the address of the first element (storage offset included).
-    [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
-    private static extern nint THSTensor_data(nint tensor);
-
-    private static nint Address(Tensor t) => THSTensor_data(t.Handle);
+    private static nint Address(Tensor t) => Native.TensorMemory.Address(t);
 
     private static bool IsHostContiguous(Tensor t) => t.device_type == DeviceType.CPU && t.is_contiguous();
 

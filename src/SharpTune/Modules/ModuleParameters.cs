@@ -45,7 +45,7 @@ public static class ModuleParameters
     public static long CountTrainable(nn.Module module) => Trainable(module).Sum(p => p.numel());
 
     /// <summary>Address of the first element of <paramref name="t"/> (CPU/CUDA tensors; 0 for meta).</summary>
-    public static long DataAddress(Tensor t) => t.is_meta ? 0 : (long)THSTensor_data(t.Handle);
+    public static long DataAddress(Tensor t) => t.is_meta ? 0 : (long)Native.TensorMemory.Address(t);
 
     // TorchSharp hands out a new wrapper (and native handle) per access, so handles cannot identify a shared tensor;
     // the data pointer (which includes the storage offset; it works for every dtype), shape and strides can. Meta
@@ -55,7 +55,4 @@ public static class ModuleParameters
         var data = DataAddress(p);
         return data == 0 ? $"handle:{p.Handle}" : $"{p.device}:{p.dtype}:{data}:{string.Join(',', p.shape)}:{string.Join(',', p.stride())}";
     }
-
-    [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
-    private static extern IntPtr THSTensor_data(IntPtr tensor); // TorchSharp's own native export behind data<T>()
 }

@@ -32,11 +32,13 @@ public sealed class FusedDecoderTests
     }
 
     [Theory]
-    [InlineData(true, false, false)]
-    [InlineData(false, true, false)]
-    [InlineData(false, false, true)]
-    [InlineData(true, true, true)]
-    public void Step_LeftPaddedBatch_HiddenStatesMatchModulePathWithinFloat32Bound(bool tie, bool qkvBias, bool lora)
+    [InlineData(true, false, false, true)]
+    [InlineData(false, true, false, true)]
+    [InlineData(false, false, true, true)]
+    [InlineData(true, true, true, true)]
+    [InlineData(true, false, false, false)]
+    [InlineData(false, true, true, false)]
+    public void Step_LeftPaddedBatch_HiddenStatesMatchModulePathWithinFloat32Bound(bool tie, bool qkvBias, bool lora, bool hostKernels)
     {
         // Given a tiny GQA model and 6 prompts of 1..6 tokens, left-padded, and the same 5 tokens fed to every row
         using var model = Model(tie, qkvBias, lora);
@@ -58,7 +60,7 @@ public sealed class FusedDecoderTests
         var expected = Enumerable.Range(0, steps).Select(t => model.ForwardHidden(feed[t].unsqueeze(1), keyMask, positions.narrow(1, p + t, 1)).select(1, 0)).ToList();
         model.RemoveCaches();
         // and through the fused step
-        using var fused = FusedDecoder.TryCreate(model, rows.Count, capacity, positions, padSlots);
+        using var fused = FusedDecoder.TryCreate(model, rows.Count, capacity, positions, padSlots, hostKernels);
         Assert.NotNull(fused);
         model.ForwardHidden(tokens, prefillMask, positions.narrow(1, 0, p));
         var actual = Enumerable.Range(0, steps).Select(t => fused!.Step(feed[t], p + t)).ToList();
