@@ -56,72 +56,25 @@ namespace SharpTune.Recipes;
 /// <remarks>Shapes: <c>b</c> batch, <c>s</c> sequence, <c>d</c> model dim, <c>v</c> vocabulary.</remarks>
 [Recipe("on_policy_distillation_single_device", Description = "Distil a frozen teacher on the student's own samples (GKD, reverse-KL policy gradient, seq-KD; 1 device)")]
 [Recipe("on_policy_distillation_distributed", Description = "On-policy distillation, data-parallel over MPI ranks (mpirun -np N)")]
-[RecipeKey("output_dir", typeof(string), Required = true, Description = "run folder: sharptune_config.yaml, logs, loss curves")]
 [RecipeKey("model", typeof(TransformerDecoder), Required = true, Description = "the student (a lora_* builder trains adapters only)")]
 [RecipeKey("teacher_model", typeof(TransformerDecoder), Required = true, Description = "the teacher architecture")]
 [RecipeKey("tokenizer", typeof(ITokenizer), Required = true)]
 [RecipeKey("teacher_tokenizer", typeof(ITokenizer), Description = "the teacher's own tokenizer (cross-tokenizer: with kd_loss UldLoss, GoldLoss or ByteMarginalKdLoss)")]
 [RecipeKey("checkpointer", typeof(HfCheckpointer), Required = true, Description = "student base weights in, checkpoints out")]
 [RecipeKey("teacher_checkpointer", typeof(HfCheckpointer), Required = true, Description = "teacher weights (HF folder)")]
-[RecipeKey("random_init_checkpoint", typeof(bool), Description = "create checkpointer.checkpoint_dir with seeded random weights when it holds no model")]
-[RecipeKey("resume_from_checkpoint", typeof(bool), Description = "continue from checkpointer.output_dir/recipe_state")]
-[RecipeKey("save_adapter_weights_only", typeof(bool), Description = "LoRA: save only the adapter, not merged weights")]
 [RecipeKey("dataset", typeof(ISampleDataset), Required = true, Description = "instruct/chat data with train_on_input false: prompt = the untrained prefix")]
-[RecipeKey("seed", typeof(long?), Description = "null: a random seed (logged and saved); also seeds the coin and the sampler")]
-[RecipeKey("shuffle", typeof(bool))]
-[RecipeKey("batch_size", typeof(int), Required = true)]
 [RecipeKey("optimizer", typeof(OptimizerHelper), Required = true)]
 [RecipeKey("lr_scheduler", typeof(LrScheduler), Description = "null: constant learning rate")]
-[RecipeKey("loss_type", typeof(string), Description = "gkd (generalized JSD with beta) | reverse_kl_pg (per-token policy gradient, needs lmbda 1)")]
-[RecipeKey("lmbda", typeof(double), Description = "fraction of micro-batches whose completions the student samples (TRL lmbda, default 0.5)")]
-[RecipeKey("beta", typeof(double), Description = "JSD teacher weight: 0 forward KL, 1 reverse KL (TRL beta, default 0.5); with kd_loss set its divergence instead")]
 [RecipeKey("kd_loss", typeof(object), Description = "with teacher_tokenizer: UldLoss, GoldLoss or ByteMarginalKdLoss on aligned completion spans, in place of the GKD JSD")]
-[RecipeKey("seq_kd", typeof(bool), Description = "the teacher samples the completions of the batches the student does not sample")]
-[RecipeKey("temperature", typeof(double), Description = "sampling temperature (TRL default 0.9); the GKD loss uses none, kd_loss has its own")]
-[RecipeKey("top_p", typeof(double), Description = "nucleus sampling mass (1 = off)")]
-[RecipeKey("top_k", typeof(int?), Description = "sample among the k most likely tokens (null = all)")]
-[RecipeKey("max_new_tokens", typeof(int), Description = "completion length limit when sampling (TRL default 128)")]
-[RecipeKey("max_importance_weight", typeof(double), Description = "reverse_kl_pg: cap of the per-token importance weight p_S / p_sampler")]
-[RecipeKey("num_output_chunks", typeof(int), Description = "logits are computed in this many sequence chunks (0 = whole)")]
-[RecipeKey("epochs", typeof(int), Required = true)]
-[RecipeKey("max_steps_per_epoch", typeof(int?))]
-[RecipeKey("gradient_accumulation_steps", typeof(int))]
-[RecipeKey("clip_grad_norm", typeof(double?))]
-[RecipeKey("save_every_n_steps", typeof(int?), Description = "also save step_N/ every N optimizer steps")]
-[RecipeKey("device", typeof(string), Description = "cpu | cuda")]
-[RecipeKey("dtype", typeof(string), Description = "fp32 | bf16")]
 [RecipeKey("threads", typeof(int?), Minimum = 1, Description = "intra-op threads (fix it for bit-reproducible CPU runs)")]
-[RecipeKey("enable_activation_checkpointing", typeof(bool), Description = "recompute student layer activations in backward")]
-[RecipeKey("metric_logger", typeof(MetricLoggerOptions))]
-[RecipeKey("log_every_n_steps", typeof(int))]
-[RecipeKey("log_peak_memory_stats", typeof(bool))]
+[RecipeOptions(typeof(OnPolicyDistillationOptions))] // the plain settings; the components the recipe builds are declared here
 public sealed class OnPolicyDistillationSingleDevice : IRecipe
 {
     private readonly SharpTuneConfig _config;
     private readonly IRecipeReporter _reporter;
-    private readonly string _outputDir;
-    private readonly int _batchSize;
-    private readonly int _epochs;
-    private readonly int? _maxStepsPerEpoch;
-    private readonly int _gradientAccumulationSteps;
-    private readonly double? _clipGradNorm;
-    private readonly int? _saveEveryNSteps;
+    private readonly OnPolicyDistillationOptions _o; // the plain settings, bound once
     private readonly bool _policyGradient;
-    private readonly double _lmbda;
-    private readonly double _beta;
-    private readonly bool _seqKd;
     private readonly GenerationOptions _sampling;
-    private readonly double _maxImportanceWeight;
-    private readonly int _chunks;
-    private readonly bool _shuffle;
-    private readonly bool _resume;
-    private readonly bool _randomInit;
-    private readonly bool _adapterOnly;
-    private readonly bool _activationCheckpointing;
-    private readonly int _logEveryNSteps;
-    private readonly bool _logPeakMemory;
-    private readonly MetricLoggerOptions _loggerOptions;
-    private readonly long? _configuredSeed;
 
     private DistributedContext _dist = DistributedContext.CurrentOrLocal;
     private RunFolder? _runFolder;
@@ -145,6 +98,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private IMetricLogger? _metrics;
     private string? _jsonlPath;
     private int _stepsPerEpoch;
+    private long _totalSteps; // epochs x steps per epoch, or max_steps if fewer
     private int _epochsRun;
     private long _stepsRun;
     private int _resumeBatch;
@@ -155,60 +109,15 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     {
         _config = config;
         _reporter = reporter;
-        _outputDir = config.Get<string>("output_dir");
-        _batchSize = config.Get<int>("batch_size");
-        _epochs = config.Get<int>("epochs");
-        _maxStepsPerEpoch = config.Get<int?>("max_steps_per_epoch", null);
-        _gradientAccumulationSteps = config.Get("gradient_accumulation_steps", 1);
-        _clipGradNorm = config.Get<double?>("clip_grad_norm", null);
-        _saveEveryNSteps = config.Get<int?>("save_every_n_steps", null);
-        var lossType = config.Get("loss_type", "gkd");
-        _lmbda = config.Get("lmbda", 0.5);
-        _beta = config.Get("beta", 0.5);
-        _seqKd = config.Get("seq_kd", false);
-        _maxImportanceWeight = config.Get("max_importance_weight", 10.0);
-        _chunks = config.Get("num_output_chunks", 8);
-        _shuffle = config.Get("shuffle", true);
-        _resume = config.Get("resume_from_checkpoint", false);
-        _randomInit = config.Get("random_init_checkpoint", false);
-        _adapterOnly = config.Get("save_adapter_weights_only", false);
-        _activationCheckpointing = config.Get("enable_activation_checkpointing", false);
-        _logEveryNSteps = config.Get("log_every_n_steps", 1);
-        _logPeakMemory = config.Get("log_peak_memory_stats", true);
-        _loggerOptions = config.Get("metric_logger", new MetricLoggerOptions());
-        _configuredSeed = config.Get<long?>("seed", null);
-        var topP = config.Get("top_p", 1.0);
-        _sampling = new GenerationOptions
-        {
-            Temperature = config.Get("temperature", 0.9),
-            TopP = topP,
-            TopK = config.Get<int?>("top_k", null),
-            MaxNewTokens = config.Get("max_new_tokens", 128),
-        };
-        Check(lossType is "gkd" or "reverse_kl_pg", "loss_type", $"expected gkd or reverse_kl_pg, got '{lossType}'");
-        _policyGradient = lossType == "reverse_kl_pg";
-        Check(_batchSize >= 1, "batch_size", $"must be at least 1, got {_batchSize}");
-        Check(_epochs >= 1, "epochs", $"must be at least 1, got {_epochs}");
-        Check(_gradientAccumulationSteps >= 1, "gradient_accumulation_steps", $"must be at least 1, got {_gradientAccumulationSteps}");
-        Check(_maxStepsPerEpoch is null or >= 1, "max_steps_per_epoch", $"must be at least 1 or null, got {_maxStepsPerEpoch}");
-        Check(_saveEveryNSteps is null or >= 1, "save_every_n_steps", $"must be at least 1 or null, got {_saveEveryNSteps}");
-        Check(_logEveryNSteps >= 1, "log_every_n_steps", $"must be at least 1, got {_logEveryNSteps}");
-        Check(_lmbda is >= 0 and <= 1, "lmbda", $"must be in [0, 1], got {_lmbda}");
-        Check(_beta is >= 0 and <= 1, "beta", $"must be in [0, 1], got {_beta}");
-        Check(_sampling.Temperature > 0 && !double.IsInfinity(_sampling.Temperature), "temperature", $"must be a finite number > 0 (sampling), got {_sampling.Temperature}");
-        Check(topP is > 0 and <= 1, "top_p", $"must be in (0, 1], got {topP}");
-        Check(_sampling.TopK is null or >= 1, "top_k", $"must be at least 1 or null, got {_sampling.TopK}");
-        Check(_sampling.MaxNewTokens >= 1, "max_new_tokens", $"must be at least 1, got {_sampling.MaxNewTokens}");
-        Check(_maxImportanceWeight >= 1, "max_importance_weight", $"must be at least 1, got {_maxImportanceWeight}");
-        Check(_chunks >= 0, "num_output_chunks", $"must be 0 (whole logits) or more, got {_chunks}");
-        Check(!_policyGradient || (_lmbda == 1 && !_seqKd), "loss_type",
-            "reverse_kl_pg learns from the student's own samples only: set lmbda: 1 and seq_kd: false");
+        _o = RecipeOptions.Bind<OnPolicyDistillationOptions>(config); // every plain setting, read and checked once
+        _policyGradient = _o.LossType == "reverse_kl_pg";
+        _sampling = new GenerationOptions { Temperature = _o.Temperature, TopP = _o.TopP, TopK = _o.TopK, MaxNewTokens = _o.MaxNewTokens };
         if (config.IsSet("kd_loss")) // cross-tokenizer: what needs the student's and the teacher's ids to be one vocabulary
         {
             Check(!_policyGradient, "loss_type",
                 "reverse_kl_pg needs the teacher's log-prob of each sampled student token, which a teacher with its own tokenizer " +
                 "does not give (its tokens split the text differently): use loss_type: gkd with kd_loss");
-            Check(!_seqKd, "seq_kd",
+            Check(!_o.SeqKd, "seq_kd",
                 "with kd_loss the teacher has its own tokenizer, so its samples are in its own tokens, not the student's: " +
                 "set seq_kd: false (or write the teacher's completions once with generate_dataset and train on them)");
             Check(!config.IsSet("beta"), "beta",
@@ -223,9 +132,9 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         TorchRuntime.EnsureLoaded();
         _reporter.Verbose(NativeHeap.Configure());
         RecipeRuntime.ConfigureThreads(_config, _reporter);
-        _device = RecipeRuntime.ResolveDevice(_config.Get("device", "cpu"));
-        var dtype = RecipeRuntime.ResolveDtype(_config.Get("dtype", "fp32"), _device, _reporter);
-        _seed = Determinism.Seed(_configuredSeed);
+        _device = RecipeRuntime.ResolveDevice(_o.Device);
+        var dtype = RecipeRuntime.ResolveDtype(_o.Dtype, _device, _reporter);
+        _seed = Determinism.Seed(_o.Seed);
         _dist = DistributedContext.CurrentOrLocal;
         _runFolder = RunFolder.Open(_config, _dist); // this run alone writes output_dir until it ends
         _fingerprint = ConfigFingerprint.Of(_config);
@@ -236,48 +145,50 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         _dist.OnMain(() => RecipeCheckpoints.RecoverOutput(_checkpointer, _reporter)); // what a killed run left, before any resume
         _model = SetupModel(dtype);
         _teacher = SetupTeacher(dtype);
-        if (_crossLoss is null) _jsd = new KdLoss(new DivergenceOptions { Kind = DivergenceKind.Jsd, Beta = _beta }.Validated(), _chunks);
+        if (_crossLoss is null) _jsd = new KdLoss(new DivergenceOptions { Kind = DivergenceKind.Jsd, Beta = _o.Beta }.Validated(), _o.NumOutputChunks);
         else _crossKd = SetupCrossTokenizer();
         _dataset = _config.InstantiateWith<ISampleDataset>("dataset", new Dictionary<string, object?> { ["tokenizer"] = _tokenizer });
         PromptCompletion.Split(_dataset[0], 0); // a dataset without prompts fails here, not at the first step
 
         var trainable = ModuleParameters.Trainable(_model);
         _optimizer = _config.Instantiate<OptimizerHelper>("optimizer", trainable);
-        _accumulator = _dist.GradientSync(trainable, _clipGradNorm); // in place with one process, all-reduced under mpirun
-        var batches = _dataset.Count / _batchSize;
-        _stepsPerEpoch = batches / _gradientAccumulationSteps;
-        if (_maxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
+        _accumulator = _dist.GradientSync(trainable, _o.ClipGradNorm); // in place with one process, all-reduced under mpirun
+        var batches = _dataset.Count / _o.BatchSize;
+        _stepsPerEpoch = batches / _o.GradientAccumulationSteps;
+        if (_o.MaxStepsPerEpoch is { } max) _stepsPerEpoch = Math.Min(_stepsPerEpoch, max);
         Check(_stepsPerEpoch > 0, "batch_size",
-            $"{_dataset.Count} samples make {batches} batches of {_batchSize}, fewer than gradient_accumulation_steps {_gradientAccumulationSteps}: no optimizer step fits in an epoch");
+            $"{_dataset.Count} samples make {batches} batches of {_o.BatchSize}, fewer than gradient_accumulation_steps {_o.GradientAccumulationSteps}: no optimizer step fits in an epoch");
+        _totalSteps = Math.Min((long)_o.Epochs * _stepsPerEpoch, _o.MaxSteps ?? long.MaxValue);
         _scheduler = _config.IsSet("lr_scheduler")
-            ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, (long)_epochs * _stepsPerEpoch)
+            ? RecipeRuntime.BuildScheduler(_config, "lr_scheduler", _optimizer, _totalSteps)
             : null;
-        if (_resume) Resume();
+        if (_o.ResumeFromCheckpoint) Resume();
         _runFolder.SaveConfig(_config); // only now: a run refused above leaves the saved run's config as it was
         SetupLogging();
         _reporter.Info($"student: {ModuleParameters.Trainable(_model).Sum(p => p.numel()):N0} trainable of {ModuleParameters.Count(_model):N0} parameters; " +
                        $"teacher: {ModuleParameters.Count(_teacher):N0} (frozen); " +
                        (_policyGradient ? "reverse-KL policy gradient"
-                           : _crossKd is not null ? $"cross-tokenizer GKD sampling, lmbda {_lmbda}"
-                           : $"GKD beta {_beta}, lmbda {_lmbda}{(_seqKd ? ", seq_kd" : "")}") +
-                       $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_epochs} epochs" +
-                       (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_batchSize}" : ""));
+                           : _crossKd is not null ? $"cross-tokenizer GKD sampling, lmbda {_o.Lmbda}"
+                           : $"GKD beta {_o.Beta}, lmbda {_o.Lmbda}{(_o.SeqKd ? ", seq_kd" : "")}") +
+                       $"; seed {_seed}; {_stepsPerEpoch} steps/epoch x {_o.Epochs} epochs" +
+                       (_totalSteps < (long)_o.Epochs * _stepsPerEpoch ? $", stopping at max_steps {_totalSteps}" : "") +
+                       (_dist.UsesMpi ? $"; {_dist.WorldSize} ranks x {_dist.Threads} threads, global batch {_o.BatchSize}" : ""));
     }
 
     /// <inheritdoc/>
     public void Train(CancellationToken cancellationToken)
     {
         var model = _model!;
-        var totalSteps = (long)_epochs * _stepsPerEpoch;
-        var loader = new DataLoader(_dataset!, _batchSize, (int)_seed, _shuffle, dropLast: true, padId: _tokenizer!.PadId).ForRank(_dist.Rank, _dist.WorldSize); // one process: the whole batch
+        var totalSteps = _totalSteps;
+        var loader = new DataLoader(_dataset!, _o.BatchSize, (int)_seed, _o.Shuffle, dropLast: true, padId: _tokenizer!.PadId).ForRank(_dist.Rank, _dist.WorldSize); // one process: the whole batch
         model.train();
         _teacher!.eval();
-        for (var epoch = _epochsRun; epoch < _epochs; epoch++)
+        for (var epoch = _epochsRun; epoch < _o.Epochs && _stepsRun < totalSteps; epoch++)
         {
             var startBatch = epoch == _epochsRun ? _resumeBatch : 0;
-            var step = startBatch / _gradientAccumulationSteps;
+            var step = startBatch / _o.GradientAccumulationSteps;
             var stats = new StepStats();
-            for (var b = startBatch; step < _stepsPerEpoch; b++)
+            for (var b = startBatch; step < _stepsPerEpoch && _stepsRun < totalSteps; b++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 using (var scope = NewDisposeScope())
@@ -291,7 +202,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
                     _accumulator!.Backward(sum, count);
                     stats.LearningSeconds += clock.Elapsed.TotalSeconds;
                 }
-                if ((b + 1) % _gradientAccumulationSteps != 0) continue;
+                if ((b + 1) % _o.GradientAccumulationSteps != 0) continue;
 
                 AccumulatedStep result;
                 var learn = Stopwatch.StartNew();
@@ -309,14 +220,20 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
                 stats.SumOverRanks(_dist);
                 _totalTokens += stats.CompletionTokens;
                 (_runAlignedTokens, _runCompletionTokens) = (_runAlignedTokens + stats.AlignedTokens, _runCompletionTokens + stats.CompletionTokens);
-                if (_stepsRun % _logEveryNSteps == 0 || step == _stepsPerEpoch) Log(result, stats);
-                _reporter.Progress($"epoch {epoch + 1}/{_epochs}", _stepsRun, totalSteps);
+                if (_stepsRun % _o.LogEveryNSteps == 0 || step == _stepsPerEpoch) Log(result, stats);
+                _reporter.Progress($"epoch {epoch + 1}/{_o.Epochs}", _stepsRun, totalSteps);
                 stats = new StepStats();
-                if (_saveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch)
+                if (_o.SaveEveryNSteps is { } n && _stepsRun % n == 0 && step < _stepsPerEpoch && _stepsRun < totalSteps)
                 {
-                    var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _gradientAccumulationSteps);
+                    var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _o.GradientAccumulationSteps);
                     _dist.OnMain(() => Save(tag, e, position));
                 }
+            }
+            if (step < _stepsPerEpoch) // max_steps ended the run inside this epoch
+            {
+                var (tag, e, position) = (CheckpointTag.Step(_stepsRun), epoch, step * _o.GradientAccumulationSteps);
+                _dist.OnMain(() => Save(tag, e, position));
+                break;
             }
             var epochsRun = epoch + 1;
             _dist.OnMain(() => Save(CheckpointTag.Epoch(epochsRun - 1), epochsRun, 0));
@@ -328,7 +245,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         _metrics = null;
         if (_dist.IsMain && _jsonlPath is not null && File.Exists(_jsonlPath))
         {
-            var png = Path.Combine(_outputDir, "loss_curves.png");
+            var png = Path.Combine(_o.OutputDir, "loss_curves.png");
             var drawn = LossCurves.Plot(_jsonlPath, png);
             _reporter.Info($"wrote {png} ({string.Join(", ", drawn)}; raw and smoothed)");
         }
@@ -355,15 +272,15 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private TransformerDecoder SetupModel(ScalarType dtype)
     {
         var model = RecipeRuntime.BuildModel(_config, "model", _device, dtype);
-        model.CheckpointActivations = _activationCheckpointing; // each layer recomputed in backward
+        model.CheckpointActivations = _o.EnableActivationCheckpointing; // each layer recomputed in backward
         _dist.OnMain(() =>
         {
-            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _randomInit))
+            if (RecipeCheckpoints.CreateRandomBase(model, _checkpointer!.CheckpointDir, _o.RandomInitCheckpoint, _o.RandomInitStd))
                 _reporter.Info($"created {_checkpointer.CheckpointDir} with random weights from seed {_seed} (a random student samples noise: warm-start it for real runs)");
         });
         RecipeCheckpoints.LoadBase(model, _checkpointer!);
         _dist.BroadcastModule(model); // rank 0's weights everywhere (LoRA adapters start from each rank's own random init)
-        if (_activationCheckpointing) _reporter.Info("activation checkpointing: on (student layers are recomputed in backward)");
+        if (_o.EnableActivationCheckpointing) _reporter.Info("activation checkpointing: on (student layers are recomputed in backward)");
         _reporter.Info($"student loaded from {_checkpointer!.CheckpointDir} ({(RecipeCheckpoints.IsLora(model) ? "LoRA" : "full fine-tune")})");
         return model;
     }
@@ -430,7 +347,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         try
         {
             cross = new CrossTokenizerKd(_tokenizer!, _teacherTokenizer!, _crossLoss!,
-                _dist.IsMain ? Path.Combine(_outputDir, "vocab_map") : null, (int)_teacher!.MaxSeqLen);
+                _dist.IsMain ? Path.Combine(_o.OutputDir, "vocab_map") : null, (int)_teacher!.MaxSeqLen);
         }
         catch (ArgumentException e)
         {
@@ -450,7 +367,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     {
         var key = StreamSeed(_seed, epoch, batch);
         var coin = new Random(unchecked((int)(key >> 33))).NextDouble();
-        var sampler = coin < _lmbda ? Sampler.Student : _seqKd ? Sampler.Teacher : Sampler.Dataset;
+        var sampler = coin < _o.Lmbda ? Sampler.Student : _o.SeqKd ? Sampler.Teacher : Sampler.Dataset;
         stats.MicroBatches++;
         if (sampler == Sampler.Student) stats.OnPolicyMicroBatches++;
         if (sampler == Sampler.Dataset) return (samples, sampler);
@@ -496,7 +413,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     {
         var model = _model!;
         var hidden = model.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d]
-        var studentLogits = model.ChunkedOutput(hidden, _chunks); // n x [b, s_i, v]
+        var studentLogits = model.ChunkedOutput(hidden, _o.NumOutputChunks); // n x [b, s_i, v]
         var count = batch.Labels.ne(Sample.IgnoreIndex).sum().item<long>();
         stats.CompletionTokens += count;
         if (_crossKd is { } cross) return (CrossTokenizerSum(cross, studentLogits, sequences, stats), count);
@@ -504,7 +421,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         using (no_grad())
         {
             var th = _teacher!.ForwardHidden(batch.Tokens, batch.Mask, batch.InputPos); // [b, s, d_t]
-            teacherLogits = _teacher.ChunkedOutput(th, _chunks); // n x [b, s_i, v_t]
+            teacherLogits = _teacher.ChunkedOutput(th, _o.NumOutputChunks); // n x [b, s_i, v_t]
             if (_truncateTeacherTo > 0)
                 teacherLogits = [.. teacherLogits.Select(t => VocabAlignment.TruncateTeacher(t, _truncateTeacherTo, _tokenizer!.VocabSize))]; // n x [b, s_i, v]
         }
@@ -551,7 +468,7 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             var logPt = teacher.to_type(ScalarType.Float32).log_softmax(-1).gather(-1, ids).squeeze(-1); // [b, s_i]
             reward = logPt - logPs.detach();
             var logPsampler = Generation.Filter(s.detach(), _sampling).log_softmax(-1).gather(-1, ids).squeeze(-1); // [b, s_i]
-            weight = (logPs.detach() - logPsampler).exp().clamp_max(_maxImportanceWeight).masked_fill(valid.logical_not(), 0);
+            weight = (logPs.detach() - logPsampler).exp().clamp_max(_o.MaxImportanceWeight).masked_fill(valid.logical_not(), 0);
             stats.ImportanceWeightSum += weight.sum().item<float>();
         }
         return (-(weight * reward * logPs.masked_fill(valid.logical_not(), 0))).sum().MoveToOuterDisposeScope();
@@ -580,11 +497,11 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             Lr = Optimizers.LearningRate(_optimizer!),
             GradNorm = double.IsNaN(result.GradNorm) ? null : result.GradNorm,
             TokensPerSecond = stats.CompletionTokens / Math.Max(1e-9, stats.GenerationSeconds + stats.LearningSeconds),
-            PeakMemoryGib = _logPeakMemory ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
+            PeakMemoryGib = _o.LogPeakMemoryStats ? ProcessMemory.Read().PeakRssBytes / MemorySnapshot.GiB : null,
         }.ToDictionary())
         {
             ["on_policy_fraction"] = (double)stats.OnPolicyMicroBatches / Math.Max(1, stats.MicroBatches),
-            ["completion_length"] = (double)stats.CompletionTokens / (stats.MicroBatches * (double)_batchSize),
+            ["completion_length"] = (double)stats.CompletionTokens / (stats.MicroBatches * (double)_o.BatchSize),
             ["generation_seconds"] = stats.GenerationSeconds,
             ["learning_seconds"] = stats.LearningSeconds,
         };
@@ -605,15 +522,15 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
         {
             Seed = _seed,
             EpochsRun = epochsRun,
-            TotalEpochs = _epochs,
+            TotalEpochs = _o.Epochs,
             StepsRun = _stepsRun,
-            MaxStepsPerEpoch = _maxStepsPerEpoch,
+            MaxStepsPerEpoch = _o.MaxStepsPerEpoch,
             DataLoaderPosition = dataloaderPosition,
             SchedulerLastEpoch = _scheduler?.LastEpoch ?? 0,
             TotalTokens = _totalTokens,
             Extra = new Dictionary<string, string> { [ConfigFingerprint.StateKey] = _fingerprint!.ToJson() },
         };
-        var folder = RecipeCheckpoints.Save(_model!, _checkpointer!, tag, state, _optimizer!, _adapterOnly);
+        var folder = RecipeCheckpoints.Save(_model!, _checkpointer!, tag, state, _optimizer!, _o.SaveAdapterWeightsOnly);
         _reporter.Info($"saved {folder}");
     }
 
@@ -640,16 +557,16 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
     private void SetupLogging()
     {
         if (!_dist.IsMain) return; // only rank 0 writes logs
-        var logDir = _loggerOptions.LogDir ?? Path.Combine(_outputDir, "logs");
+        var logDir = _o.MetricLogger.LogDir ?? Path.Combine(_o.OutputDir, "logs");
         var loggers = new List<IMetricLogger>();
-        if (_loggerOptions.Jsonl)
+        if (_o.MetricLogger.Jsonl)
         {
             _jsonlPath = Path.Combine(logDir, "metrics.jsonl");
-            if (!_resume && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
-            if (_resume) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
+            if (!_o.ResumeFromCheckpoint && File.Exists(_jsonlPath)) File.Delete(_jsonlPath); // a fresh run starts a fresh log
+            if (_o.ResumeFromCheckpoint) RecipeRuntime.TrimMetricLog(_jsonlPath, _stepsRun); // steps after the checkpoint are logged again
             loggers.Add(new JsonlMetricLogger(_jsonlPath));
         }
-        if (_loggerOptions.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
+        if (_o.MetricLogger.Tensorboard) loggers.Add(new TensorBoardMetricLogger(Path.Combine(logDir, "tensorboard")));
         _metrics = new CompositeMetricLogger([.. loggers]);
     }
 
@@ -682,5 +599,71 @@ public sealed class OnPolicyDistillationSingleDevice : IRecipe
             (ReverseKlSum, TeacherNllSum, ImportanceWeightSum) = (sums[2], sums[3], sums[4]);
             AlignedTokens = (long)Math.Round(sums[5]);
         }
+    }
+}
+
+/// <summary>The on-policy recipe's plain settings: the training settings every recipe shares, and GKD's (TRL's names
+/// and defaults where TRL has the setting).</summary>
+public sealed record OnPolicyDistillationOptions : FineTuneOptions
+{
+    /// <summary>gkd or reverse_kl_pg.</summary>
+    [RecipeKey(Description = "gkd (generalized JSD with beta) | reverse_kl_pg (per-token policy gradient, needs lmbda 1)")]
+    public string LossType { get; init; } = "gkd";
+
+    /// <summary>Fraction of micro-batches whose completions the student samples.</summary>
+    [RecipeKey(Description = "fraction of micro-batches whose completions the student samples (TRL lmbda, default 0.5)")]
+    public double Lmbda { get; init; } = 0.5;
+
+    /// <summary>JSD teacher weight.</summary>
+    [RecipeKey(Description = "JSD teacher weight: 0 forward KL, 1 reverse KL (TRL beta, default 0.5); with kd_loss set its divergence instead")]
+    public double Beta { get; init; } = 0.5;
+
+    /// <summary>The teacher samples the completions of the batches the student does not sample.</summary>
+    [RecipeKey(Description = "the teacher samples the completions of the batches the student does not sample")]
+    public bool SeqKd { get; init; }
+
+    /// <summary>Sampling temperature.</summary>
+    [RecipeKey(Description = "sampling temperature (TRL default 0.9); the GKD loss uses none, kd_loss has its own")]
+    public double Temperature { get; init; } = 0.9;
+
+    /// <summary>Nucleus sampling mass.</summary>
+    [RecipeKey(Description = "nucleus sampling mass (1 = off)")]
+    public double TopP { get; init; } = 1.0;
+
+    /// <summary>Sample among the k most likely tokens.</summary>
+    [RecipeKey(Description = "sample among the k most likely tokens (null = all)")]
+    public int? TopK { get; init; }
+
+    /// <summary>Completion length limit when sampling.</summary>
+    [RecipeKey(Description = "completion length limit when sampling (TRL default 128)")]
+    public int MaxNewTokens { get; init; } = 128;
+
+    /// <summary>Cap of the per-token importance weight (reverse_kl_pg).</summary>
+    [RecipeKey(Description = "reverse_kl_pg: cap of the per-token importance weight p_S / p_sampler")]
+    public double MaxImportanceWeight { get; init; } = 10.0;
+
+    /// <summary>Logits in this many sequence chunks.</summary>
+    [RecipeKey(Description = "logits are computed in this many sequence chunks (0 = whole)")]
+    public int NumOutputChunks { get; init; } = 8;
+
+    /// <summary>LoRA: save only the adapter.</summary>
+    [RecipeKey(Description = "LoRA: save only the adapter, not merged weights")]
+    public bool SaveAdapterWeightsOnly { get; init; }
+
+    /// <inheritdoc/>
+    public override IEnumerable<(string Key, string Message)> Problems()
+    {
+        foreach (var problem in base.Problems()) yield return problem;
+        if (LossType is not ("gkd" or "reverse_kl_pg")) yield return ("loss_type", $"expected gkd or reverse_kl_pg, got '{LossType}'");
+        if (Lmbda is not (>= 0 and <= 1)) yield return ("lmbda", $"must be in [0, 1], got {Lmbda}");
+        if (Beta is not (>= 0 and <= 1)) yield return ("beta", $"must be in [0, 1], got {Beta}");
+        if (!(Temperature > 0) || double.IsInfinity(Temperature)) yield return ("temperature", $"must be a finite number > 0 (sampling), got {Temperature}");
+        if (TopP is not (> 0 and <= 1)) yield return ("top_p", $"must be in (0, 1], got {TopP}");
+        if (TopK is < 1) yield return ("top_k", $"must be at least 1 or null, got {TopK}");
+        if (MaxNewTokens < 1) yield return ("max_new_tokens", $"must be at least 1, got {MaxNewTokens}");
+        if (!(MaxImportanceWeight >= 1)) yield return ("max_importance_weight", $"must be at least 1, got {MaxImportanceWeight}");
+        if (NumOutputChunks < 0) yield return ("num_output_chunks", $"must be 0 (whole logits) or more, got {NumOutputChunks}");
+        if (LossType == "reverse_kl_pg" && (Lmbda != 1 || SeqKd))
+            yield return ("loss_type", "reverse_kl_pg learns from the student's own samples only: set lmbda: 1 and seq_kd: false");
     }
 }

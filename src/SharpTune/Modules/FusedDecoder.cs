@@ -105,7 +105,11 @@ internal sealed unsafe class FusedDecoder : IDisposable
             _attention = Own(zeros([_b, _heads * _headDim], dtype: _dtype, device: device));
             _normed = Own(zeros([_b, d], dtype: _dtype, device: device));
             _act = Own(zeros([_b, _ffn], dtype: _dtype, device: device));
-            _pad = padSlots?.to(CPU).reshape(-1).data<bool>().ToArray();
+            if (padSlots is not null) // on the host already (a CPU run); one byte per bool
+            {
+                var pad = padSlots.contiguous();
+                _pad = new ReadOnlySpan<bool>((void*)TensorMemory.Address(pad), checked((int)pad.numel())).ToArray();
+            }
         }
         _layers = new Layer[layers.Count];
         var caches = new KvCache[layers.Count];

@@ -187,6 +187,32 @@ public sealed class OnPolicyDistillationTests
     }
 
     [Fact]
+    public void OnPolicy_MaxSteps_StopsInsideTheEpochAndSavesThatStep()
+    {
+        // Given an epoch of 4 steps and max_steps 3
+        using var tmp = new Checkpointing.TempDir();
+        var teacherDir = RecipeRunner.TrainTeacher(tmp.Path, steps: 2);
+        var reporter = RecipeRunner.Run(Recipe, Config, [.. Common(tmp.Path, teacherDir, "capped"), "max_steps_per_epoch=4", "max_steps=3", "lmbda=0.5"]);
+
+        // Then three steps are logged, the run says where it stops, and the last checkpoint is step_3, not an epoch
+        Assert.Equal([1L, 2, 3], RecipeRunner.Log(Path.Combine(tmp.Path, "capped")).Select(r => (long)r["step"]));
+        Assert.Contains(reporter.Infos, i => i.Contains("stopping at max_steps 3", StringComparison.Ordinal));
+        Assert.True(File.Exists(Path.Combine(tmp.Path, "capped", "step_3", "model.safetensors")));
+        Assert.False(Directory.Exists(Path.Combine(tmp.Path, "capped", "epoch_0")));
+    }
+
+    [Theory]
+    [InlineData("top_p=0", "top_p")]
+    [InlineData("max_new_tokens=0", "max_new_tokens")]
+    [InlineData("random_init_std=-1", "random_init_std")]
+    [InlineData("lmbda=2", "lmbda")]
+    public void OnPolicy_OptionOutOfRange_IsRefusedNamingTheKey(string setting, string key)
+    {
+        var e = Assert.Throws<SharpTune.Config.ConfigException>(() => RecipeRunner.Run(Recipe, Config, "output_dir=unused", setting));
+        Assert.Contains(key, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void OnPolicy_PolicyGradientWithDatasetBatches_IsRefusedNamingTheKey()
     {
         var e = Assert.Throws<SharpTune.Config.ConfigException>(() => RecipeRunner.Run(Recipe, Config, "output_dir=unused", "loss_type=reverse_kl_pg", "lmbda=0.5"));
