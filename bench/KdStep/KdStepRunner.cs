@@ -110,6 +110,7 @@ internal static class Flops
 /// <summary>Teacher + student and their optimizer; <see cref="Run"/> times KD steps of one variant.</summary>
 internal sealed class KdStepRunner : IDisposable
 {
+    private static readonly Scalar IgnoreLabel = -100L; // one native Scalar for the run (a literal makes one per call, freed by the GC)
     private readonly StepOptions _o;
     private readonly TransformerDecoder? _teacher;
     private readonly TransformerDecoder _student;
@@ -197,7 +198,7 @@ internal sealed class KdStepRunner : IDisposable
             using (NewDisposeScope()) // the slice and the pad column too, not only the two tensors kept
             {
                 tokens = randint(0, _o.Vocab, [_o.Batch, _o.Seq], generator: _data).DetachFromDisposeScope(); // [b, s]
-                labels = cat([tokens[.., 1..], full(_o.Batch, 1, -100L, ScalarType.Int64)], 1).DetachFromDisposeScope(); // [b, s]
+                labels = cat([tokens[.., 1..], full(_o.Batch, 1, IgnoreLabel, ScalarType.Int64)], 1).DetachFromDisposeScope(); // [b, s]
             }
             var watch = Stopwatch.StartNew();
             _lap = _o.Profile && i >= warmup ? Stopwatch.StartNew() : null;
@@ -224,7 +225,10 @@ internal sealed class KdStepRunner : IDisposable
             if (_lap is not null)
             {
                 var mem = ProcessMemory.Read();
+                var heap = NativeHeap.Statistics();
                 Console.WriteLine($"    step {i}: {dt:F2} s, RSS {mem.RssBytes / 1073741824.0:F2} GiB (peak {mem.PeakRssBytes / 1073741824.0:F2}), " +
+                                  $"malloc in use {heap?.InUseBytes / 1073741824.0:F2} free {heap?.FreeBytes / 1073741824.0:F2} mmapped {heap?.MmappedBytes / 1073741824.0:F2} GiB, " +
+                                  $"live tensors {TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount}, gen0 GCs {GC.CollectionCount(0)}, " +
                                   string.Join(", ", Phases.Select(kv => $"{kv.Key} {kv.Value - _lastPhases.GetValueOrDefault(kv.Key):F2}")));
                 foreach (var (k, v) in Phases) _lastPhases[k] = v;
             }

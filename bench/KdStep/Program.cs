@@ -9,9 +9,14 @@
 // PyTorch reference is fp32 only, so it is skipped then.
 // Usage: dotnet run -c Release --project bench/KdStep -- [--quick] [--rounds 3] [--steps 3] [--warmup 1] [--dtype fp32|bf16]
 //        [--threads 0] [--python /usr/bin/python3] [--no-python] [--variant recipe,twoloss,nonorm,inference,fused|all] [--profile]
-//        [--thp] [--mmap-threshold BYTES|none] [--trim-threshold BYTES] [--trim-every N]
+//        [--thp] [--mmap-threshold BYTES|none] [--trim-threshold BYTES] [--trim-every N] [--arena-max N]
+//        [--no-gc-policy]: no step-end collection on RSS growth (the .NET GC left to the runtime alone)
 //        [--rss-steps N]: no timing; N steps of the first variant, then the peak RSS of steps 81-100 and of the last 20
-//        steps and their ratio (flat memory: <= 1.05), with the .NET GC left to its own policy.
+//        steps and their ratio (flat memory: <= 1.05), and the collections (those the step-end policy forced apart).
+// --profile also prints, per step, RSS and glibc's own counts (mallinfo2: bytes in use, free in the heap, mmapped): a
+// free count that climbs while in-use stays flat is fragmentation. To find native objects left to the finalizer, take
+// a heap dump of a run with no collection (dotnet-dump collect, then dumpheap -type TorchSharp.Scalar: a Scalar whose
+// handle is not zero was never disposed; its native at::Scalar holds the value 16 bytes in).
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -35,6 +40,8 @@ var heap = new NativeHeapOptions();
 if (Arg("--mmap-threshold") is { } mt && mt != "none") heap = heap with { MmapThresholdBytes = int.Parse(mt, CultureInfo.InvariantCulture) };
 if (Arg("--trim-threshold") is { } tt) heap = heap with { TrimThresholdBytes = int.Parse(tt, CultureInfo.InvariantCulture) };
 if (Arg("--trim-every") is { } te) heap = heap with { TrimEveryNSteps = int.Parse(te, CultureInfo.InvariantCulture) };
+if (Arg("--arena-max") is { } am) heap = heap with { ArenaMax = int.Parse(am, CultureInfo.InvariantCulture) };
+if (args.Contains("--no-gc-policy")) heap = heap with { CollectOnRssGrowth = 0 };
 Console.WriteLine(Arg("--mmap-threshold") == "none" ? "allocator left at glibc defaults" : NativeHeap.Configure(heap));
 Console.WriteLine($"KD step: teacher {o.Teacher}, student {o.Student}, vocab {o.Vocab}, seq {o.Seq}, batch {o.Batch}, {o.Step.DtypeName}, " +
                   $"{get_num_threads()} threads, {o.Rounds} rounds x {o.Steps} steps (+{o.Warmup} warm-up)");
@@ -138,7 +145,7 @@ void RssRun(int n)
             Console.WriteLine($"  step {step}: RSS {mem.RssBytes / 1048576.0:F0} MiB, tensors created outside a dispose scope so far " +
                               $"{TorchSharp.DisposeScopeManager.Statistics.CreatedOutsideScopeCount - outsideBefore}, live tensors {TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount}");
     }
-    Console.WriteLine($"GC collections during the run (gen0/1/2, none forced): {GC.CollectionCount(0) - gcBefore.Item1}/{GC.CollectionCount(1) - gcBefore.Item2}/{GC.CollectionCount(2) - gcBefore.Item3}");
+    Console.WriteLine($"GC collections during the run (gen0/1/2): {GC.CollectionCount(0) - gcBefore.Item1}/{GC.CollectionCount(1) - gcBefore.Item2}/{GC.CollectionCount(2) - gcBefore.Item3}, of which the step-end policy forced {NativeHeap.Collections} (--no-gc-policy: none)");
     for (var w = 0; w < windows.Length; w++)
         Console.WriteLine($"peak RSS steps {windows[w].First}-{windows[w].Last}: {peak[w] / 1048576.0:F1} MiB ({(resetWorks[w] ? "kernel peak" : "max after each step")})");
     Console.WriteLine($"ratio (last / 81-100): {(double)peak[1] / peak[0]:F3} (flat: <= 1.05)");

@@ -8,6 +8,7 @@
 // (A TorchSharp custom autograd function did the same but kept G alive until a .NET GC finalised the tensor wrappers
 // its backward creates: RSS grew 0.4-0.7 GiB per KD benchmark step between collections.) Any other divergence,
 // temperature, or a chunk with non-finite logits takes the two plain losses, so results never depend on the path.
+using SharpTune.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -51,11 +52,11 @@ public readonly record struct ClassAndKdSum(Tensor Weighted, LossSum Class, Loss
                 var kd = kdLoss.Sum(studentChunks[i], teacherChunks[i], pieces[i]).Sum;
                 (w, c, k) = ((1 - kdRatio) * cls + kdRatio * kd, cls.detach(), kd.detach());
             }
-            weighted = weighted is null ? w : weighted + w;
-            classSum = classSum is null ? c : classSum + c;
-            kdSum = kdSum is null ? k : kdSum + k;
+            weighted = weighted is null ? w : weighted.Plus(w);
+            classSum = classSum is null ? c : classSum.Plus(c);
+            kdSum = kdSum is null ? k : kdSum.Plus(k);
         }
-        var count = labels.ne(classLoss.IgnoreIndex).sum();
+        var count = labels.ne(Scalars.Of(classLoss.IgnoreIndex)).sum();
         return new ClassAndKdSum(weighted!, new LossSum(classSum!, count), new LossSum(kdSum!, count));
     }
 
@@ -78,17 +79,17 @@ public readonly record struct ClassAndKdSum(Tensor Weighted, LossSum Class, Loss
         {
             var (flat, lab) = LossInputs.Flatten(s.detach(), labels, nameof(ClassAndKdSum));      // [n, v], [n]
             var teacher = t.detach().reshape(flat.shape).to(ScalarType.Float32);                   // [n, v]
-            var invalid = lab.eq(kdLoss.IgnoreIndex);                                              // [n]
+            var invalid = lab.eq(Scalars.Of(kdLoss.IgnoreIndex));                                              // [n]
             classSum = zeros(1, ScalarType.Float32, flat.device).squeeze();
             kdSum = zeros(1, ScalarType.Float32, flat.device).squeeze();
             grad = DivergenceMath.ForwardKlAndCrossEntropy(flat, teacher, lab, invalid, ceWeight, kdWeight, kdLoss.Options.Kind, classSum, kdSum)
                 .reshape(s.shape).to(s.dtype);                                                     // dLoss/ds, [..., v]
-            value = classSum * ceWeight + kdSum * kdWeight;
+            value = (classSum * Scalars.Of(ceWeight)).Plus(kdSum * Scalars.Of(kdWeight));
             scope.MoveToOuter(grad, value, classSum, kdSum);
         }
         Tensor surrogate;
         using (var product = s * grad) surrogate = product.sum(); // gradient wrt s: grad (autograd saves grad, not s)
-        var weighted = value + (surrogate - surrogate.detach()); // value exactly; the graph carries grad
+        var weighted = value.Plus(surrogate - surrogate.detach()); // value exactly; the graph carries grad
         return (weighted, classSum, kdSum);
     }
 }

@@ -1,6 +1,7 @@
 // Next-token cross-entropy over logits, whole or in sequence chunks, with ignore_index masking and a per-token mean
 // over valid tokens. Mirrors torchtune's CEWithChunkedOutputLoss (torchtune/modules/loss/ce_chunked_output_loss.py)
 // except that an all-ignored batch gives 0 instead of NaN.
+using SharpTune.Native;
 using SharpTune.Config;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -50,7 +51,7 @@ public sealed class CrossEntropyLoss
         using var scope = torch.NewDisposeScope();
         var (flat, flatLabels) = LossInputs.Flatten(logits, labels, nameof(CrossEntropyLoss));
         var sum = DivergenceMath.CrossEntropyPerToken(flat, flatLabels, IgnoreIndex).sum();
-        return new LossSum(sum.MoveToOuterDisposeScope(), flatLabels.ne(IgnoreIndex).sum().MoveToOuterDisposeScope());
+        return new LossSum(sum.MoveToOuterDisposeScope(), flatLabels.ne(Scalars.Of(IgnoreIndex)).sum().MoveToOuterDisposeScope());
     }
 
     /// <summary>Sum over valid tokens and their count, from sequence chunks (labels split with tensor_split).</summary>
@@ -61,8 +62,8 @@ public sealed class CrossEntropyLoss
         for (var i = 0; i < pieces.Length; i++)
         {
             var part = Sum(logitChunks[i], pieces[i]).Sum;
-            total = total is null ? part : total + part;
+            total = total is null ? part : total.Plus(part);
         }
-        return new LossSum(total!, labels.ne(IgnoreIndex).sum());
+        return new LossSum(total!, labels.ne(Scalars.Of(IgnoreIndex)).sum());
     }
 }

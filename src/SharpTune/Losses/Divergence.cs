@@ -8,6 +8,7 @@
 // torchtune torchtune/modules/loss/kd_losses.py (ForwardKLLoss value convention, inf masking);
 // Agarwal et al. 2024 "On-Policy Distillation of Language Models" (GKD) and TRL's generalized_jsd_loss (beta);
 // Ko et al. 2024 "DistiLLM" (skew KL / skew reverse KL, alpha = 0.1).
+using SharpTune.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -190,11 +191,11 @@ internal static class DivergenceMath
     /// <summary>Per-token cross-entropy [n] of fp32 logits [n, v] against labels [n] (ignored labels give 0).</summary>
     public static Tensor CrossEntropyPerToken(Tensor logits, Tensor labels, long ignoreIndex)
     {
-        var invalid = labels.eq(ignoreIndex);                            // [n]
-        var safe = labels.masked_fill(invalid, 0);
+        var invalid = labels.eq(Scalars.Of(ignoreIndex));                // [n]
+        var safe = labels.masked_fill(invalid, Scalars.Of(0L));
         var logq = logits.log_softmax(-1);
         var picked = -logq.gather(-1, safe.unsqueeze(-1)).squeeze(-1);   // [n]
-        return picked.masked_fill(invalid, 0);
+        return picked.masked_fill(invalid, Scalars.Of(0L));
     }
 
     /// <summary>Cross-entropy per token [n] and its gradient [n, v] (softmax - onehot, zero on ignored rows).</summary>
@@ -238,13 +239,14 @@ internal static class DivergenceMath
     {
         if (kind is not (DivergenceKind.ForwardKl or DivergenceKind.ForwardKlCrossEntropy))
             throw new ArgumentOutOfRangeException(nameof(kind), kind, "the closed form covers forward KL only");
-        var safe = labels.masked_fill(invalid, 0).unsqueeze(-1);                          // [n, 1]
+        var zero = Scalars.Of(0L);
+        var safe = labels.masked_fill(invalid, zero).unsqueeze(-1);                       // [n, 1]
         var p = t.softmax(-1);                                                            // [n, v]
         var sumP = p.sum(-1, keepdim: true);                                              // [n, 1]
         Tensor kd;
         using (var logq = s.log_softmax(-1))                                              // [n, v]
         {
-            ceSum.add_((-logq.gather(-1, safe).squeeze(-1)).masked_fill_(invalid, 0).sum());
+            ceSum.add_((-logq.gather(-1, safe).squeeze(-1)).masked_fill_(invalid, zero).sum(), Scalars.One);
             var cross = RowDot(p, logq);                                                  // sum p log q, [n]
             if (kind == DivergenceKind.ForwardKl)
             {
@@ -256,11 +258,12 @@ internal static class DivergenceMath
                 kd = -cross;
             }
         }
-        kdSum.add_(kd.masked_fill(invalid, 0).sum());
+        kdSum.add_(kd.masked_fill(invalid, zero).sum(), Scalars.One);
         var grad = s.softmax(-1);                                                         // q, [n, v]
-        grad.mul_(sumP.mul(kdWeight).add_(ceWeight)).sub_(p.mul_(kdWeight));
-        grad.scatter_add_(-1, safe, torch.full(new long[] { safe.shape[0], 1 }, -ceWeight, dtype: s.dtype, device: s.device));
-        return grad.masked_fill_(invalid.unsqueeze(-1), 0);
+        var (ce, kdW) = (Scalars.Of(ceWeight), Scalars.Of(kdWeight));
+        grad.mul_(sumP.mul(kdW).add_(ce, Scalars.One)).sub_(p.mul_(kdW));
+        grad.scatter_add_(-1, safe, torch.full(new long[] { safe.shape[0], 1 }, Scalars.Of(-ceWeight), dtype: s.dtype, device: s.device));
+        return grad.masked_fill_(invalid.unsqueeze(-1), zero);
     }
 
     // Per-row dot product of two [n, v] tensors without an [n, v] product buffer: [n, 1, v] @ [n, v, 1] -> [n].

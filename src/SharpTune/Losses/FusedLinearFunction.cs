@@ -3,6 +3,7 @@
 // (DivergenceMath / SparseKlMath), and accumulates dL/dh = G W and dL/dW = G^T h. Backward only rescales the stored
 // gradients by the incoming scalar gradient. Non-tensor settings travel in the FusedPlan object, not in static state:
 // TorchSharp keeps one instance of each Function type.
+using SharpTune.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -53,8 +54,8 @@ internal sealed class FusedPlan(
         }
         plan.GradEnabled = torch.is_grad_enabled();
         var sum = FusedLinearFunction.apply(h, weight, flatLabels, plan);
-        var count = flatLabels.ne(plan.IgnoreIndex).sum();
-        var denominator = normalize ? count.clamp_min(1).to(ScalarType.Float32) : torch.ones(1, ScalarType.Float32).squeeze();
+        var count = flatLabels.ne(Scalars.Of(plan.IgnoreIndex)).sum();
+        var denominator = normalize ? count.clamp_min(Scalars.One).to(ScalarType.Float32) : torch.ones(1, ScalarType.Float32).squeeze();
         return new DistillationLoss(sum / denominator, plan.ClassSum! / denominator, plan.KdSum! / denominator, count);
     }
 }
@@ -89,7 +90,7 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
             var len = Math.Min(rows, n - start);
             var h = hidden.narrow(0, start, len);                                         // [c, d]
             var lab = labels.narrow(0, start, len);                                       // [c]
-            var invalid = lab.eq(plan.IgnoreIndex);                                       // [c]
+            var invalid = lab.eq(Scalars.Of(plan.IgnoreIndex));                          // [c]
             var s = h.matmul(weight.t()).to(ScalarType.Float32);                          // [c, v]
             var t = idx is null ? plan.Teacher?.ChunkLogits(start, len) : null;          // [c, v] dense teacher
             Tensor? grad;                                                                 // [c, v]
@@ -103,19 +104,19 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
             {
                 // Both parts are evaluated whenever they can be, so a recipe logs class and KD loss at any kd_ratio.
                 var (ce, gCe) = DivergenceMath.CrossEntropyWithGrad(s, lab, plan.IgnoreIndex);
-                ceSum.add_(ce.sum());
-                grad = plan.CeWeight > 0 ? gCe.mul_(plan.CeWeight) : null;
+                ceSum.add_(ce.sum(), Scalars.One);
+                grad = plan.CeWeight > 0 ? gCe.mul_(Scalars.Of(plan.CeWeight)) : null;
                 if (plan.Teacher is not null)
                 {
                     var (kd, g) = idx is not null
                         ? SparseKlMath.PerTokenWithGrad(s, idx.narrow(0, start, len), lp!.narrow(0, start, len),
                             plan.Options.Temperature, plan.MissingMass)
                         : DivergenceMath.PerTokenWithGrad(s, t!, plan.Options);
-                    kdSum.add_(kd.masked_fill(invalid, 0).sum());
+                    kdSum.add_(kd.masked_fill(invalid, Scalars.Of(0L)).sum(), Scalars.One);
                     if (plan.KdWeight > 0)
                     {
-                        g.masked_fill_(invalid.unsqueeze(-1), 0).mul_(plan.KdWeight);
-                        grad = grad is null ? g : grad.add_(g);
+                        g.masked_fill_(invalid.unsqueeze(-1), Scalars.Of(0L)).mul_(Scalars.Of(plan.KdWeight));
+                        grad = grad is null ? g : grad.add_(g, Scalars.One);
                     }
                 }
             }
@@ -133,7 +134,7 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
             gradH is null ? null! : gradH.to(hidden.dtype),
             gradW is null ? null! : gradW.to(weight.dtype),
         ]);
-        return (ceSum * plan.CeWeight).add_(kdSum * plan.KdWeight);
+        return (ceSum * Scalars.Of(plan.CeWeight)).add_(kdSum * Scalars.Of(plan.KdWeight), Scalars.One);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
@@ -144,5 +145,11 @@ internal sealed class FusedLinearFunction : autograd.SingleTensorFunction<FusedL
     }
 
     // The stored gradient itself when the incoming gradient is 1 (the common case): no second [v, d] buffer.
-    private static Tensor Scale(Tensor? g, float scale) => g is null ? null! : scale == 1f ? g : g.mul(scale);
+    private static Tensor Scale(Tensor? g, float scale)
+    {
+        if (g is null) return null!;
+        if (scale == 1f) return g;
+        using var s = scale.ToScalar();
+        return g.mul(s);
+    }
 }

@@ -1,5 +1,6 @@
 // One pre-norm transformer decoder block, named like HF's LlamaDecoderLayer:
 // h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h)).
+using SharpTune.Native;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
 
@@ -35,8 +36,8 @@ public sealed class DecoderLayer : nn.Module
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask)
     {
         using var scope = NewDisposeScope();
-        var h = x + _selfAttn.Forward(_inputLayernorm.call(x), cos, sin, mask);
-        var output = h + _mlp.call(_postAttentionLayernorm.call(h));
+        var h = x.Plus(_selfAttn.Forward(_inputLayernorm.call(x), cos, sin, mask));
+        var output = h.Plus(_mlp.call(_postAttentionLayernorm.call(h)));
         return output.MoveToOuterDisposeScope();
     }
 }

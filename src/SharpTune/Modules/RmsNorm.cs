@@ -1,6 +1,7 @@
 // Root-mean-square layer normalisation (Zhang & Sennrich 2019, https://arxiv.org/abs/1910.07467), computed in fp32
 // as Hugging Face's LlamaRMSNorm does: y = weight * (x / sqrt(mean(x^2) + eps)).to(input dtype), returned in the
 // input dtype (torchtune's RMSNorm type_as(x)).
+using SharpTune.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -34,7 +35,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var xf = x.to_type(ScalarType.Float32);
-        var normed = xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + _eps);
+        var normed = xf * rsqrt(xf.pow(Scalars.Of(2L)).mean([-1L], keepdim: true).add(Scalars.Of(_eps), Scalars.One));
         return (_weight * normed.to_type(x.dtype)).to_type(x.dtype).MoveToOuterDisposeScope(); // torchtune: type_as(x)
     }
 }

@@ -2,6 +2,7 @@
 // layout (transformers modeling_llama.apply_rotary_pos_emb), so HF q/k weights load without permutation.
 // Llama 3.1 frequency scaling follows transformers modeling_rope_utils._compute_llama3_parameters and Meta's
 // llama-models reference (apply_scaling).
+using SharpTune.Native;
 using static TorchSharp.torch;
 
 namespace SharpTune.Modules;
@@ -88,6 +89,6 @@ public sealed class RotaryEmbedding
         var x1 = x.narrow(-1, 0, half);
         var x2 = x.narrow(-1, half, half);
         var rotated = cat([x2.neg(), x1], -1); // rotate_half
-        return (x * cos + rotated * sin).MoveToOuterDisposeScope();
+        return (x * cos).Plus(rotated * sin).MoveToOuterDisposeScope();
     }
 }

@@ -4,6 +4,7 @@
 // sequence (for chunked losses), or final hidden states only (for fused output-projection losses). The decoder owns
 // these forward variants and activation checkpointing (CheckpointActivations), so recipes, evaluation and generation
 // all run the same forward.
+using SharpTune.Native;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
@@ -181,7 +182,7 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         var s = tokens.shape[1];
         var cached = CachesEnabled;
         if (!cached && s > MaxSeqLen) throw new ArgumentException($"sequence length {s} exceeds max_seq_len {MaxSeqLen}");
-        var pos = inputPos ?? arange(_cachePos, _cachePos + s, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0).expand(b, s); // [b, s]
+        var pos = inputPos ?? arange(Scalars.Of(_cachePos), Scalars.Of(_cachePos + s), Scalars.One, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0).expand(b, s); // [b, s]
         if (pos.shape[0] != b || pos.shape[1] != s) throw new ArgumentException($"inputPos must be [b={b}, s={s}], got [{string.Join(", ", pos.shape)}]");
         var h = _model.EmbedTokens.call(tokens); // [b, s] -> [b, s, d]
         var (cos, sin) = _rope.CosSin(pos, h.dtype); // [b, 1, s, h_d]

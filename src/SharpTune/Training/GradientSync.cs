@@ -11,6 +11,7 @@
 // References: torch.nn.utils.clip_grad_norm_ (total 2-norm over all gradients, coefficient max_norm / (norm + 1e-6),
 // clamped to 1).
 using SharpTune.Modules;
+using SharpTune.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -77,11 +78,15 @@ public sealed class LocalGradientSync : IGradientSync
         using var scope = NewDisposeScope(); // the gradient getters' wrappers and the norm's temporaries
         using var guard = no_grad();
         var grads = _parameters.Select(p => p.grad).OfType<Tensor>().ToList();
-        foreach (var g in grads) g.mul_(1.0 / tokens);
+        using (var scale = (1.0 / tokens).ToScalar()) // one native Scalar for all, disposed now (not left to the GC)
+            foreach (var g in grads) g.mul_(scale);
         var norm = double.NaN;
         if (MaxGradNorm is not null || computeNorm) norm = GradientNorm.Of(grads);
         if (MaxGradNorm is { } max && max / (norm + 1e-6) < 1.0)
-            foreach (var g in grads) g.mul_(max / (norm + 1e-6));
+        {
+            using var clip = (max / (norm + 1e-6)).ToScalar();
+            foreach (var g in grads) g.mul_(clip);
+        }
         return new AccumulatedStep(lossSum / tokens, tokens, norm);
     }
 
@@ -145,7 +150,9 @@ public static class GradientNorm
     /// <summary>
     /// The 2-norm of all <paramref name="tensors"/> together: fp32 norms of 4,096-element rows (one libtorch reduction
     /// per tensor viewed [rows, 4096]), their squares summed in float64, each ragged tail in float64; one host read.
-    /// Relative error ~1e-9 against an all-float64 sum, without a float64 copy of the gradients.
+    /// Relative error ~1e-9 against an all-float64 sum, without a float64 copy of the gradients. No Scalar is left to
+    /// the GC (Native/Scalars.cs): Tensor.norm takes its order as a float (linalg.vector_norm's double becomes a Scalar),
+    /// and x * x squares (pow(2) would make one).
     /// </summary>
     public static double Of(IEnumerable<Tensor> tensors)
     {
@@ -160,10 +167,14 @@ public static class GradientNorm
             {
                 var whole = flat.narrow(0, 0, rows * Row).view(rows, Row); // [rows, 4096]
                 if (whole.dtype != ScalarType.Float32) whole = whole.to_type(ScalarType.Float32);
-                squares.Add(linalg.vector_norm(whole, 2, new long[] { 1 }).to_type(ScalarType.Float64).square().sum());
+                var norms = whole.norm(1, false, 2.0f).to_type(ScalarType.Float64);             // [rows]; p as a float: no Scalar
+                squares.Add((norms * norms).sum());
             }
             if (n > rows * Row)
-                squares.Add(flat.narrow(0, rows * Row, n - rows * Row).to_type(ScalarType.Float64).square().sum());
+            {
+                var tail = flat.narrow(0, rows * Row, n - rows * Row).to_type(ScalarType.Float64);
+                squares.Add((tail * tail).sum());
+            }
         }
         return squares.Count == 0 ? 0.0 : Math.Sqrt(stack(squares).sum().item<double>());
     }

@@ -8,14 +8,18 @@
 // The fix needs nothing installed: at startup fix the mmap threshold at glibc's maximum (32 MiB; fixing it turns
 // off the dynamic climb), raise the automatic trim threshold so free() does not hand the heap top back mid-step,
 // cap the arenas, and malloc_trim(0) every 16 steps. Between trims the step reuses resident heap memory.
-// The .NET GC: a training step creates every tensor inside a dispose scope (bench/KdStep --rss-steps counts the
-// tensors created outside one: none per step), yet at the KD benchmark's full shape native memory still waits for the
-// GC: without a collection, peak RSS over 3 x 4 steps was 8.04 GiB; with frequent gen-0 collections
-// (DOTNET_GCgen0size=0x100000) 4.24 GiB at the same tokens/s. What holds it is not found yet. So the step end runs a
-// full collection when RSS has grown by more than `CollectOnRssGrowth` (5%) since the last one, and after every step
-// of a second or more (`CollectAfterStepsLongerThan`), where a collection of the small managed heap costs under 1%:
-// short steps whose memory is flat never collect. (An earlier policy forced a GC
-// every step; before that, RSS grew 0.4-0.7 GiB per KD benchmark step until the collection.)
+// Small native objects left to the .NET finalizer: TorchSharp makes a native at::Scalar for each number passed to a
+// tensor operation (and for the alpha of every one-argument add) and frees it only in the finalizer. A heap dump of
+// the KD benchmark (dotnet-dump, --quick, no collection) held ~460 undisposed Scalars per step (AdamW's coefficients,
+// ~8 per parameter; 1 / tokens per gradient; RMSNorm's eps and exponent; ignore indices; loss weights; additions'
+// alphas), each a 48-byte chunk carved out of the large blocks libtorch had just freed. The big free blocks so split
+// no longer fit the next step's 31 MiB logit chunks, and the heap grew: at the full shape, with no collection, RSS went
+// 3.55 -> 7.00 GiB in 8 steps with constant live tensors and constant bytes in use (mallinfo2: all of it free heap).
+// The fix is at the source: the step passes shared or disposed Scalars (Native/Scalars.cs, Training/Optimizers.cs'
+// ScalarFreeAdamW), none is left per step (checked with the same dump), and the same 8 steps stay at 3.16 -> 3.47 GiB
+// with no collection. The step end still runs a collection when RSS has grown by more than `CollectOnRssGrowth`
+// (5%) since the last one: a safety net for code that still leaves native objects to the finalizer; a step whose
+// memory is flat never collects. (Earlier policies forced a collection after every step or every long step.)
 // Both cheaper-looking extremes were measured and rejected (bench/KdStep --profile, bench/Memory): a 256 KiB mmap
 // threshold with a trim every step kept RSS flat but made every tensor a fresh mmap, so every step page-faulted its
 // whole working set again (KD benchmark step 339 vs 444 tokens/s, medians of 3 alternating runs; elementwise ops
@@ -70,11 +74,6 @@ public sealed record NativeHeapOptions
     /// process's resident memory exceeds the mark by more than this fraction (0 never). The mark is the RSS after the
     /// first step, raised to the RSS after each collection.</summary>
     public double CollectOnRssGrowth { get; init; } = 0.05;
-
-    /// <summary>Also collect after every step that took at least this long (0 never): a full collection of the small
-    /// managed heap takes milliseconds, under 1% of such a step, and frees what finalizers hold before the next step
-    /// allocates again, which the growth trigger alone lets pile up for one step.</summary>
-    public TimeSpan CollectAfterStepsLongerThan { get; init; } = TimeSpan.FromSeconds(1);
 }
 
 /// <summary>Allocator settings and periodic trimming that keep training RSS flat. Recipes call
@@ -87,10 +86,9 @@ public static class NativeHeap
     private const int MArenaMax = -8;
     private const string LibC = "libc.so.6";
 
-    private static NativeHeapOptions _options = new() { TrimEveryNSteps = 0, CollectOnRssGrowth = 0, CollectAfterStepsLongerThan = TimeSpan.Zero };
+    private static NativeHeapOptions _options = new() { TrimEveryNSteps = 0, CollectOnRssGrowth = 0 };
     private static long _steps;
     private static long _rssMark;
-    private static long _lastStepEnd; // Stopwatch timestamp of the previous AfterStep (0: none yet)
 
     /// <summary>Collections <see cref="AfterStep"/> has run since <see cref="Configure"/>.</summary>
     public static int Collections { get; private set; }
@@ -109,14 +107,13 @@ public static class NativeHeap
     {
         options ??= new NativeHeapOptions();
         if (options.MmapThresholdBytes <= 0 || options.TrimThresholdBytes < 0 || options.ArenaMax < 0 || options.TrimEveryNSteps < 0 ||
-            !(options.CollectOnRssGrowth >= 0) || options.CollectAfterStepsLongerThan < TimeSpan.Zero)
+            !(options.CollectOnRssGrowth >= 0))
             throw new ArgumentOutOfRangeException(nameof(options), options, "allocator settings must be positive (arena_max, trim_every_n_steps and collect_on_rss_growth may be 0)");
         if (Environment.GetEnvironmentVariable("SHARPTUNE_MALLOC_TUNING") == "0")
             return "allocator tuning disabled by SHARPTUNE_MALLOC_TUNING=0";
         _options = options with { TrimEveryNSteps = 0 };
         _steps = 0;
         _rssMark = 0;
-        _lastStepEnd = 0;
         Collections = 0;
         IsConfigured = true;
         if (Allocator != NativeAllocator.Glibc)
@@ -128,34 +125,30 @@ public static class NativeHeap
         _options = options;
         return $"glibc malloc: mmap threshold {options.MmapThresholdBytes / 1024} KiB, trim threshold {options.TrimThresholdBytes / 1024} KiB, " +
                $"arena max {(options.ArenaMax == 0 ? "default" : options.ArenaMax)}, trim every {options.TrimEveryNSteps} step(s), " +
-               (options.CollectOnRssGrowth > 0 ? $"GC when RSS grows {options.CollectOnRssGrowth:P0}" : "no GC on RSS growth") +
-               (options.CollectAfterStepsLongerThan > TimeSpan.Zero ? $" or after a step of {options.CollectAfterStepsLongerThan.TotalSeconds:G3} s or more" : "");
+               (options.CollectOnRssGrowth > 0 ? $"GC when RSS grows {options.CollectOnRssGrowth:P0}" : "no GC on RSS growth");
     }
 
     /// <summary>The step-end memory policy, called after each optimizer step (outside its dispose scope): a full .NET
-    /// collection when resident memory grew past the mark (<see cref="NativeHeapOptions.CollectOnRssGrowth"/>) or the
-    /// step was long (<see cref="NativeHeapOptions.CollectAfterStepsLongerThan"/>), and the heap trimmed as configured.</summary>
+    /// collection when resident memory grew past the mark (<see cref="NativeHeapOptions.CollectOnRssGrowth"/>), and the
+    /// heap trimmed as configured.</summary>
     public static void AfterStep()
     {
         if (!IsConfigured) return;
         _steps++;
-        var longStep = _lastStepEnd != 0 && _options.CollectAfterStepsLongerThan > TimeSpan.Zero &&
-                       System.Diagnostics.Stopwatch.GetElapsedTime(_lastStepEnd) >= _options.CollectAfterStepsLongerThan;
-        if (_options.CollectOnRssGrowth > 0 || longStep)
+        if (_options.CollectOnRssGrowth > 0)
         {
             var rss = ProcessMemory.Read().RssBytes;
-            if (_rssMark == 0 && !longStep) _rssMark = rss;
-            else if (longStep || ShouldCollect(rss, _rssMark, _options.CollectOnRssGrowth))
+            if (_rssMark == 0) _rssMark = rss;
+            else if (ShouldCollect(rss, _rssMark, _options.CollectOnRssGrowth))
             {
                 GC.Collect();
-                GC.WaitForPendingFinalizers(); // TorchSharp frees a tensor's native memory in its finalizer
+                GC.WaitForPendingFinalizers(); // TorchSharp frees a tensor's or a Scalar's native memory in its finalizer
                 GC.Collect();
                 Collections++;
                 _rssMark = Math.Max(_rssMark, ProcessMemory.Read().RssBytes);
             }
         }
         if (_options.TrimEveryNSteps > 0 && _steps % _options.TrimEveryNSteps == 0) Trim();
-        _lastStepEnd = System.Diagnostics.Stopwatch.GetTimestamp(); // the next step's time excludes this policy's own work
     }
 
     /// <summary>True when <paramref name="rss"/> exceeds <paramref name="mark"/> by more than the fraction

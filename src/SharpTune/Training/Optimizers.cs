@@ -1,7 +1,8 @@
 // Optimizer factories for recipes and configs: AdamW (decoupled weight decay) and SGD over a deduplicated
 // parameter list. TorchSharp keys optimizer state by the parameter's native handle, so a tied weight listed twice by
 // Module.parameters() (embedding shared with the output projection) would be updated twice per step; we drop the
-// repeats first.
+// repeats first. AdamW is TorchSharp's with its step written out again (ScalarFreeAdamW, below) so that it leaves no
+// native Scalar to the garbage collector.
 // References: Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (arXiv:1711.05101);
 // torch.optim.AdamW / torch.optim.SGD documentation; torchtune recipes (`optimizer: _component_: torch.optim.AdamW`).
 using SharpTune.Config;
@@ -37,7 +38,7 @@ public static class Optimizers
         if (!(weightDecay >= 0))
             throw new ArgumentOutOfRangeException(nameof(weightDecay), weightDecay, "optimizer.weight_decay must be >= 0");
         var list = NonEmpty(parameters);
-        return optim.AdamW(list, lr, beta1, beta2, eps, weightDecay, amsgrad);
+        return new ScalarFreeAdamW(list, lr, beta1, beta2, eps, weightDecay, amsgrad);
     }
 
     /// <summary>
@@ -96,4 +97,55 @@ public static class Optimizers
             throw new ArgumentException("the optimizer got no parameters to train (is every parameter frozen?)", nameof(parameters));
         return list;
     }
+}
+
+/// <summary>
+/// TorchSharp's AdamW (same state, options and state-dict format, the same operations in the same order, so the same
+/// bits) with a step that disposes the native Scalars it uses. TorchSharp's own step converts each double coefficient
+/// implicitly, about eight Scalars per parameter and step, each a small native allocation that only the .NET
+/// finalizer frees; between collections they sit inside the large blocks libtorch frees every step and fragment
+/// glibc's heap (Training/NativeHeap.cs).
+/// </summary>
+internal sealed class ScalarFreeAdamW(IEnumerable<Parameter> parameters, double lr, double beta1, double beta2, double eps, double weightDecay, bool amsgrad)
+    : TorchSharp.Modules.AdamW(parameters, lr, beta1, beta2, eps, weightDecay, amsgrad)
+{
+    /// <inheritdoc/>
+    public override Tensor step(Func<Tensor>? closure = null) => _step<ParamGroup>(group =>
+    {
+        var options = (Options)group.Options;
+        double beta1 = options.beta1!.Value, beta2 = options.beta2!.Value, lr = options.LearningRate!.Value;
+        using var decay = (1 - lr * options.weight_decay!.Value).ToScalar();
+        using var b1 = beta1.ToScalar();
+        using var oneMinusB1 = (1 - beta1).ToScalar();
+        using var b2 = beta2.ToScalar();
+        using var oneMinusB2 = (1 - beta2).ToScalar();
+        using var eps = options.eps!.Value.ToScalar();
+        foreach (var param in group.Parameters)
+        {
+            var state = (State)_state[param.Handle];
+            using var raw = param.grad;
+            if (raw is null) continue;
+            using var negated = options.maximize!.Value ? raw.neg() : null;
+            var grad = negated ?? raw;
+            state.step += 1;
+            param.mul_(decay);
+            var biasCorrection1 = 1 - Math.Pow(beta1, state.step);
+            var biasCorrection2 = 1 - Math.Pow(beta2, state.step);
+            state.exp_avg.mul_(b1).add_(grad, alpha: oneMinusB1);
+            state.exp_avg_sq.mul_(b2).addcmul_(grad, grad, value: oneMinusB2);
+            using var root = Math.Sqrt(biasCorrection2).ToScalar();
+            using var stepSize = (-(lr / biasCorrection1)).ToScalar();
+            Tensor second = state.exp_avg_sq;
+            if (options.amsgrad!.Value)
+            {
+                var previous = state.max_exp_avg_sq;
+                state.max_exp_avg_sq = maximum(previous, state.exp_avg_sq).DetachFromDisposeScope();
+                previous.Dispose();
+                second = state.max_exp_avg_sq;
+            }
+            using var sqrt = second.sqrt();
+            using var denom = sqrt.div_(root).add_(eps, Native.Scalars.One); // add_(Scalar) alone makes an alpha Scalar
+            param.addcdiv_(state.exp_avg, denom, value: stepSize);
+        }
+    }, closure);
 }

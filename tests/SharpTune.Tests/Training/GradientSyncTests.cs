@@ -92,6 +92,24 @@ public sealed class GradientSyncTests
     }
 
     [Fact]
+    public void GradientNorm_RowsAndTails_MatchFloat64WithinTheFloat32RowBound()
+    {
+        // Given tensors of whole 4,096-element rows with a ragged tail, only a tail, and bf16
+        manual_seed(5);
+        var tensors = new[] { randn(3 * 4096 + 17), randn(100), randn(2, 4096).mul_(1e-3), randn(5000).to(ScalarType.BFloat16) };
+        var exact = Math.Sqrt(tensors.Sum(t => t.to(ScalarType.Float64).square().sum().item<double>()));
+
+        // When the norm is computed
+        var norm = GradientNorm.Of(tensors);
+
+        // Then it is the float64 norm up to each row's float32 sum of 4,096 squares (gamma(4096) relative on the
+        // squared norm, half of it on the norm) and the float64 rest
+        Assert.True(Math.Abs(norm - exact) <= FloatBounds.Gamma(4096) / 2 * exact + 1e-12, $"norm {norm:R} vs float64 {exact:R}");
+        // and a tail alone is float64 throughout
+        Assert.Equal(Math.Sqrt(tensors[1].to(ScalarType.Float64).square().sum().item<double>()), GradientNorm.Of([tensors[1]]), 12);
+    }
+
+    [Fact]
     public void Finish_NoValidTokens_ThrowsClearError()
     {
         var p = nn.Parameter(ones(1));

@@ -1,6 +1,7 @@
 // LoRA (Hu et al. 2021, https://arxiv.org/abs/2106.09685) and DoRA (Liu et al. 2024, https://arxiv.org/abs/2402.09353)
 // linear layers, following torchtune.modules.peft.LoRALinear/DoRALinear and PEFT's naming so that keys are
 // `<name>.weight`, `<name>.bias`, `<name>.lora_A.weight`, `<name>.lora_B.weight`, `<name>.lora_magnitude_vector`.
+using SharpTune.Native;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
@@ -101,28 +102,28 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         _magnitude.copy_(WeightNorm());
     }
 
-    private Tensor Delta() => _loraB.weight!.matmul(_loraA.weight!) * Scale; // [out, r] @ [r, in] -> [out, in]
+    private Tensor Delta() => _loraB.weight!.matmul(_loraA.weight!) * Scalars.Of(Scale); // [out, r] @ [r, in] -> [out, in]
 
     private Tensor WeightNorm() =>
-        (_weight.to_type(ScalarType.Float32) + Delta().to_type(ScalarType.Float32)).norm(1, keepdim: false).to_type(_weight.dtype); // [out]
+        _weight.to_type(ScalarType.Float32).Plus(Delta().to_type(ScalarType.Float32)).norm(1, keepdim: false).to_type(_weight.dtype); // [out]
 
     /// <inheritdoc/>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
         var baseOut = nn.functional.linear(x, _weight); // [.., out]
-        var loraOut = _loraB.call(_loraA.call(_dropout.call(x))) * Scale; // [.., in] -> [.., r] -> [.., out]
+        var loraOut = _loraB.call(_loraA.call(_dropout.call(x))) * Scalars.Of(Scale); // [.., in] -> [.., r] -> [.., out]
         Tensor y;
         if (_magnitude is null)
         {
-            y = baseOut + loraOut;
+            y = baseOut.Plus(loraOut);
         }
         else
         {
             var scale = _magnitude / WeightNorm().detach(); // [out]
-            y = scale * (baseOut + loraOut);
+            y = scale * baseOut.Plus(loraOut);
         }
-        if (_bias is not null) y = y + _bias;
+        if (_bias is not null) y = y.Plus(_bias);
         return y.MoveToOuterDisposeScope();
     }
 
