@@ -26,8 +26,9 @@ internal static class Program
             Console.Error.WriteLine($"error: the recipe/component registry is invalid:{Environment.NewLine}{e.Message}");
             return 1;
         }
-        // Dataset configs may name a Hub dataset id; the library resolves it through this (cached) downloader.
-        SharpTune.Data.DataSources.DefaultResolver = services.CreateDatasetResolver();
+        // Dataset configs may name a Hub dataset id; the library resolves it through this (cached) downloader while
+        // the command runs.
+        using var resolver = SharpTune.Data.DataSources.UseResolver(services.CreateDatasetResolver());
         return Build(services).Run(args, cancel.Token);
     }
 

@@ -46,11 +46,30 @@ public static class DataSources
     /// <summary>The data file types <see cref="ReadRows"/> reads.</summary>
     public static IReadOnlyList<string> Extensions => s_extensions;
 
+    private static readonly AsyncLocal<IDatasetSourceResolver?> s_resolver = new();
+
     /// <summary>
-    /// The resolver used for hub ids when a builder is given none. The application (CLI) sets it to its Hub client;
-    /// null means hub ids are rejected with a clear error.
+    /// The resolver for hub ids when a builder is given none, within the current call context (its async flow, not
+    /// the process): what <see cref="UseResolver"/> set, or null, which rejects hub ids with a clear error.
     /// </summary>
-    public static IDatasetSourceResolver? DefaultResolver { get; set; }
+    public static IDatasetSourceResolver? CurrentResolver => s_resolver.Value;
+
+    /// <summary>
+    /// Resolves hub ids through <paramref name="resolver"/> for the calls made in this context (and the tasks it
+    /// starts) until the returned scope is disposed, which restores the previous one. The CLI wraps each command in one;
+    /// two hosts in one process (or two tests) do not see each other's.
+    /// </summary>
+    public static IDisposable UseResolver(IDatasetSourceResolver? resolver)
+    {
+        var previous = s_resolver.Value;
+        s_resolver.Value = resolver;
+        return new ResolverScope(previous);
+    }
+
+    private sealed class ResolverScope(IDatasetSourceResolver? previous) : IDisposable
+    {
+        public void Dispose() => s_resolver.Value = previous;
+    }
 
     /// <summary>
     /// Lists the data files of <paramref name="source"/>: a local file, a local folder (files whose name contains
@@ -69,7 +88,7 @@ public static class DataSources
         }
         if (File.Exists(source) || Directory.Exists(source)) return FilesAt(source, split);
         if (LooksLikeLocalPath(source)) throw new FileNotFoundException($"dataset source not found: {source}", source);
-        var r = resolver ?? DefaultResolver ?? throw new InvalidOperationException(
+        var r = resolver ?? CurrentResolver ?? throw new InvalidOperationException(
             $"dataset source '{source}' is not a local file or folder, and no Hub resolver is configured to download it; download it first or pass a local path");
         var folder = r.Resolve(source, split);
         return FilesAt(dataFiles is null ? folder : Path.Combine(folder, dataFiles), split);

@@ -1,6 +1,6 @@
 // Config components for datasets with torchtune's names and parameters (torchtune/datasets/_alpaca.py,
 // _instruct.py, _chat.py, _text_completion.py). `source` is a local file or folder, a format name ("json", "csv",
-// "parquet") with data_files, or a hub id resolved by DataSources.DefaultResolver. `split` may slice rows the way
+// "parquet") with data_files, or a hub id resolved by DataSources.CurrentResolver (DataSources.UseResolver). `split` may slice rows the way
 // Hugging Face datasets does ("train[:95%]", "train[100:200]").
 using System.Globalization;
 using System.Text.RegularExpressions;

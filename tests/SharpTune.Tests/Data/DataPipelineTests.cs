@@ -112,6 +112,35 @@ public sealed class DataPipelineTests : IDisposable
         Assert.Equal([Path.Combine(_dir.FullName, "data", "train-00000.jsonl")], files);
     }
 
+    [Fact]
+    public async Task UseResolver_ScopedToItsCallContext_ConcurrentHostsSeeTheirOwnAndDisposeRestores()
+    {
+        // Given two folders, each a hub dataset's local copy
+        string Folder(string name, string text)
+        {
+            Directory.CreateDirectory(Path.Combine(_dir.FullName, name));
+            Write($"{name}/train-00000.jsonl", $"{{\"text\":\"{text}\"}}\n");
+            return Path.Combine(_dir.FullName, name);
+        }
+        var (a, b) = (Folder("a", "from a"), Folder("b", "from b"));
+
+        // When two concurrent flows each scope their own resolver and resolve the same id
+        async Task<string> Resolve(string folder)
+        {
+            using (DataSources.UseResolver(new FixedResolver(folder)))
+            {
+                await Task.Yield(); // resumes on another thread: the scope flows with the call context
+                return DataSources.ResolveFiles("org/name", split: "train").Single();
+            }
+        }
+        var results = await Task.WhenAll(Resolve(a), Resolve(b));
+
+        // Then each saw its own, and outside the scopes no resolver is set
+        Assert.Equal([Path.Combine(a, "train-00000.jsonl"), Path.Combine(b, "train-00000.jsonl")], results);
+        Assert.Null(DataSources.CurrentResolver);
+        Assert.Throws<InvalidOperationException>(() => DataSources.ResolveFiles("org/name"));
+    }
+
     private sealed class FixedResolver(string folder) : IDatasetSourceResolver
     {
         public string Resolve(string datasetId, string? split) => folder;

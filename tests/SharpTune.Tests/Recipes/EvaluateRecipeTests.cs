@@ -163,9 +163,7 @@ public sealed class EvaluateRecipeTests(Stories260KFolder model) : IClassFixture
             ["dataset_infos.json"] = "{\"default\": {}}"u8.ToArray(),
         };
         var cache = System.IO.Path.Combine(model.Root, "hub-cache");
-        var previous = DataSources.DefaultResolver;
-        DataSources.DefaultResolver = new HubDatasetResolver(cache, () => new HubClient(hub.Endpoint));
-        try
+        using (DataSources.UseResolver(new HubDatasetResolver(cache, () => new HubClient(hub.Endpoint))))
         {
             // When the config names the dataset by its id
             var output = System.IO.Path.Combine(model.Root, "hub");
@@ -176,7 +174,7 @@ public sealed class EvaluateRecipeTests(Stories260KFolder model) : IClassFixture
             Assert.Equal(Lines("hellaswag.jsonl"), EvalReport.Load(System.IO.Path.Combine(output, "results.json")).Results[0].N);
             Assert.Contains(System.IO.Path.Combine(cache, "datasets", "acme", "hellaswag", "main", "data", "validation-00000-of-00001.jsonl"), r.Out);
         }
-        finally { DataSources.DefaultResolver = previous; }
+        Assert.Null(DataSources.CurrentResolver); // the scope ended with the block
     }
 
     [Fact]
