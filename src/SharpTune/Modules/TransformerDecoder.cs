@@ -7,6 +7,7 @@
 using SharpTune.Native;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace SharpTune.Modules;
@@ -182,7 +183,7 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         var s = tokens.shape[1];
         var cached = CachesEnabled;
         if (!cached && s > MaxSeqLen) throw new ArgumentException($"sequence length {s} exceeds max_seq_len {MaxSeqLen}");
-        var pos = inputPos ?? arange(Scalars.Of(_cachePos), Scalars.Of(_cachePos + s), Scalars.One, dtype: ScalarType.Int64, device: tokens.device).unsqueeze(0).expand(b, s); // [b, s]
+        var pos = inputPos ?? Positions(_cachePos, s, b, tokens.device); // [b, s]
         if (pos.shape[0] != b || pos.shape[1] != s) throw new ArgumentException($"inputPos must be [b={b}, s={s}], got [{string.Join(", ", pos.shape)}]");
         var h = _model.EmbedTokens.call(tokens); // [b, s] -> [b, s, d]
         var (cos, sin) = _rope.CosSin(pos, h.dtype); // [b, 1, s, h_d]
@@ -193,6 +194,15 @@ public sealed class TransformerDecoder : nn.Module<Tensor, Tensor>
         if (cached) _cachePos += s;
         var normed = _model.Norm.call(h);
         return scope is null ? normed : normed.MoveToOuterDisposeScope();
+    }
+
+    // Positions start..start+s-1 for every row, [b, s] int64; arange's bounds as Scalars disposed here (a literal or a
+    // cached one per start would leave one to the GC or grow with every decoded token).
+    private static Tensor Positions(long start, long s, long b, Device device)
+    {
+        using var first = start.ToScalar();
+        using var end = (start + s).ToScalar();
+        return arange(first, end, Scalars.One, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(b, s);
     }
 
     /// <summary>

@@ -1,9 +1,10 @@
 // Native Scalars that do not wait for the garbage collector. TorchSharp turns every number given to a tensor operation
-// into a native at::Scalar (a small heap allocation) and frees it only in the wrapper's finalizer; its operators
-// also make one for the alpha of 1 of each tensor + tensor and tensor + number (subtraction takes none). A training step made hundreds, each splitting one of the
-// large blocks libtorch frees every step, so glibc's heap fragmented and resident memory grew between collections
-// (Training/NativeHeap.cs; the open TorchSharp pull requests 1434 and 1496 dispose them upstream). The hot paths
-// pass these instead: constants live for the process, and a value that changes per step is disposed by its caller.
+// into a native at::Scalar (a small heap allocation) and frees it only in the wrapper's finalizer; its one-argument
+// add (so tensor + tensor and tensor + number; subtraction takes none) also makes one for the alpha of 1. A training
+// step made hundreds, each splitting one of the large blocks libtorch frees every step, so glibc's heap fragmented and
+// resident memory grew between collections (Training/NativeHeap.cs; the open TorchSharp pull requests 1434 and 1496
+// dispose them upstream). The hot paths pass these instead: constants live for the process (a bounded set: epsilons,
+// loss weights, ignore indices, exponents), and a value that changes per step is disposed by its caller.
 using System.Collections.Concurrent;
 using TorchSharp;
 
