@@ -103,10 +103,14 @@ public sealed class DataParallelGradients : IGradientSync
         _context.AllReduceSum(_buffer);
 
         var grads = _buffer.narrow(0, 0, _total); // [total]
-        grads.mul_(1.0 / tokens);
+        using (var scale = (1.0 / tokens).ToScalar()) grads.mul_(scale); // disposed now, not left to the GC (Native/Scalars.cs)
         var norm = double.NaN;
         if (MaxGradNorm is not null || computeNorm) norm = GradientNorm.Of([grads]);
-        if (MaxGradNorm is { } max) grads.mul_(Math.Min(1.0, max / (norm + 1e-6)));
+        if (MaxGradNorm is { } max)
+        {
+            using var clip = Math.Min(1.0, max / (norm + 1e-6)).ToScalar();
+            grads.mul_(clip);
+        }
 
         var present = _flags.data<float>().ToArray();
         for (var i = 0; i < _parameters.Count; i++)

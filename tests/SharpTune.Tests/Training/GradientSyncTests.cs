@@ -28,6 +28,22 @@ public sealed class GradientSyncTests
         return (x, labels);
     }
 
+    private static TorchSharp.Modules.Linear Head()
+    {
+        manual_seed(3);
+        return nn.Linear(6, 4, dtype: ScalarType.Float64);
+    }
+
+    // The whole batch's mean CE over valid tokens, its gradient wrt the head's weight; the gradients are cleared after.
+    private static (double Loss, Tensor WeightGrad) OneBatchMean(TorchSharp.Modules.Linear head, Tensor x, Tensor labels)
+    {
+        var full = nn.functional.cross_entropy(head.call(x).reshape(-1, 4), labels.reshape(-1), ignore_index: Ignore);
+        full.backward();
+        var grad = head.weight!.grad!.clone();
+        head.zero_grad();
+        return (full.item<double>(), grad);
+    }
+
     private static Tensor SummedCe(nn.Module<Tensor, Tensor> head, Tensor x, Tensor labels)
     {
         var logits = head.call(x); // [b, s, v]
@@ -38,15 +54,10 @@ public sealed class GradientSyncTests
     public void Finish_TwoUnevenMicroBatches_EqualsOneBatchMeanOverTokens()
     {
         var (x, labels) = Data();
-        manual_seed(3);
-        using var head = nn.Linear(6, 4, dtype: ScalarType.Float64);
+        using var head = Head();
 
         // One batch: mean over all 12 valid tokens.
-        var full = nn.functional.cross_entropy(head.call(x).reshape(-1, 4), labels.reshape(-1), ignore_index: Ignore);
-        full.backward();
-        var expectedGrad = head.weight!.grad!.clone();
-        var expectedLoss = full.item<double>();
-        head.zero_grad();
+        var (expectedLoss, expectedGrad) = OneBatchMean(head, x, labels);
 
         // Two micro-batches of 2 rows: 7 and 5 valid tokens.
         using var acc = new LocalGradientSync(head.parameters());
@@ -65,12 +76,8 @@ public sealed class GradientSyncTests
     {
         // Guards the test above: with uneven padding, averaging per-micro-batch means is a different gradient.
         var (x, labels) = Data();
-        manual_seed(3);
-        using var head = nn.Linear(6, 4, dtype: ScalarType.Float64);
-        var full = nn.functional.cross_entropy(head.call(x).reshape(-1, 4), labels.reshape(-1), ignore_index: Ignore);
-        full.backward();
-        var expectedGrad = head.weight!.grad!.clone();
-        head.zero_grad();
+        using var head = Head();
+        var (_, expectedGrad) = OneBatchMean(head, x, labels);
         var a = nn.functional.cross_entropy(head.call(x[..2]).reshape(-1, 4), labels[..2].reshape(-1), ignore_index: Ignore);
         var b = nn.functional.cross_entropy(head.call(x[2..]).reshape(-1, 4), labels[2..].reshape(-1), ignore_index: Ignore);
         ((a + b) / 2).backward();
